@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from lawlab.plugins import Registry
     from lawlab.plan import Plan
+    from lawlab.plugins import Registry
     from lawlab.store import Store
 
 
@@ -398,6 +398,11 @@ class LawForm(ABC):
     def log_design(self, L0: Any, r: Any, D: Any, options: Any) -> Any:
         """Columns X with log L = X @ θ (in ``parameters`` order); log-linear forms only."""
         raise NotImplementedError
+
+    def log_offset(self, L0: Any, r: Any, D: Any, options: Any) -> Any:
+        """A fixed part of log L that no parameter multiplies (log L0 when L0 enters with
+        exponent 1), or None; OLS then fits log L - offset = X @ θ."""
+        return None
 
     def feasibility(self, theta: dict[str, float], metric: Literal["loss", "accuracy"]) -> list[str]:
         """The ways θ breaks the signs the theory requires (empty when feasible)."""

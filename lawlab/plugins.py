@@ -71,6 +71,7 @@ class Registry:
     """Everything the loaded plugins registered, by kind and name."""
 
     plugins: list[PluginInfo] = field(default_factory=list)
+    broken: dict[str, str] = field(default_factory=dict)  # plugin name -> why it did not load
     entries: dict[PluginKind, dict[str, Registration]] = field(
         default_factory=lambda: {k: {} for k in KINDS}
     )
@@ -85,7 +86,13 @@ class Registry:
         try:
             return self.entries[kind][name].obj
         except KeyError:
-            raise KeyError(unknown_name_message(kind, name, self.names(kind))) from None
+            raise KeyError(self.unknown(kind, name)) from None
+
+    def unknown(self, kind: PluginKind, name: str) -> str:
+        msg = unknown_name_message(kind, name, self.names(kind))
+        if self.broken:
+            msg += ". Plugins that failed to load: " + "; ".join(f"{n} ({e})" for n, e in self.broken.items())
+        return msg
 
     def registration(self, kind: PluginKind, name: str) -> Registration:
         return self.entries[kind][name]
@@ -148,6 +155,7 @@ def load_registry(extra_modules: Iterable[str] = ()) -> Registry:
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
+    broken: dict[str, str] = {}
 
     for ep in _entry_points():
         dist = ep.dist.name if ep.dist else None
@@ -159,8 +167,11 @@ def load_registry(extra_modules: Iterable[str] = ()) -> Registry:
         info = PluginInfo(ep.name, ep.value, dist, ep.dist.version if ep.dist else None, builtin)
         try:
             module = ep.load()
-        except Exception as exc:  # a broken plugin must not hide which one it is
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}, from {dist}) failed to import: {exc}") from exc
+        except Exception as exc:
+            # One broken package must not take every study down; it is listed by
+            # `lawlab plugins` and named whenever a name it might provide is missing.
+            broken[ep.name] = f"{ep.value} from {dist}: {type(exc).__name__}: {exc}"
+            continue
         _register(pm, module, info, infos)
 
     for modname in extra_modules:
@@ -170,7 +181,7 @@ def load_registry(extra_modules: Iterable[str] = ()) -> Registry:
             raise PluginError(f"--plugin {modname!r} could not be imported: {exc}") from exc
         _register(pm, module, PluginInfo(modname, modname, None, None, False), infos)
 
-    registry = Registry(plugins=list(infos.values()))
+    registry = Registry(plugins=list(infos.values()), broken=broken)
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():

@@ -137,6 +137,9 @@ class LawEntry(Strict):
         "nominal", description="Use the nominal r (as the paper) or the fraction of parameters removed."
     )
     bootstrap: int = Field(0, ge=0, description="Bootstrap resamples for confidence intervals (0: none).")
+    resample: Literal["cells", "models"] = Field(
+        "cells", description="Bootstrap resampling unit: single cells, or whole models."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Options of the form (e.g. epsilon).")
 
     @property
@@ -150,7 +153,7 @@ class DatasetEntry(Strict):
 
 
 class Execution(Strict):
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", description="auto (a GPU when there is one), cpu, mps, cuda or cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that supports it, float32 on CPU."
     )
@@ -165,6 +168,14 @@ class Execution(Strict):
     offline: Literal["auto", "yes", "no"] = Field(
         "auto", description="auto: offline when HF_HUB_OFFLINE/LAWLAB_OFFLINE is set or the hub is unreachable."
     )
+
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"unknown device {v!r}; allowed: auto, cpu, mps, cuda, cuda:N")
+        return v
 
 
 class Spec(Strict):
@@ -224,15 +235,15 @@ class SpecIssue:
     def render(self) -> str:
         parts = [f"{self.path or '(spec)'}: {self.message}"]
         if self.given is not None:
-            given = self.given if isinstance(self.given, str) and len(self.given) < 80 else _short(self.given)
-            parts.append(f"given: {given!r}" if isinstance(given, str) else f"given: {given}")
+            parts.append(f"given: {_short(self.given)}")
         if self.allowed:
             parts.append(f"allowed: {self.allowed}")
         return "; ".join(parts)
 
 
 def _short(v: Any) -> str:
-    s = json.dumps(v, default=str) if not isinstance(v, str) else v
+    """A given value as it would be written in the spec (TOML and JSON agree for these)."""
+    s = json.dumps(v, default=str, ensure_ascii=False)
     return s if len(s) < 80 else s[:77] + "..."
 
 
@@ -413,11 +424,7 @@ class _Checker:
 
     def plugin(self, kind: PluginKind, name: str, path: str) -> Any | None:
         if not self.registry.has(kind, name):
-            from lawlab.plugins import unknown_name_message
-
-            self.issues.append(
-                SpecIssue(path, unknown_name_message(kind, name, self.registry.names(kind)), None, None)
-            )
+            self.issues.append(SpecIssue(path, self.registry.unknown(kind, name)))
             return None
         return self.registry.get(kind, name)
 
@@ -453,7 +460,7 @@ class _Checker:
         if parsed is None:
             return
         if self.ctx.offline and not plugin.available_offline() and name not in self.spec.datasets:
-            offline = [n for n in self.registry.names("datasets") if self.registry.get("datasets", n).available_offline()]
+            offline = [n for n in self.registry.names("datasets") if _ready_offline(self.registry.get("datasets", n))]
             self.issues.append(
                 SpecIssue(
                     path,
@@ -465,6 +472,12 @@ class _Checker:
             )
             return
         self.run_check(path, plugin.check, parsed, split, self.ctx)
+
+
+def _ready_offline(dataset: Any) -> bool:
+    """Usable offline by name alone (loaders such as text-file need a [datasets.NAME] entry)."""
+    required = any(f.is_required() for f in dataset.Params.model_fields.values())
+    return dataset.available_offline() and not required
 
 
 def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:

@@ -1,0 +1,351 @@
+"""The ``lawlab`` command line.
+
+Every subcommand says what it does in one line and shows an example. A bad spec is
+reported with the file, the field, what was given and what is allowed, and exits 2
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lawlab import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=_Formatter
+    )
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", type=Path, help="the study spec (TOML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set study.seed=3 --set 'methods[0].ratios=[0.1,0.5]'",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lawlab",
+        description="Run compression-law studies of LLMs: prune, recover, evaluate, fit the laws.",
+        epilog="example:\n  lawlab run specs/quickstart.toml",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lawlab {__version__}")
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE", help="load one more plugin module for this call"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _sub(sub, "validate", "Check a spec (types, plugins, files, offline availability) without running it.",
+             "lawlab validate specs/quickstart.toml")
+    _spec_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = _sub(sub, "plan", "Show the cells a spec resolves to and the paper-style experiment count.",
+             "lawlab plan specs/compression-laws-paper.toml")
+    _spec_args(p)
+    p.add_argument("--cells", action="store_true", help="list every cell, not only the counts")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = _sub(sub, "run", "Run a study: prune, recover, evaluate, store, fit and report; resumes where it stopped.",
+             "lawlab run specs/quickstart.toml")
+    _spec_args(p)
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    p.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
+    p.add_argument("--no-report", action="store_true", help="skip the fits and the report at the end")
+    p.set_defaults(func=cmd_run)
+
+    p = _sub(sub, "status", "Show what is done, failed and left in a study's output folder.",
+             "lawlab status runs/quickstart")
+    p.add_argument("output", type=Path, help="the study's output folder")
+    p.set_defaults(func=cmd_status)
+
+    p = _sub(sub, "export", "Export the results as one tidy row per measured value.",
+             "lawlab export runs/quickstart --format csv")
+    p.add_argument("output", type=Path, help="the study's output folder")
+    p.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv")
+    p.add_argument("-o", "--out", type=Path, help="file to write (default: OUTPUT/results.FORMAT)")
+    p.set_defaults(func=cmd_export)
+
+    p = _sub(sub, "report", "Write the study's report (HTML, Markdown, figures, tables) from its store.",
+             "lawlab report runs/quickstart")
+    p.add_argument("output", type=Path, help="the study's output folder")
+    p.set_defaults(func=cmd_report)
+
+    p = _sub(sub, "schema", "Print the JSON Schema of the spec (for editor completion).",
+             "lawlab schema > lawlab-spec.schema.json")
+    p.set_defaults(func=cmd_schema)
+
+    p = _sub(sub, "plugins", "List every plugin, its version and what it registers.", "lawlab plugins")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    for module in ("lawlab.cli_laws", "lawlab.packs"):
+        _optional_commands(module, sub)
+    return parser
+
+
+def _optional_commands(module: str, sub: Any) -> None:
+    """Subcommands that live next to the stage they drive (fit/compare/critical, packs)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    add: Callable[[Any], None] | None = getattr(mod, "add_commands", None)
+    if add is not None:
+        add(sub)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from lawlab.plugins import get_registry
+
+    return get_registry(args.plugin)
+
+
+def _load(args: argparse.Namespace, offline: bool | None = None) -> Any:
+    from lawlab.spec import load_spec
+
+    return load_spec(args.spec, args.overrides, registry=_registry(args), offline=offline)
+
+
+def _check_context(resolved: Any, registry: Any) -> Any:
+    from lawlab import environment
+    from lawlab.api import CheckContext
+
+    return CheckContext(
+        spec_path=resolved.path.resolve(),
+        offline=resolved.offline,
+        registry=registry,
+        cache_dir=environment.cache_dir(),
+    )
+
+
+def _make_plan(args: argparse.Namespace) -> Any:
+    from lawlab.plan import make_plan
+
+    resolved = _load(args)
+    return make_plan(resolved, _check_context(resolved, _registry(args)))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plan = _make_plan(args)  # planning is part of validation: unsupported pairs are spec errors
+    spec = plan.spec.spec
+    console.print(
+        f"[green]ok[/green] {args.spec}: study [bold]{spec.study.name}[/bold], {len(spec.models)} model(s), "
+        f"{len(plan)} cells" + (" (offline)" if plan.spec.offline else "")
+    )
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from lawlab.plan import make_plan
+    from lawlab.spec import SpecError
+
+    # Planning a study for a connected GPU server must work on an offline laptop too:
+    # when the spec is valid except for what this machine cannot reach, plan it as if
+    # connected and say plainly what stops it from running here.
+    try:
+        plan, here = _make_plan(args), None
+    except SpecError as offline_error:
+        from lawlab import environment
+
+        environment.enter_offline_mode()  # "as if connected" must not wait on a dead network
+        try:
+            resolved = _load(args, offline=False)
+        except SpecError:
+            raise offline_error from None
+        plan, here = make_plan(resolved, _check_context(resolved, _registry(args))), offline_error
+    if args.json:
+        print(json.dumps(plan_as_json(plan), indent=2))
+        return EXIT_OK
+    print_plan(plan, cells=args.cells)
+    if here is not None:
+        n = len(here.issues)
+        console.print(f"[yellow]This study cannot run on this machine as it is ({n} problem(s)):[/yellow]")
+        for issue in here.issues[:3]:
+            console.print(f"  {issue.render()}", markup=False, highlight=False)
+        if n > 3:
+            console.print(f"  ... and {n - 3} more: `lawlab validate {args.spec}` lists them all")
+    return EXIT_OK
+
+
+def plan_as_json(plan: Any) -> dict[str, Any]:
+    return {
+        "study": plan.spec.spec.study.name,
+        "spec_hash": plan.spec_hash,
+        "experiments": plan.experiment_count(),
+        "per_model": plan.summary_rows(),
+        "skipped": [s.__dict__ for s in plan.skipped],
+        "cells": [
+            {"key": c.key, "kind": c.kind, "parent": c.parent, "plugin": c.plugin, "label": c.label()}
+            for c in plan.cells
+        ],
+    }
+
+
+def print_plan(plan: Any, *, cells: bool = False) -> None:
+    spec = plan.spec.spec
+    t = Table(title=f"Study plan: {spec.study.name}", title_justify="left")
+    for col, just in (("model", "left"), ("family", "left"), ("prune", "right"), ("RFT", "right"),
+                      ("evaluations", "right"), ("experiments", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for row in plan.summary_rows():
+        t.add_row(row["model"], row["family"], str(row["prune"]), str(row["rft"]), str(row["eval"]),
+                  str(row["experiments"]))
+    console.print(t)
+    counts = plan.experiment_count()
+    total = sum(counts.values())
+    by_family = ", ".join(f"{n} {fam}" for fam, n in counts.items())
+    console.print(
+        f"[bold]{total}[/bold] experiments as the paper's Table 5 counts them "
+        f"(intrinsic and extrinsic evaluations of compressed variants){': ' + by_family if by_family else ''}"
+    )
+    base_evals = sum(1 for c in plan.cells if c.kind == "eval" and not c.variant.method)
+    console.print(f"{len(plan)} cells in all, including {base_evals} evaluations of the unpruned models.")
+    for s in plan.skipped:
+        console.print(f"[yellow]skipped[/yellow] {s.method} on {s.model}: {s.reason}")
+    if cells:
+        t = Table(title="Cells", title_justify="left")
+        t.add_column("key")
+        t.add_column("cell")
+        for c in plan.cells:
+            t.add_row(c.key, c.label())
+        console.print(t)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lawlab.execute import run_study
+
+    plan = _make_plan(args)
+    return run_study(
+        plan,
+        fail_fast=args.fail_fast,
+        retry_failed=args.retry_failed,
+        report=not args.no_report,
+        quiet=args.quiet,
+        verbose=args.verbose,
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lawlab.store import print_status
+
+    return print_status(args.output, console)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lawlab.store import export
+
+    path = export(args.output, args.format, args.out)
+    console.print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lawlab.report import write_report
+
+    path = write_report(args.output, registry=_registry(args))
+    console.print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from lawlab.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    rows = []
+    for p in registry.plugins:
+        rows.append(
+            {
+                "plugin": p.name,
+                "distribution": p.distribution,
+                "version": p.version,
+                "builtin": p.builtin,
+                "module": p.module,
+                "registers": registry.provides(p),
+            }
+        )
+    if args.json:
+        print(json.dumps({"plugins": rows, "broken": registry.broken}, indent=2))
+        return EXIT_OK
+    t = Table(title="lawlab plugins", title_justify="left")
+    for col in ("plugin", "from", "registers"):
+        t.add_column(col)
+    for r in rows:
+        origin = f"{r['distribution']} {r['version']}" if r["distribution"] else "--plugin"
+        regs = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in r["registers"].items())
+        t.add_row(r["plugin"], origin + (" (built-in)" if r["builtin"] else ""), regs or "(nothing)")
+    console.print(t)
+    for name, why in registry.broken.items():
+        console.print(f"[red]failed to load[/red] {name}: {why}", highlight=False)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lawlab.errors import UsageError
+    from lawlab.plugins import PluginError
+    from lawlab.spec import SpecError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as exc:
+        err_console.print(exc.render(), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except PluginError as exc:
+        err_console.print(f"plugin error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except UsageError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished cells are stored; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

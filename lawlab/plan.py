@@ -1,0 +1,295 @@
+"""The planner: a validated spec resolved once into an immutable study plan.
+
+A plan is a tree of cells per model::
+
+    base ─┬─ eval (per evaluator)
+          ├─ prune (per method, ratio > 0) ─┬─ eval
+          │                                 └─ rft (per dataset, D > 0) ── eval
+          └─ rft (ratio 0: the unpruned model recovered, when asked) ── eval
+
+Every cell has a key: a hash of everything that determines its result (its plugin, the
+plugin's parameters with defaults filled in, the seed, the dtype and its parent's key),
+so a finished cell is recognised on the next run and changing one parameter re-runs only
+the cells it affects. Work shared by several branches (r = 0 for two methods, the same
+method listed twice) gets one key and is planned once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from lawlab.api import CheckContext
+from lawlab.spec import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
+
+CellKind = Literal["base", "prune", "rft", "eval"]
+_COUNTED_KINDS = ("intrinsic", "extrinsic")  # the paper's Table 5 counts these evaluations
+
+
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return tuple(_freeze(v) for v in obj)
+    return obj
+
+
+def _thaw(obj: Any) -> Any:
+    if isinstance(obj, MappingProxyType | dict):
+        return {k: _thaw(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_thaw(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model state that gets evaluated: a base model, pruned or not, recovered or not."""
+
+    model: str
+    method: str = ""  # method label; "" for the unpruned model
+    ratio: float = 0.0
+    rft: str = ""  # RFT label; "" for none
+    rft_dataset: str = ""
+    size: int = 0  # D, RFT samples
+
+    def describe(self) -> str:
+        parts = [self.model]
+        if self.method:
+            parts.append(f"{self.method}@{self.ratio:g}")
+        if self.size:
+            parts.append(f"{self.rft}:{self.rft_dataset}:{self.size}")
+        return " / ".join(parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    kind: CellKind
+    variant: Variant
+    plugin: str  # the model source, pruner, recipe or evaluator that does the work
+    params: Any  # that plugin's parameters (read-only mapping, defaults filled in)
+    parent: str | None = None
+    evaluator: str = ""  # evaluator label, for eval cells
+    evaluator_kind: str = ""  # intrinsic, extrinsic or runtime
+    dataset: tuple[str, Any] | None = None  # (dataset plugin, params) for rft cells
+    inputs: Any = field(default_factory=lambda: MappingProxyType({}))  # the hashed content
+
+    def params_dict(self) -> dict[str, Any]:
+        return _thaw(self.params)
+
+    def label(self) -> str:
+        what = {"base": "load", "prune": "prune", "rft": "rft", "eval": f"eval {self.evaluator}"}[self.kind]
+        return f"{what}: {self.variant.describe()}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    model: str
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ResolvedSpec
+    spec_hash: str
+    cells: tuple[Cell, ...]
+    skipped: tuple[Skipped, ...] = ()
+    families: Any = field(default_factory=lambda: MappingProxyType({}))  # model -> family
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_key", {c.key: c for c in self.cells})
+
+    def __iter__(self) -> Iterator[Cell]:
+        return iter(self.cells)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def cell(self, key: str) -> Cell:
+        return self._by_key[key]  # type: ignore[attr-defined]
+
+    def children(self, key: str) -> list[Cell]:
+        return [c for c in self.cells if c.parent == key]
+
+    def of_kind(self, kind: CellKind) -> list[Cell]:
+        return [c for c in self.cells if c.kind == kind]
+
+    def ancestors(self, key: str) -> list[Cell]:
+        out, cell = [], self.cell(key)
+        while cell.parent is not None:
+            cell = self.cell(cell.parent)
+            out.append(cell)
+        return out
+
+    def experiment_count(self) -> dict[str, int]:
+        """Experiments the way the paper's Table 5 counts them: evaluations (intrinsic or
+        extrinsic) of compressed variants, per model family, with and without RFT."""
+        counts: Counter[str] = Counter()
+        for c in self.cells:
+            if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS:
+                counts[self.families.get(c.variant.model, c.variant.model)] += 1
+        return dict(sorted(counts.items()))
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Per model: the cells of each kind and the paper-style experiment count."""
+        rows = []
+        for m in self.spec.spec.models:
+            mine = [c for c in self.cells if c.variant.model == m.name]
+            kinds = Counter(c.kind for c in mine)
+            rows.append(
+                {
+                    "model": m.name,
+                    "family": self.families.get(m.name, m.name),
+                    "prune": kinds["prune"],
+                    "rft": kinds["rft"],
+                    "eval": kinds["eval"],
+                    "experiments": sum(
+                        1
+                        for c in mine
+                        if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS
+                    ),
+                }
+            )
+        return rows
+
+
+def family_of(name: str, declared: str | None) -> str:
+    """A model's family: as declared, else its name up to the last '-' part that
+    looks like a size (qwen2.5-7b -> qwen2.5)."""
+    if declared:
+        return declared
+    parts = name.split("-")
+    while len(parts) > 1 and any(ch.isdigit() for ch in parts[-1]) and parts[-1][-1].lower() in "bm":
+        parts.pop()
+    return "-".join(parts)
+
+
+def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
+    """Resolve the spec into cells. Raises ``SpecError`` for a method asked to prune an
+    architecture it cannot (unless ``execution.on_unsupported = "skip"``)."""
+    spec, registry = resolved.spec, ctx.registry
+    seed, dtype = spec.study.seed, spec.execution.dtype
+    cells: dict[str, Cell] = {}
+    issues: list[SpecIssue] = []
+    skipped: list[Skipped] = []
+
+    def add(kind: CellKind, variant: Variant, plugin: str, params: dict[str, Any], parent: str | None, **extra: Any) -> str:
+        inputs = {"kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": dtype}
+        if kind in ("prune", "rft"):
+            inputs["seed"] = seed
+        inputs.update({k: v for k, v in extra.items() if k in ("ratio", "size", "dataset", "identity", "model_type")})
+        key = content_hash(inputs)[:20]
+        if key not in cells:
+            dataset = extra.get("dataset")
+            cells[key] = Cell(
+                key=key,
+                kind=kind,
+                variant=variant,
+                plugin=plugin,
+                params=_freeze(params),
+                parent=parent,
+                evaluator=extra.get("evaluator", ""),
+                evaluator_kind=extra.get("evaluator_kind", ""),
+                dataset=(dataset[0], _freeze(dataset[1])) if dataset else None,
+                inputs=_freeze(inputs),
+            )
+        return key
+
+    evals = [
+        (e.key, e.evaluator, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind)
+        for i, e in enumerate(spec.evaluators)
+    ]
+
+    def add_evals(variant: Variant, parent: str) -> None:
+        for label, plugin, params, kind in evals:
+            add("eval", variant, plugin, params, parent, evaluator=label, evaluator_kind=kind)
+
+    def add_rft(variant: Variant, parent: str) -> None:
+        for i, r in enumerate(spec.rft):
+            params = resolved.params_json(f"rft[{i}].params")
+            for ds in r.datasets:
+                ds_plugin, ds_raw = dataset_ref(spec, ds)
+                ds_params = resolved.params.get(f"datasets.{ds}.params")
+                ds_json = ds_params.model_dump(mode="json") if ds_params is not None else ds_raw
+                for size in r.sizes:
+                    if size == 0:
+                        continue  # D = 0 is the variant itself: no RFT, no cell
+                    v = Variant(variant.model, variant.method, variant.ratio, r.key, ds, size)
+                    key = add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
+                    add_evals(v, key)
+
+    families: dict[str, str] = {}
+    for i, m in enumerate(spec.models):
+        families[m.name] = family_of(m.name, m.family)
+        source = registry.get("model_sources", m.source)
+        src_params = resolved.params[f"models[{i}].params"]
+        model_type = m.model_type or source.model_type(src_params, ctx)
+        identity = source.identity(src_params, ctx)
+        base_v = Variant(m.name)
+        base = add("base", base_v, m.source, src_params.model_dump(mode="json"), None, identity=identity, model_type=model_type)
+        add_evals(base_v, base)
+        # RFT of the unpruned model only when a method asks for r = 0 (the reference point).
+        if any(0.0 in meth.ratios for meth in spec.methods if meth.models is None or m.name in meth.models):
+            add_rft(base_v, base)
+
+        for j, meth in enumerate(spec.methods):
+            if meth.models is not None and m.name not in meth.models:
+                continue
+            pruner = registry.get("pruners", meth.method)
+            reason = pruner.supports(model_type) if model_type else None
+            if reason:
+                if spec.execution.on_unsupported == "skip":
+                    skipped.append(Skipped(m.name, meth.key, reason))
+                    continue
+                issues.append(
+                    SpecIssue(
+                        f"methods[{j}].method",
+                        f"{meth.method!r} cannot prune model {m.name!r} ({model_type}): {reason}",
+                        None,
+                        f"restrict it with methods[{j}].models, or set execution.on_unsupported = \"skip\"",
+                    )
+                )
+                continue
+            params = resolved.params_json(f"methods[{j}].params")
+            for ratio in meth.ratios:
+                if ratio == 0.0:
+                    continue  # r = 0 is the base model, already planned
+                v = Variant(m.name, meth.key, ratio)
+                key = add("prune", v, meth.method, params, base, ratio=ratio)
+                add_evals(v, key)
+                add_rft(v, key)
+
+    if issues:
+        raise SpecError(resolved.path, issues)
+    return Plan(
+        spec=resolved,
+        spec_hash=resolved.spec.spec_hash(),
+        cells=tuple(cells.values()),
+        skipped=tuple(skipped),
+        families=MappingProxyType(families),
+    )
+
+
+def stage_order(plan: Plan) -> list[Cell]:
+    """Cells in the order the local scheduler runs them: depth first per model, so each
+    base model is loaded once and each pruned model is made once and used by all its
+    evaluations and RFT runs before the next one is made."""
+    kids: dict[str | None, list[Cell]] = defaultdict(list)
+    for c in plan.cells:
+        kids[c.parent].append(c)
+    order: list[Cell] = []
+
+    def visit(cell: Cell) -> None:
+        order.append(cell)
+        # evaluations first: they need the model as it is, before anything else changes it
+        for child in sorted(kids[cell.key], key=lambda c: c.kind != "eval"):
+            visit(child)
+
+    for root in kids[None]:
+        visit(root)
+    return order

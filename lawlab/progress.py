@@ -1,0 +1,125 @@
+"""Progress of a study: rich bars on a terminal, plain lines in logs and CI.
+
+Three levels are shown: the study (cells done of cells to run), the current cell, and the
+inner loop a plugin reports (training steps, evaluation batches) with rate and ETA.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from lawlab import api
+
+
+class StudyProgress(api.Progress):
+    """The executor's progress display; plugins see it as a plain :class:`api.Progress`."""
+
+    def __init__(self, console: Console | None = None, *, quiet: bool = False, verbose: bool = False):
+        self.console = console or Console()
+        self.quiet, self.verbose = quiet, verbose
+        self.live = self.console.is_terminal and not quiet
+        self._bars: Progress | None = None
+        self._study: TaskID | None = None
+        self._inner: TaskID | None = None
+        self._inner_desc = ""
+        self._inner_total: int | None = None
+        self._inner_started = 0.0
+        self._cells_total = 0
+        self._cells_done = 0
+
+    # ----------------------------------------------------------------- study level
+
+    def start_study(self, name: str, total: int, already: int = 0) -> None:
+        self._cells_total = total
+        if already and not self.quiet:
+            self.console.print(f"resuming {name}: {already} cell(s) already done, {total} to run")
+        if self.live:
+            self._bars = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._bars.start()
+            self._study = self._bars.add_task(f"[bold]{name}", total=total, rate="")
+        elif not self.quiet:
+            self._line(f"study {name}: {total} cell(s) to run")
+
+    def cell_started(self, cell: Any) -> None:
+        if self._bars is not None and self._study is not None:
+            self._bars.update(self._study, description=f"[bold]{cell.label()}")
+        elif self.verbose and not self.quiet:
+            self._line(f"start {cell.label()}")
+
+    def cell_finished(self, cell: Any, status: str, seconds: float, error: str | None = None) -> None:
+        self._cells_done += 1
+        if self._bars is not None and self._study is not None:
+            self._bars.advance(self._study)
+            if status != "done" or self.verbose:
+                self._bars.console.print(f"{status} {cell.label()} ({seconds:.1f} s){': ' + error if error else ''}")
+        elif not self.quiet or status != "done":
+            mark = "ok" if status == "done" else status.upper()
+            self._line(
+                f"[{self._cells_done}/{self._cells_total}] {mark} {cell.label()} ({seconds:.1f} s)"
+                + (f": {error}" if error else "")
+            )
+
+    def finish_study(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
+    # ----------------------------------------------------------------- inner loop (plugins)
+
+    def start(self, description: str, total: int | None = None) -> None:
+        self._inner_desc, self._inner_total, self._inner_started = description, total, time.time()
+        if self._bars is not None:
+            if self._inner is not None:
+                self._bars.remove_task(self._inner)
+            self._inner = self._bars.add_task(f"  {description}", total=total, rate="")
+        elif self.verbose and not self.quiet:
+            self._line(f"  {description}" + (f" ({total} steps)" if total else ""))
+
+    def advance(self, n: int = 1) -> None:
+        if self._bars is not None and self._inner is not None:
+            task = self._bars.tasks[self._inner] if self._inner < len(self._bars.tasks) else None
+            rate = ""
+            if task is not None and task.elapsed:
+                rate = f"{(task.completed + n) / task.elapsed:.1f}/s"
+            self._bars.update(self._inner, advance=n, rate=rate)
+
+    def done(self) -> None:
+        if self._bars is not None and self._inner is not None:
+            self._bars.remove_task(self._inner)
+            self._inner = None
+        elif self.verbose and not self.quiet and self._inner_desc:
+            self._line(f"  {self._inner_desc}: {time.time() - self._inner_started:.1f} s")
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._bars is not None:
+            self._bars.console.print(message, highlight=False)
+        else:
+            self._line(message)
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, soft_wrap=True)

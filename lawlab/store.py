@@ -1,0 +1,400 @@
+"""The results store: one SQLite file in the study's output folder, and its artifacts.
+
+Every finished cell is written in one transaction together with all the numbers it
+measured, so a kill at any moment leaves either the whole cell or nothing. Artifacts
+(pruned and recovered models) are written under a temporary name and renamed into place
+when complete; only a renamed folder is ever trusted.
+
+Layout of an output folder::
+
+    lawlab.sqlite     cells, results (one row per measured value), runs, the plan
+    spec.json         the validated spec of the latest run
+    artifacts/KEY/    models kept for later cells (safetensors + JSON)
+    results.csv       the tidy export, fits.json, report/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lawlab.api import Measurement
+from lawlab.errors import UsageError
+
+DB_NAME = "lawlab.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL, ended REAL, spec_hash TEXT NOT NULL, argv TEXT, status TEXT
+);
+-- the cells of the latest plan, in run order: what `status` and `export` describe
+CREATE TABLE IF NOT EXISTS plan (
+    position INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+    parent TEXT, label TEXT NOT NULL, cell TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    model TEXT, method TEXT, ratio REAL, rft TEXT, rft_dataset TEXT, size INTEGER,
+    evaluator TEXT, evaluator_kind TEXT, plugin TEXT, parent TEXT,
+    run_id INTEGER, started REAL, ended REAL, seconds REAL,
+    error TEXT, provenance TEXT NOT NULL, compression TEXT
+);
+-- every time a cell was started: proves that no finished cell is computed twice
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, run_id INTEGER, started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    cell_key TEXT NOT NULL REFERENCES cells(key) ON DELETE CASCADE,
+    metric TEXT NOT NULL, dataset TEXT NOT NULL, value REAL,
+    law_input INTEGER NOT NULL, details TEXT NOT NULL,
+    PRIMARY KEY (cell_key, metric, dataset)
+);
+"""
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    key: str
+    kind: str
+    status: str
+    seconds: float | None
+    error: str | None
+    provenance: dict[str, Any]
+    compression: dict[str, Any] | None
+
+
+class Store:
+    """A study's SQLite store. Open it with ``Store(output_dir)``; the folder must exist
+    or ``create=True`` must be given (``lawlab run`` creates it only after validation)."""
+
+    def __init__(self, output_dir: str | Path, *, create: bool = False):
+        self.root = Path(output_dir)
+        db = self.root / DB_NAME
+        if not db.exists() and not create:
+            raise UsageError(f"{self.root} is not a lawlab study output folder (no {DB_NAME} in it)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        # autocommit mode; transactions are explicit (see `transaction`)
+        self.db = sqlite3.connect(db, isolation_level=None, timeout=60)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+        if self.meta("schema_version") is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ----------------------------------------------------------------- metadata
+
+    def meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, default=str)))
+
+    def start_run(self, spec_hash: str, argv: Sequence[str]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (started, spec_hash, argv, status) VALUES (?, ?, ?, 'running')",
+            (time.time(), spec_hash, json.dumps(list(argv))),
+        )
+        return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int, status: str) -> None:
+        self.db.execute("UPDATE runs SET ended = ?, status = ? WHERE id = ?", (time.time(), status, run_id))
+
+    def save_plan(self, cells: Sequence[dict[str, Any]]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM plan")
+            db.executemany(
+                "INSERT INTO plan (position, key, kind, parent, label, cell) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (i, c["key"], c["kind"], c["parent"], c["label"], json.dumps(c, default=str))
+                    for i, c in enumerate(cells)
+                ],
+            )
+
+    # ----------------------------------------------------------------- cells
+
+    def status_of(self) -> dict[str, str]:
+        return {r["key"]: r["status"] for r in self.db.execute("SELECT key, status FROM cells")}
+
+    def record_attempt(self, key: str, run_id: int) -> None:
+        self.db.execute("INSERT INTO attempts (key, run_id, started) VALUES (?, ?, ?)", (key, run_id, time.time()))
+
+    def attempts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT key, COUNT(*) AS n FROM attempts GROUP BY key")
+        return {r["key"]: r["n"] for r in rows}
+
+    def record_cell(
+        self,
+        cell: dict[str, Any],
+        *,
+        status: str,
+        run_id: int,
+        started: float,
+        ended: float,
+        provenance: dict[str, Any],
+        measurements: Sequence[Measurement] = (),
+        compression: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Write one finished (or failed) cell and all its numbers atomically."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM results WHERE cell_key = ?", (cell["key"],))
+            db.execute(
+                """INSERT OR REPLACE INTO cells (key, kind, status, model, method, ratio, rft, rft_dataset,
+                   size, evaluator, evaluator_kind, plugin, parent, run_id, started, ended, seconds, error,
+                   provenance, compression) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    cell["key"], cell["kind"], status, cell["model"], cell["method"], cell["ratio"],
+                    cell["rft"], cell["rft_dataset"], cell["size"], cell["evaluator"], cell["evaluator_kind"],
+                    cell["plugin"], cell["parent"], run_id, started, ended, ended - started, error,
+                    json.dumps(provenance, default=str), json.dumps(compression) if compression else None,
+                ),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (cell["key"], m.metric, m.dataset, _finite_or_none(m.value), int(m.law_input),
+                     json.dumps(m.details, default=str))
+                    for m in measurements
+                ],
+            )
+
+    def cell(self, key: str) -> CellRecord | None:
+        r = self.db.execute("SELECT * FROM cells WHERE key = ?", (key,)).fetchone()
+        if r is None:
+            return None
+        return CellRecord(
+            r["key"], r["kind"], r["status"], r["seconds"], r["error"], json.loads(r["provenance"]),
+            json.loads(r["compression"]) if r["compression"] else None,
+        )
+
+    def plan_rows(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM plan ORDER BY position"))
+
+    # ----------------------------------------------------------------- artifacts
+
+    def artifact_dir(self, key: str) -> Path:
+        return self.root / "artifacts" / key
+
+    def has_artifact(self, key: str) -> bool:
+        return (self.artifact_dir(key) / "lawlab-artifact.json").is_file()
+
+    @contextlib.contextmanager
+    def writing_artifact(self, key: str) -> Iterator[Path]:
+        """Yield a temporary folder; on success it is renamed to the artifact's place."""
+        final = self.artifact_dir(key)
+        tmp = final.parent / f".tmp-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove_artifact(self, key: str) -> None:
+        shutil.rmtree(self.artifact_dir(key), ignore_errors=True)
+
+    def clean_partial_artifacts(self) -> int:
+        """Remove temporary folders left by a killed run (never trusted, never reused)."""
+        root = self.root / "artifacts"
+        removed = 0
+        if root.is_dir():
+            for p in root.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def _finite_or_none(v: float) -> float | None:
+    import math
+
+    return v if v is not None and math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------- the tidy table
+
+TABLE_COLUMNS = (
+    "model", "family", "method", "method_plugin", "calibration", "ratio", "ratio_effective",
+    "params_kept", "params_kept_no_embed", "params_original", "fraction_removed_no_embed", "flops_speedup",
+    "rft", "rft_dataset", "D", "evaluator", "kind", "metric", "dataset", "value", "L0", "law_input",
+    "cell_key", "spec_hash", "seed", "device", "dtype", "details",
+)
+
+
+def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[str, Any]]:
+    """One tidy row per measured value of the latest plan, with the variant's ratio
+    accounting and the unpruned model's value (``L0``) for the same evaluator, metric
+    and dataset. This is what fits, exports and reports read."""
+    with Store(output_dir) as store:
+        cells = {r["key"]: r for r in store.db.execute("SELECT * FROM cells WHERE status = 'done'")}
+        in_plan = {r["key"] for r in store.plan_rows()}
+        spec = store.meta("spec") or {}
+        families = store.meta("families") or {}
+        calibration = store.meta("calibration") or {}
+        results = list(store.db.execute("SELECT * FROM results ORDER BY rowid"))
+
+    def ancestor(key: str | None, kind: str) -> sqlite3.Row | None:
+        while key is not None and key in cells:
+            if cells[key]["kind"] == kind:
+                return cells[key]
+            key = cells[key]["parent"]
+        return None
+
+    rows: list[dict[str, Any]] = []
+    for res in results:
+        cell = cells.get(res["cell_key"])
+        if cell is None or (plan_only and in_plan and cell["key"] not in in_plan):
+            continue
+        prov = json.loads(cell["provenance"])
+        prune = ancestor(cell["key"], "prune")
+        comp = json.loads(prune["compression"]) if prune is not None and prune["compression"] else None
+        method = cell["method"] or ""
+        rows.append(
+            {
+                "model": cell["model"],
+                "family": families.get(cell["model"], cell["model"]),
+                "method": method,
+                "method_plugin": prune["plugin"] if prune is not None else "",
+                "calibration": calibration.get(method, "") if method else "",
+                "ratio": cell["ratio"] or 0.0,
+                "ratio_effective": comp["fraction_removed"] if comp else 0.0,
+                "params_kept": comp["params_kept"] if comp else None,
+                "params_kept_no_embed": comp["params_kept_no_embed"] if comp else None,
+                "params_original": comp["params_original"] if comp else None,
+                "fraction_removed_no_embed": comp["fraction_removed_no_embed"] if comp else 0.0,
+                "flops_speedup": comp["flops_speedup"] if comp else 1.0,
+                "rft": cell["rft"] or "",
+                "rft_dataset": cell["rft_dataset"] or "",
+                "D": cell["size"] or 0,
+                "evaluator": cell["evaluator"] or "",
+                "kind": cell["evaluator_kind"] or ("rft" if cell["kind"] == "rft" else cell["kind"]),
+                "metric": res["metric"],
+                "dataset": res["dataset"],
+                "value": res["value"],
+                "L0": None,
+                "law_input": bool(res["law_input"]),
+                "cell_key": cell["key"],
+                "spec_hash": prov.get("spec_hash"),
+                "seed": prov.get("seed", spec.get("study", {}).get("seed")),
+                "device": prov.get("device"),
+                "dtype": prov.get("dtype"),
+                "details": json.loads(res["details"]),
+            }
+        )
+    base = {
+        (r["model"], r["evaluator"], r["metric"], r["dataset"]): r["value"]
+        for r in rows
+        if not r["method"] and r["D"] == 0 and r["evaluator"]
+    }
+    for r in rows:
+        r["L0"] = base.get((r["model"], r["evaluator"], r["metric"], r["dataset"]))
+    return rows
+
+
+def export(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> Path:
+    """Write the tidy table as csv, jsonl or parquet (details as a JSON string column)."""
+    rows = load_table(output_dir)
+    path = Path(out) if out else Path(output_dir) / f"results.{fmt}"
+    flat = [{**r, "details": json.dumps(r["details"], sort_keys=True, default=str)} for r in rows]
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "csv":
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
+            w.writeheader()
+            w.writerows(flat)
+    elif fmt == "jsonl":
+        with tmp.open("w") as f:
+            for r in flat:
+                f.write(json.dumps(r, default=str) + "\n")
+    elif fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # pragma: no cover
+            raise UsageError("parquet export needs pyarrow: pip install pyarrow") from exc
+        table = pa.Table.from_pylist(flat) if flat else pa.table({c: [] for c in TABLE_COLUMNS})
+        pq.write_table(table, tmp)
+    else:
+        raise UsageError(f"unknown export format {fmt!r}; allowed: csv, jsonl, parquet")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- status
+
+
+def study_status(output_dir: str | Path) -> dict[str, Any]:
+    with Store(output_dir) as store:
+        plan = store.plan_rows()
+        status = store.status_of()
+        rows = []
+        for p in plan:
+            rows.append({"key": p["key"], "kind": p["kind"], "label": p["label"], "status": status.get(p["key"], "left")})
+        failed = {
+            r["key"]: r["error"] for r in store.db.execute("SELECT key, error FROM cells WHERE status = 'failed'")
+        }
+        runs = [dict(r) for r in store.db.execute("SELECT * FROM runs ORDER BY id")]
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "failed", "left")}
+    return {"cells": rows, "counts": counts, "failed": failed, "runs": runs}
+
+
+def print_status(output_dir: str | Path, console: Any) -> int:
+    from rich.table import Table
+
+    st = study_status(output_dir)
+    c = st["counts"]
+    console.print(
+        f"{output_dir}: [green]{c['done']} done[/green], [red]{c['failed']} failed[/red], {c['left']} left "
+        f"of {len(st['cells'])} cells; {len(st['runs'])} run(s)"
+    )
+    t = Table(show_header=True, header_style="bold")
+    t.add_column("stage")
+    t.add_column("done", justify="right")
+    t.add_column("failed", justify="right")
+    t.add_column("left", justify="right")
+    for kind in ("base", "prune", "rft", "eval"):
+        mine = [r for r in st["cells"] if r["kind"] == kind]
+        t.add_row(kind, *(str(sum(1 for r in mine if r["status"] == s)) for s in ("done", "failed", "left")))
+    console.print(t)
+    for r in st["cells"]:
+        if r["status"] == "failed":
+            last = (st["failed"].get(r["key"]) or "").strip().splitlines()[-1:] or [""]
+            console.print(f"[red]failed[/red] {r['label']}: {last[0]}", highlight=False)
+    return 0

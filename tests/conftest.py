@@ -1,0 +1,64 @@
+"""Shared fixtures: a small valid spec of tiny models, written where a test wants it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch a network; keep HF libraries from trying.
+os.environ.setdefault("LAWLAB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TESTS = Path(__file__).parent
+
+TINY_SPEC = """
+[study]
+name = "tiny"
+seed = 1
+output = "{output}"
+
+[[models]]
+name = "tiny-llama"
+source = "tiny"
+params = {{ model_type = "llama" }}
+
+[[methods]]
+method = "random-prunenet"
+ratios = [0.0, 0.25, 0.5]
+
+[[rft]]
+recipe = "lora"
+datasets = ["tiny-corpus"]
+sizes = [0, 8]
+params = {{ max_length = 32, batch_size = 4, rank = 4 }}
+
+[[evaluators]]
+evaluator = "cross-entropy"
+params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
+
+[[laws]]
+form = "compression-law"
+metric = "intrinsic"
+
+[execution]
+device = "cpu"
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path):
+    """Write the tiny spec (optionally edited) and return its path."""
+
+    def write(edit=None, name: str = "spec.toml", output: Path | None = None, text: str = TINY_SPEC) -> Path:
+        """``edit`` maps the formatted spec text to the text written."""
+        out = output or tmp_path / "out"
+        path = tmp_path / name
+        formatted = text.format(output=out.as_posix())
+        path.write_text(edit(formatted) if edit else formatted)
+        return path
+
+    return write

@@ -1,0 +1,52 @@
+"""Plugins used only by tests (loaded with ``--plugin lawlab_test_plugins``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from lawlab import hookimpl
+from lawlab.api import Evaluator, Measurement, Params, Pruner
+
+
+class FlakyParams(Params):
+    fail_on_ratio: float | None = None  # raise for variants pruned at this ratio
+    marker: str = ""  # raise only while this environment variable is set ("" = always)
+
+
+class FlakyEvaluator(Evaluator):
+    """Counts parameters; raises on demand, to test failure isolation."""
+
+    name: ClassVar[str] = "flaky"
+    Params: ClassVar[type[Params]] = FlakyParams
+    kind: ClassVar[str] = "intrinsic"
+
+    def evaluate(self, model: Any, params: Any, ctx: Any) -> list[Measurement]:
+        ratio = model.compression.nominal_ratio if model.compression else 0.0
+        at_ratio = params.fail_on_ratio is not None and abs(ratio - params.fail_on_ratio) < 1e-9
+        if at_ratio and (not params.marker or os.environ.get(params.marker)):
+            raise RuntimeError(f"flaky evaluator fails at r={ratio}")
+        n = sum(p.numel() for p in model.model.parameters())
+        return [Measurement("params", float(n), "model", law_input=False)]
+
+
+class LlamaOnlyPruner(Pruner):
+    """Claims to support llama only, to test plan-time refusal."""
+
+    name: ClassVar[str] = "llama-only"
+
+    def supports(self, model_type: str) -> str | None:
+        return None if model_type == "llama" else f"only llama is supported, not {model_type}"
+
+    def prune(self, model: Any, ratio: float, params: Any, ctx: Any) -> Any:
+        return model
+
+
+@hookimpl
+def register_evaluators(register):
+    register(FlakyEvaluator())
+
+
+@hookimpl
+def register_pruners(register):
+    register(LlamaOnlyPruner())
