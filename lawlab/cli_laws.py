@@ -1,0 +1,462 @@
+"""``lawlab fit``, ``lawlab compare`` and ``lawlab critical``: laws from a study's store
+or from any results CSV (published numbers included), and the decisions they support.
+
+Each command prints rich tables and writes JSON: into the study's output folder, or
+next to the CSV (``results.csv`` → ``results.fits.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+KINDS = ("intrinsic", "extrinsic", "runtime")
+GROUPS = ("pooled", "model", "method", "calibration", "dataset")
+
+
+def add_commands(subparsers: Any) -> None:
+    p = _sub(subparsers, "fit", "Fit compression laws to a study's results or a results CSV.",
+             "lawlab fit runs/quickstart --group-by pooled --group-by model --bootstrap 1000")
+    _source_args(p)
+    p.add_argument("--law", action="append", default=[], metavar="FORM",
+                   help="law form to fit (repeatable; default: the study's laws, else compression-law for "
+                        "intrinsic/extrinsic rows and runtime-law for runtime rows)")
+    p.add_argument("--group-by", action="append", choices=GROUPS, default=[], help="grouping (repeatable; default pooled)")
+    p.add_argument("--method", choices=["ols", "nls", "both"], default="ols",
+                   help="ols: least squares in log space, as the paper; nls: lmfit")
+    p.add_argument("--space", choices=["log", "linear"], default="log", help="residual space of nls fits")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary", action="store_true", help="also print each fit's full summary")
+    p.set_defaults(func=cmd_fit)
+
+    p = _sub(subparsers, "compare", "Compare law forms on the same data: fit, AIC/BIC, cross-validated error.",
+             "lawlab compare results.csv --kind extrinsic --forms compression-law,ablation-r,kept-fraction-law")
+    _source_args(p)
+    p.add_argument("--forms", default="", help="comma-separated forms (default: every registered form)")
+    p.add_argument("--method", choices=["auto", "ols", "nls"], default="auto",
+                   help="auto: OLS for log-linear forms, lmfit for the others")
+    p.add_argument("--space", choices=["log", "linear"], default="log")
+    p.add_argument("--rank-by", choices=["leave-one-model-out", "leave-one-ratio-out", "aic", "bic"],
+                   default="leave-one-model-out")
+    p.set_defaults(func=cmd_compare)
+
+    p = _sub(subparsers, "critical",
+             "Critical compression ratio, least RFT size, and the best (model, r, D) for a parameter budget.",
+             "lawlab critical --alpha 0.98 --beta -1.18 --gamma -0.14 --sigma 0.8")
+    p.add_argument("--alpha", type=float, help="α of eq. 1 (only with --L0, for a threshold on L/L0)")
+    p.add_argument("--beta", type=float, help="β of eq. 1")
+    p.add_argument("--gamma", type=float, help="γ of eq. 1 (for the least RFT size)")
+    p.add_argument("--L0", type=float, help="base value, to put the threshold on L/L0 instead of L/L0^α")
+    p.add_argument("--metric", choices=["accuracy", "loss"], default="accuracy")
+    p.add_argument("--sigma", type=float, action="append", default=[], help="recovery threshold (repeatable)")
+    p.add_argument("--r", type=float, action="append", default=[], help="ratios for the least D (repeatable)")
+    p.add_argument("--epsilon", type=float, default=1.0, help="ε of the RFT term")
+    p.add_argument("--d-unit", type=float, default=1.0, help="D unit of the law (1: samples)")
+    p.add_argument("--fits", type=Path, help="a fits.json (or study folder): use its fitted laws instead")
+    p.add_argument("--law", help="with --fits: only this law label or form")
+    p.add_argument("--curve", action="store_true", help="r_crit over a grid of σ (the paper's Fig. 5)")
+    p.add_argument("--budget", type=float, help="RQ4: parameter budget; needs --fits with per-model fits and --params")
+    p.add_argument("--params", action="append", default=[], metavar="MODEL=COUNT", help="parameter count of a model")
+    p.add_argument("--target", type=float, help="RQ4: the value to reach (accuracy ≥ target, loss ≤ target)")
+    p.add_argument("--json", type=Path, help="write the results here (default: critical.json next to --fits)")
+    p.set_defaults(func=cmd_critical)
+
+
+def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="a study's output folder, or a results CSV")
+    p.add_argument("--kind", choices=KINDS, help="metric kind: selects rows, and labels CSV rows that have no kind")
+    p.add_argument("--ratio", choices=["nominal", "effective"], default="nominal",
+                   help="nominal r (the paper) or the fraction of parameters actually removed")
+    p.add_argument("--option", action="append", default=[], metavar="[FORM.]KEY=VALUE",
+                   help="a form option, e.g. --option epsilon=1 or --option compression-law.d_unit=1000")
+    p.add_argument("-o", "--out", type=Path, help="JSON file to write (default: next to the source)")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _fail(message: str) -> None:
+    from lawlab.errors import UsageError
+
+    raise UsageError(message)
+
+
+def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from lawlab.fit import LawFitError, read_results_csv
+
+    src: Path = args.source
+    if src.is_dir():
+        from lawlab.store import load_table
+
+        return load_table(src)
+    if not src.exists():
+        _fail(f"{src}: no such file or study folder")
+    try:
+        return read_results_csv(src, kind=args.kind)
+    except LawFitError as exc:
+        _fail(str(exc))
+    return []
+
+
+def _out_path(args: argparse.Namespace, what: str) -> Path:
+    if args.out:
+        return args.out
+    src: Path = args.source
+    return src / f"{what}.json" if src.is_dir() else src.with_suffix(f".{what}.json")
+
+
+def _write(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _options(items: list[str], form: str) -> dict[str, Any]:
+    """``KEY=VALUE`` for every form, ``FORM.KEY=VALUE`` for one; values read as JSON when they can be."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            _fail(f"--option {item!r}: expected KEY=VALUE")
+        target, _, name = key.rpartition(".")
+        if target and target != form:
+            continue
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from lawlab.plugins import get_registry
+
+    return get_registry(getattr(args, "plugin", []) or [])
+
+
+def _study_laws(src: Path) -> list[Any]:
+    """The laws of the spec the study last ran with (spec.json), if it has any."""
+    from lawlab.spec import LawEntry
+
+    path = src / "spec.json"
+    if not src.is_dir() or not path.exists():
+        return []
+    return [LawEntry.model_validate(law) for law in json.loads(path.read_text()).get("laws", [])]
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from lawlab.fit import fit_study, print_fits
+    from lawlab.spec import LawEntry
+
+    rows = _rows(args)
+    registry = _registry(args)
+    kinds = [args.kind] if args.kind else sorted({r.get("kind") for r in rows} & set(KINDS))
+    if not kinds:
+        _fail("the rows carry no metric kind: pass --kind intrinsic|extrinsic|runtime")
+    laws = [] if args.law else _study_laws(args.source)
+    if args.kind:
+        laws = [law for law in laws if law.metric == args.kind]
+    if not laws:
+        forms = args.law or []
+        try:
+            for kind in kinds:
+                for form in forms or (["runtime-law"] if kind == "runtime" else ["compression-law"]):
+                    laws.append(LawEntry(
+                        form=form, metric=kind, group_by=args.group_by or ["pooled"], fit=args.method,
+                        space=args.space, ratio=args.ratio, bootstrap=args.bootstrap,
+                        params=_options(args.option, form),
+                    ))
+        except ValidationError as exc:
+            _fail(str(exc))
+    for law in laws:
+        if not registry.has("law_forms", law.form):
+            registry.get("law_forms", law.form)  # raises with the registered names
+    try:
+        fits = fit_study(rows, laws, registry, seed=args.seed)
+    except (KeyError, ValidationError) as exc:
+        _fail(str(exc))
+    console = _console()
+    print_fits(fits, console)
+    if args.summary:
+        for f in fits:
+            console.print(f.summary(), markup=False, highlight=False)
+    path = _out_path(args, "fits")
+    _write(path, [f.to_dict() for f in fits])
+    console.print(f"fits: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from lawlab.fit import CV_SCHEMES, LawFitError, compare_forms, law_rows
+
+    if not args.kind:
+        _fail("compare needs --kind intrinsic|extrinsic|runtime (forms are compared on one kind of metric)")
+    registry = _registry(args)
+    forms = [f.strip() for f in args.forms.split(",") if f.strip()] or registry.names("law_forms")
+    for f in forms:
+        if not registry.has("law_forms", f):
+            registry.get("law_forms", f)
+    rows = law_rows(_rows(args), args.kind)
+    if not rows:
+        _fail(f"no {args.kind} rows to fit in {args.source}")
+    try:
+        table = compare_forms(rows, forms, metric_kind=args.kind, method=args.method, space=args.space,
+                              ratio=args.ratio, options={f: _options(args.option, f) for f in forms},
+                              rank_by=args.rank_by, registry=registry)
+    except LawFitError as exc:
+        _fail(str(exc))
+    t = Table(title=f"law forms on {len(rows)} {args.kind} rows, ranked by {args.rank_by}", title_justify="left")
+    for col in ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE",
+                "LORO RMSE", "feasible"):
+        t.add_column(col, justify="left" if col in ("form", "fit", "feasible") else "right")
+    for i, r in enumerate(table.rows, 1):
+        f = r.fit
+        if f.skipped:
+            t.add_row(str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
+                      *[""] * 7)
+            continue
+        cv = [_num(r.cv[k].get("rmse"), ".4g") + _folds(r.cv[k]) for k in CV_SCHEMES]
+        t.add_row(str(i), r.form, r.method, str(r.n_params),
+                  _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
+                  _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
+                  *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility))
+    console = _console()
+    console.print(t)
+    for note in table.notes:
+        console.print(f"note: {note}")
+    path = _out_path(args, f"compare-{args.kind}")
+    _write(path, table.to_dict())
+    console.print(f"comparison: {path}")
+    return 0
+
+
+def _num(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _folds(cv: dict[str, Any]) -> str:
+    return f" ({len(cv['failed'])} folds failed)" if cv.get("failed") else ""
+
+
+# --------------------------------------------------------------------------- critical
+
+
+def cmd_critical(args: argparse.Namespace) -> int:
+    from lawlab.critical import CriticalRangeError
+
+    console = _console()
+    try:
+        if args.fits:
+            payload = _critical_from_fits(args, console)
+        else:
+            payload = _critical_from_coefficients(args, console)
+    except CriticalRangeError as exc:
+        _fail(str(exc))
+    path = args.json or (_fits_path(args.fits).with_name("critical.json") if args.fits else None)
+    if path is not None:
+        _write(path, payload)
+        console.print(f"critical: {path}")
+    return 0
+
+
+def _ratios(args: argparse.Namespace) -> list[float]:
+    return args.r or [0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    from rich.table import Table
+
+    from lawlab.critical import (
+        CriticalRangeError,
+        check_signs,
+        default_sigmas,
+        min_rft_samples,
+        r_crit,
+        recoverable_everywhere,
+    )
+
+    if args.beta is None:
+        _fail("give --beta (and --gamma for the least RFT size), or --fits with a fitted run")
+    beta = args.beta
+    check_signs(args.metric, beta, args.gamma)
+    console.print(f"2^β = 2^{beta:g} ≈ {2**beta:.3f}  ({args.metric}: a critical ratio exists for σ "
+                  f"{'≥' if args.metric == 'accuracy' else '≤'} {2**beta:.3f})")
+    sigmas = args.sigma or default_sigmas(beta, args.metric)
+    rs = _ratios(args)
+    t = Table(title="critical compression ratio and least RFT size (Theorem 3.1, Corollary 3.2)", title_justify="left")
+    t.add_column("σ", justify="right")
+    t.add_column("r_crit", justify="right")
+    if args.gamma is not None:
+        for r in rs:
+            t.add_column(f"least D at r={r:g}", justify="right")
+    results = []
+    for s in sigmas:
+        entry: dict[str, Any] = {"sigma": s}
+        if recoverable_everywhere(beta, s, args.metric):  # raises for a σ or β out of range
+            entry["r_crit"], entry["reason"] = None, "every r in (0, 1) can be recovered: no critical ratio"
+            cell = "none: every r recoverable"
+        else:
+            entry["r_crit"] = r_crit(beta, s, args.metric)
+            cell = f"{entry['r_crit']:.3f}"
+        row = [f"{s:g}", cell]
+        if args.gamma is not None:
+            entry["least_D"] = {}
+            for r in rs:
+                try:
+                    d = min_rft_samples(r, s, beta=beta, gamma=args.gamma, alpha=args.alpha if args.L0 else None,
+                                        L0=args.L0, eps=args.epsilon, d_unit=args.d_unit, metric=args.metric)
+                    row.append(_d_text(d))
+                    entry["least_D"][str(r)] = None if math.isinf(d) else d
+                except CriticalRangeError as exc:
+                    row.append("-")
+                    entry["least_D"][str(r)] = None
+                    entry.setdefault("reason", str(exc))
+        t.add_row(*row)
+        results.append(entry)
+    console.print(t)
+    for e in results:
+        if e["r_crit"] is not None:
+            console.print(f"r_crit({e['sigma']:g}) = {e['sigma']:g}^(1/{beta:g}) − 1 ≈ {e['r_crit']:.3f}")
+    return {"beta": beta, "gamma": args.gamma, "alpha": args.alpha, "metric": args.metric, "two_to_beta": 2**beta,
+            "results": results}
+
+
+def _d_text(d: float) -> str:
+    return "none (r ≥ r_crit)" if math.isinf(d) else f"{d:,.0f}"
+
+
+def _fits_path(p: Path) -> Path:
+    return p / "fits.json" if p.is_dir() else p
+
+
+def _load_fits(args: argparse.Namespace) -> list[Any]:
+    from lawlab.fit import FitResult
+
+    path = _fits_path(args.fits)
+    if not path.exists():
+        _fail(f"{path}: no fits file (run `lawlab fit` first)")
+    fits = [FitResult.from_dict(d) for d in json.loads(path.read_text())]
+    fits = [f for f in fits if not f.skipped and "beta" in f.theta]
+    if args.law:
+        fits = [f for f in fits if args.law in (f.law, f.form)]
+    if not fits:
+        _fail(f"{path}: no fitted law with a β" + (f" for {args.law!r}" if args.law else ""))
+    return fits
+
+
+def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    from rich.table import Table
+
+    from lawlab.critical import CriticalRangeError, default_sigmas, min_rft_from_fit, r_crit_curve
+    from lawlab.fit import LEVEL
+
+    fits = _load_fits(args)
+    if args.budget is not None:
+        return _budget(args, fits, console)
+    payload = []
+    for f in fits:
+        group = "pooled" if f.group.get("by") == "pooled" else f"{f.group['by']}={f.group['value']}"
+        beta = f.theta["beta"]
+        try:
+            sigmas = args.sigma or default_sigmas(beta, f.rule, n=9 if args.curve else 3)
+        except CriticalRangeError as exc:
+            console.print(f"{f.law or f.form} {group}: {exc}")
+            continue
+        console.print(f"[bold]{f.law or f.form}[/bold] · {group} · {f.method}: β = {beta:.3f}, "
+                      f"2^β ≈ {2**beta:.3f} ({f.rule})")
+        t = Table()
+        t.add_column("σ", justify="right")
+        t.add_column(f"r_crit ({LEVEL:.0%} interval)", justify="right")
+        rs = _ratios(args) if "gamma" in f.theta else []
+        for r in rs:
+            t.add_column(f"least D at r={r:g}", justify="right")
+        curve = r_crit_curve(f, sigmas)
+        entries = []
+        for point in curve:
+            s = point["sigma"]
+            cell = "none: every r recoverable" if point["r_crit"] is None else (
+                f"{point['r_crit']:.3f}" + (f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None else ""))
+            row, least = [f"{s:.3g}", cell], {}
+            for r in rs:
+                try:
+                    iv = min_rft_from_fit(f, r, s)
+                    text = _d_text(iv.value) + (f" [{_d_text(iv.low)}, {_d_text(iv.high)}]" if iv.low is not None else "")
+                    least[str(r)] = {"value": iv.value, "low": iv.low, "high": iv.high}
+                except CriticalRangeError:
+                    text = "-"
+                row.append(text)
+            t.add_row(*row)
+            entries.append({**point, "least_D": least})
+        console.print(t)
+        payload.append({"law": f.law, "form": f.form, "group": f.group, "method": f.method, "metric": f.rule,
+                        "beta": beta, "two_to_beta": 2**beta, "points": _jsonable(entries)})
+    return {"fits": str(_fits_path(args.fits)), "results": payload}
+
+
+def _jsonable(v: Any) -> Any:
+    from lawlab.fit import _jsonable as conv
+
+    return conv(v)
+
+
+def _budget(args: argparse.Namespace, fits: list[Any], console: Any) -> dict[str, Any]:
+    from rich.table import Table
+
+    from lawlab.critical import best_configuration
+
+    counts = {}
+    for item in args.params:
+        model, sep, n = item.partition("=")
+        if not sep:
+            _fail(f"--params {item!r}: expected MODEL=COUNT")
+        counts[model] = float(n)
+    per_model = {f.group["value"]: f for f in fits if f.group.get("by") == "model"}
+    pooled = [f for f in fits if f.group.get("by") == "pooled"]
+    if not per_model and pooled:
+        per_model = dict.fromkeys(counts, pooled[0])
+    per_model = {m: f for m, f in per_model.items() if m in counts}
+    if not per_model:
+        _fail("--budget needs --params MODEL=COUNT for models that have a fit (per-model fits, or one pooled fit)")
+    answer = best_configuration(per_model, counts, args.budget, target=args.target)
+    t = Table(title=f"RQ4: configurations within {args.budget:,.0f} parameters, best predicted first",
+              title_justify="left")
+    for col in ("model", "r", "D", "params kept", "predicted", "interval", "meets target"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for c in answer.candidates[:20]:
+        t.add_row(c.model, f"{c.r:.3g}", f"{c.D:,.0f}", f"{c.params_kept:,.0f}", f"{c.predicted:.4g}",
+                  f"[{c.low:.4g}, {c.high:.4g}]" if c.low is not None else "-",
+                  "-" if c.meets_target is None else ("yes" if c.meets_target else "no"))
+    console.print(t)
+    best = answer.best
+    console.print(f"best: {best.model} at r = {best.r:.3g}, D = {best.D:,.0f} (predicted {best.predicted:.4g})"
+                  if best else "no configuration meets the target within the budget")
+    for n in answer.notes:
+        console.print(f"note: {n}")
+    return _jsonable({"budget": answer.budget, "target": answer.target, "metric": answer.metric,
+                      "best": best.__dict__ if best else None, "candidates": [c.__dict__ for c in answer.candidates],
+                      "notes": answer.notes})

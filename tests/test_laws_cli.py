@@ -1,0 +1,124 @@
+"""``lawlab fit``, ``compare`` and ``critical`` end to end on CSV files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lawlab.cli import main
+from lawlab.fit import simulate
+
+MODELS = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
+
+
+@pytest.fixture
+def results_csv(tmp_path):
+    rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=MODELS,
+                    noise=0.02, seed=3)
+    path = tmp_path / "results.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_critical_prints_the_paper_example(capsys, wide):
+    assert main(["critical", "--alpha", "0.98", "--beta", "-1.18", "--gamma", "-0.14", "--sigma", "0.8"]) == 0
+    out = capsys.readouterr().out
+    assert "2^β = 2^-1.18 ≈ 0.441" in out
+    assert "r_crit(0.8) = 0.8^(1/-1.18) − 1 ≈ 0.208" in out
+
+
+def test_critical_explains_ranges(capsys, wide, tmp_path):
+    out_json = tmp_path / "c.json"
+    assert main(["critical", "--beta", "-1.18", "--gamma", "-0.14", "--sigma", "0.3", "--json", str(out_json)]) == 0
+    assert "every r recoverable" in capsys.readouterr().out
+    saved = json.loads(out_json.read_text())
+    assert saved["results"][0]["r_crit"] is None and "no critical ratio" in saved["results"][0]["reason"]
+    assert main(["critical", "--beta", "1.18", "--sigma", "0.8"]) == 2
+    assert "beta = 1.18 breaks the accuracy feasibility condition" in capsys.readouterr().err
+    assert main(["critical", "--sigma", "0.8"]) == 2
+    assert "give --beta" in capsys.readouterr().err
+
+
+def test_fit_then_critical_from_the_fits(results_csv, capsys, wide):
+    code = main(["fit", str(results_csv), "--group-by", "pooled", "--group-by", "model", "--bootstrap", "100",
+                 "--summary"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "fitted laws" in out and "Adj. R²" in out
+    fits = json.loads(results_csv.with_suffix(".fits.json").read_text())
+    assert len(fits) == 1 + len(MODELS)
+    pooled = next(f for f in fits if f["group"]["by"] == "pooled")
+    beta = next(p for p in pooled["params"] if p["name"] == "beta")
+    assert beta["ci"][0] <= -1.18 <= beta["ci"][1] and beta["bootstrap_ci"] is not None
+
+    fits_path = results_csv.with_suffix(".fits.json")
+    assert main(["critical", "--fits", str(fits_path), "--sigma", "0.8", "--r", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "r_crit (95% interval)" in out and "pooled" in out
+    saved = json.loads((results_csv.parent / "critical.json").read_text())
+    point = saved["results"][0]["points"][0]
+    assert point["sigma"] == 0.8 and point["low"] < point["r_crit"] < point["high"]
+
+    args = ["critical", "--fits", str(fits_path), "--budget", "1e9"]
+    args += ["--params", "qwen-0.5b=0.5e9", "--params", "qwen-1.5b=1.5e9", "--params", "llama-8b=8e9"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "best: qwen-0.5b" in out or "best: qwen-1.5b" in out
+
+
+def test_fit_with_a_form_and_options(results_csv, capsys, wide):
+    out = results_csv.parent / "x.json"
+    code = main(["fit", str(results_csv), "--law", "kept-fraction-law", "--method", "nls",
+                 "--option", "d_unit=1000", "-o", str(out)])
+    assert code == 0
+    fits = json.loads(out.read_text())
+    assert fits[0]["form"] == "kept-fraction-law" and fits[0]["method"] == "nls"
+    assert fits[0]["options"] == {"epsilon": 1.0, "d_unit": 1000.0}
+
+
+def test_compare(results_csv, capsys, wide):
+    code = main(["compare", str(results_csv), "--kind", "extrinsic",
+                 "--forms", "ablation-r,compression-law,ablation-d"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "ranked by leave-one-model-out" in out
+    table = json.loads(results_csv.with_suffix(".compare-extrinsic.json").read_text())
+    assert table["rows"][0]["form"] == "compression-law"
+    assert table["rows"][0]["cv"]["leave-one-ratio-out"]["folds"] == 5
+
+
+def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, wide):
+    minimal = tmp_path / "published.csv"
+    minimal.write_text("model,ratio,D,value,L0\nm,0.1,0,0.5,0.6\nm,0.3,0,0.4,0.6\n")
+    assert main(["fit", str(minimal)]) == 2
+    assert "--kind" in capsys.readouterr().err
+    assert main(["fit", str(minimal), "--kind", "extrinsic"]) == 0  # too few rows: reported, not a crash
+    assert "skipped" in capsys.readouterr().out
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["compare", str(minimal)]) == 2
+    assert "--kind" in capsys.readouterr().err
+
+
+def test_fit_a_study_folder_uses_its_spec_laws(tmp_path, monkeypatch, capsys, wide):
+    # The store's reader is lawlab.store.load_table; here it returns simulated rows.
+    import lawlab.store
+
+    rows = simulate("compression-law", {"alpha": 0.63, "beta": 1.72, "gamma": 1.16},
+                    models={"a": 3.0, "b": 2.5, "c": 2.2}, noise=0.02, kind="intrinsic")
+    monkeypatch.setattr(lawlab.store, "load_table", lambda output: rows)
+    spec = {"laws": [{"form": "compression-law", "metric": "intrinsic", "group_by": ["model"], "label": "ce"}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["fit", str(tmp_path)]) == 0
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    assert [(f["law"], f["group"]["value"]) for f in fits] == [("ce", "a"), ("ce", "b"), ("ce", "c")]
