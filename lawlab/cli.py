@@ -21,18 +21,29 @@ from lawlab import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+def _common_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """Options accepted before or after the subcommand (``lawlab -q run`` = ``lawlab run -q``)."""
+    kw: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    p.add_argument("--plugin", action="append", metavar="MODULE", help="load one more plugin module for this call",
+                   **({"default": []} if defaults else kw))
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary", **kw)
+    p.add_argument("-v", "--verbose", action="store_true", help="print more detail", **kw)
+
+
 def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(
+    p = subparsers.add_parser(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=_Formatter
     )
+    _common_options(p, defaults=False)
+    return p
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -55,11 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"lawlab {__version__}")
-    parser.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE", help="load one more plugin module for this call"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print more detail")
+    _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _sub(sub, "validate", "Check a spec (types, plugins, files, offline availability) without running it.",

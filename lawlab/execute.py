@@ -197,6 +197,9 @@ def release(*models: LoadedModel | None) -> None:
 def save_model(model: LoadedModel, path: Path, registry: Any) -> None:
     """A model as safetensors + JSON: stock models with ``save_pretrained``, others
     through the pruner that made them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress display says what is happening
     if model.format == "hf":
         model.model.save_pretrained(path, safe_serialization=True)
         model.tokenizer.save_pretrained(path)
@@ -242,13 +245,14 @@ def load_model(path: Path, ctx: RunContext) -> LoadedModel:
 class ExecutionSummary:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # key -> last line of the error
+    failed_before: list[str] = field(default_factory=list)  # failed in an earlier run, not retried
     blocked: list[str] = field(default_factory=list)  # not run: an ancestor failed
     skipped_done: int = 0
     stopped_early: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.blocked and not self.stopped_early
+        return not self.failed and not self.failed_before and not self.blocked and not self.stopped_early
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
@@ -302,7 +306,9 @@ class LocalScheduler:
 
     def run(self) -> ExecutionSummary:
         summary = ExecutionSummary()
-        failed_keys: set[str] = set()
+        # failures of earlier runs stay failures (and block their subtrees) until retried
+        summary.failed_before = [c.key for c in self.order if self.status.get(c.key) == "failed" and not self.retry_failed]
+        failed_keys: set[str] = set(summary.failed_before)
         todo = [c for c in self.order if self.needs_running(c) or self.subtree_pending(c.key)]
         work = [c for c in todo if self.needs_running(c)]
         summary.skipped_done = sum(1 for c in self.order if c.kind != "base" and self.status.get(c.key) == "done")
@@ -459,7 +465,7 @@ def run_study(
     spec = plan.spec.spec
     if plan.spec.offline:
         environment.enter_offline_mode()
-    console = console or Console(stderr=False)
+    console = console or Console(soft_wrap=True)
     output = spec.output_dir()
     with study_lock(output), Store(output, create=True) as store:
         store.clean_partial_artifacts()
@@ -499,12 +505,18 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
             from lawlab.report import write_report
 
             report_path = write_report(output, registry=plan_registry(plan), console=None if quiet else console)
-    if summary.failed or summary.blocked:
+            if not quiet:
+                from lawlab.report import print_summary
+
+                print_summary(output, console)
+    if summary.failed or summary.blocked or summary.failed_before:
         t = Table(title="Failed cells", title_justify="left", header_style="bold red")
         t.add_column("cell")
         t.add_column("error")
         for key, err in summary.failed.items():
             t.add_row(plan.cell(key).label(), err)
+        for key in summary.failed_before:
+            t.add_row(plan.cell(key).label(), "failed in an earlier run (lawlab status shows the error)")
         console.print(t)
         if summary.blocked:
             console.print(f"{len(summary.blocked)} cell(s) not run because a cell they depend on failed.")
@@ -532,10 +544,6 @@ def write_fits(plan: Plan, output: Path, console: Any) -> Path | None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps([f.to_dict() for f in fits], indent=2, default=str))
     os.replace(tmp, path)
-    with contextlib.suppress(Exception):
-        from lawlab.fit import print_fits
-
-        print_fits(fits, console)
     return path
 
 

@@ -42,11 +42,58 @@ class LlamaOnlyPruner(Pruner):
         return model
 
 
+class BrokenParams(Params):
+    fail_on_ratio: float = 0.5
+
+
+class BrokenPruner(Pruner):
+    """Delegates to random-prunenet but raises at one ratio: its subtree must be blocked."""
+
+    name: ClassVar[str] = "broken"
+    Params: ClassVar[type[Params]] = BrokenParams
+
+    def prune(self, model: Any, ratio: float, params: Any, ctx: Any) -> Any:
+        if abs(ratio - params.fail_on_ratio) < 1e-9:
+            raise MemoryError(f"pretend out of memory at r={ratio}")
+        real = ctx.registry.get("pruners", "random-prunenet")
+        return real.prune(model, ratio, real.Params(), ctx)
+
+
+class SleepyParams(Params):
+    pid_file: str = ""  # the first cell to claim this file writes its PID in it, then sleeps
+    seconds: float = 60.0
+
+
+class SleepyEvaluator(Evaluator):
+    """Counts parameters; the first cell to run sleeps with its PID on disk, so a test can
+    kill the worker process in the middle of a cell (the retry finds the file and goes on)."""
+
+    name: ClassVar[str] = "sleepy"
+    Params: ClassVar[type[Params]] = SleepyParams
+    kind: ClassVar[str] = "runtime"
+
+    def evaluate(self, model: Any, params: Any, ctx: Any) -> list[Measurement]:
+        import time
+
+        try:
+            fd = os.open(params.pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
+            time.sleep(params.seconds)
+        n = sum(p.numel() for p in model.model.parameters())
+        return [Measurement("params", float(n), "model", law_input=False)]
+
+
 @hookimpl
 def register_evaluators(register):
     register(FlakyEvaluator())
+    register(SleepyEvaluator())
 
 
 @hookimpl
 def register_pruners(register):
     register(LlamaOnlyPruner())
+    register(BrokenPruner())

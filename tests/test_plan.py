@@ -1,0 +1,107 @@
+"""The planner: cells, shared work, stable keys, the paper's count, plan-time refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lawlab.api import CheckContext
+from lawlab.cli import main
+from lawlab.environment import cache_dir
+from lawlab.plan import family_of, make_plan, stage_order
+from lawlab.plugins import get_registry, load_registry
+from lawlab.spec import load_spec
+
+ROOT = Path(__file__).parent.parent
+
+
+def plan_of(path: Path, overrides=(), registry=None):
+    registry = registry or get_registry()
+    resolved = load_spec(path, overrides, registry=registry)
+    ctx = CheckContext(path.resolve(), resolved.offline, registry, cache_dir())
+    return make_plan(resolved, ctx)
+
+
+def test_tiny_plan_cells_and_tree(tiny_spec):
+    plan = plan_of(tiny_spec())
+    kinds = [c.kind for c in plan]
+    # 1 base, 2 prunes (r = 0 is the base), RFT D=8 for base and both prunes, 1 eval per variant
+    assert kinds.count("base") == 1
+    assert kinds.count("prune") == 2
+    assert kinds.count("rft") == 3
+    assert kinds.count("eval") == 6
+    for cell in plan:
+        if cell.kind != "base":
+            assert plan.cell(cell.parent) is not None
+    order = stage_order(plan)
+    seen = set()
+    for cell in order:  # parents always come before children
+        assert cell.parent is None or cell.parent in seen
+        seen.add(cell.key)
+
+
+def test_keys_are_stable_and_change_only_where_a_parameter_acts(tiny_spec):
+    a = plan_of(tiny_spec())
+    b = plan_of(tiny_spec())
+    assert [c.key for c in a] == [c.key for c in b]
+    c = plan_of(tiny_spec(), ["evaluators[0].params.window=16"])
+    changed = {x.key for x in c} - {x.key for x in a}
+    assert changed and all(c.cell(k).kind == "eval" for k in changed)
+    assert len(changed) == 6
+    d = plan_of(tiny_spec(), ["rft[0].params.rank=8"])
+    changed = {x.key for x in d} - {x.key for x in a}
+    assert {d.cell(k).kind for k in changed} == {"rft", "eval"}
+    assert len(changed) == 6  # 3 RFT cells and their evaluations; prunes and base untouched
+    e = plan_of(tiny_spec(), ["study.seed=2"])
+    unchanged = {x.key for x in e} & {x.key for x in a}
+    assert {a.cell(k).kind for k in unchanged} == {"base", "eval"}  # base and its evaluation only
+
+
+def test_shared_work_is_planned_once(tiny_spec):
+    def two_methods(text: str) -> str:
+        return text.replace(
+            "[[rft]]",
+            '[[methods]]\nmethod = "random-prunenet"\nlabel = "again"\nratios = [0.0, 0.5]\n\n[[rft]]',
+        )
+
+    plan = plan_of(tiny_spec(two_methods))
+    # the second entry's r = 0 is the base and its r = 0.5 prune is the first entry's
+    assert len(plan.of_kind("prune")) == 2
+    assert len(plan.of_kind("base")) == 1
+
+
+def test_paper_spec_plans_1100_experiments(capsys):
+    assert main(["plan", str(ROOT / "specs/compression-laws-paper.toml"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["experiments"] == {"llama": 600, "qwen": 500}
+    assert sum(plan["experiments"].values()) == 1100
+
+
+def test_paper_spec_plan_table_and_offline_warning(capsys):
+    assert main(["plan", str(ROOT / "specs/compression-laws-paper.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "1100 experiments" in out and "600 llama" in out and "500 qwen" in out
+    assert "cannot run on this machine" in out  # offline here: said, not hidden
+
+
+def test_unsupported_architecture_is_refused_at_plan_time_or_skipped(tiny_spec, capsys):
+    registry = load_registry(["lawlab_test_plugins"])
+
+    def qwen_llama_only(text: str) -> str:
+        return text.replace('model_type = "llama"', 'model_type = "qwen2"').replace(
+            'method = "random-prunenet"', 'method = "llama-only"'
+        )
+
+    path = tiny_spec(qwen_llama_only)
+    assert main(["--plugin", "lawlab_test_plugins", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "methods[0].method" in err and "only llama is supported" in err and "on_unsupported" in err
+    plan = plan_of(path, ["execution.on_unsupported=skip"], registry=registry)
+    assert not plan.of_kind("prune") and plan.skipped[0].reason.startswith("only llama")
+
+
+def test_family_from_name():
+    assert family_of("qwen2.5-7b", None) == "qwen2.5"
+    assert family_of("llama-3.2-1b", None) == "llama-3.2"
+    assert family_of("smollm2-135m", None) == "smollm2"
+    assert family_of("x", "declared") == "declared"

