@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="the study's output folder")
     p.set_defaults(func=cmd_report)
 
-    p = _sub(sub, "schema", "Print the JSON Schema of the spec (for editor completion).",
+    p = _sub(sub, "schema", "Print the JSON Schema of the spec (for editor completion), or its Markdown reference.",
              "lawlab schema > lawlab-spec.schema.json")
+    p.add_argument("--markdown", action="store_true", help="print the spec reference with every plugin's params")
     p.set_defaults(func=cmd_schema)
 
     p = _sub(sub, "plugins", "List every plugin, its version and what it registers.", "lawlab plugins")
@@ -292,6 +293,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from lawlab.reference import spec_reference
+
+        print(spec_reference(_registry(args)), end="")
+        return EXIT_OK
     from lawlab.spec import json_schema
 
     print(json.dumps(json_schema(), indent=2))

