@@ -9,6 +9,8 @@ same code paths as a real model without any download.
 from __future__ import annotations
 
 import functools
+import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,232 @@ def save_tiny(model: LoadedModel, path: Path) -> Path:
     model.model.save_pretrained(path, safe_serialization=True)
     model.tokenizer.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- conformance kit
+#
+# Every pruner plugin, built-in or third-party, should pass ``check_pruner`` on the tiny
+# models of each architecture it supports. In a test:
+#
+#     from lawlab.testing import assert_conforms
+#     def test_my_pruner():
+#         assert_conforms(MyPruner(), params={"multiple_of": 1})
+
+
+@dataclass
+class ConformanceResult:
+    model_type: str
+    check: str
+    passed: bool
+    message: str = ""
+    skipped: bool = False
+
+
+@dataclass
+class ConformanceReport:
+    pruner: str
+    results: list[ConformanceResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def failures(self) -> list[ConformanceResult]:
+        return [r for r in self.results if not r.passed]
+
+    def __str__(self) -> str:
+        lines = [f"conformance of pruner {self.pruner!r}: {'PASSED' if self.passed else 'FAILED'}"]
+        for r in self.results:
+            mark = "skip" if r.skipped else ("ok" if r.passed else "FAIL")
+            lines.append(f"  [{mark:4}] {r.model_type:12} {r.check:16} {r.message}")
+        return "\n".join(lines)
+
+
+def tiny_registry(*plugin_modules: Any) -> Any:
+    """A registry with the built-in architectures and datasets plus ``plugin_modules``
+    (modules or objects with ``register_*`` hooks), without loading every installed plugin."""
+    import importlib
+
+    from lawlab.plugins import KINDS, PluginInfo, Registry
+
+    registry = Registry()
+    modules = [importlib.import_module(m) for m in ("lawlab_plugins.architectures", "lawlab_plugins.datasets")]
+    for module in [*modules, *plugin_modules]:
+        name = getattr(module, "__name__", type(module).__name__)
+        info = PluginInfo(name, name, None, None, name.startswith("lawlab_plugins"))
+        registry.plugins.append(info)
+        for kind, hook in KINDS.items():
+            fn = getattr(module, hook, None)
+            if fn is not None:
+                fn(register=lambda obj, kind=kind, info=info: registry.add(kind, obj, info))
+    return registry
+
+
+def tiny_run_context(work_dir: Path, registry: Any = None, seed: int = 0) -> Any:
+    """A CPU float32 :class:`RunContext` whose cache and scratch live under ``work_dir``."""
+    from lawlab.api import RunContext
+
+    work_dir = Path(work_dir)
+    (work_dir / "cache").mkdir(parents=True, exist_ok=True)
+    (work_dir / "work").mkdir(parents=True, exist_ok=True)
+    return RunContext(seed=seed, device="cpu", dtype="float32", cache_dir=work_dir / "cache",
+                      work_dir=work_dir / "work", offline=True, registry=registry or tiny_registry())
+
+
+def _probe_ids() -> Any:
+    import torch
+
+    tok = tiny_tokenizer()
+    ids = tok("the model prunes channels of every layer and the law predicts", add_special_tokens=False)["input_ids"]
+    return torch.tensor([[tok.bos_token_id, *ids]])
+
+
+def _logits(model: LoadedModel, ids: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return model.model(input_ids=ids).logits.float()
+
+
+def _save_and_reload(pruner: Any, model: LoadedModel, path: Path, ctx: Any) -> LoadedModel:
+    if model.format == "hf":
+        from transformers import AutoModelForCausalLM
+
+        save_tiny(model, path)
+        reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+        return LoadedModel(reloaded, model.tokenizer, model.model_type)
+    pruner.save_model(model, path)
+    return pruner.load_model(path, ctx)
+
+
+def check_pruner(
+    pruner: Any,
+    params: Any = None,
+    model_types: tuple[str, ...] = TINY_TYPES,
+    ratios: tuple[float, ...] = (0.0, 0.3, 0.6),
+    work_dir: Path | None = None,
+    registry: Any = None,
+    seed: int = 0,
+    atol: float = 1e-4,
+) -> ConformanceReport:
+    """Run the conformance checks on tiny tied-embedding models of ``model_types``.
+
+    Checks, per supported architecture: r = 0 returns the original logits (within ``atol``
+    relative to the logits' scale); the compression record and history are set and match a
+    recount; parameters never grow as r grows, and at r = 0 exceed the original by at most
+    the overhead the method declares in ``details["overhead_params"]``; save then reload
+    gives identical logits; the same seed gives the same weights; the pruned model generates.
+    """
+    import tempfile
+
+    import torch
+
+    from lawlab.accounting import measure
+
+    if 0.0 not in ratios:
+        ratios = (0.0, *ratios)
+    ratios = tuple(sorted(ratios))
+    registry = registry or tiny_registry(_as_plugin(pruner))
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lawlab-conformance-"))
+    if params is None or isinstance(params, dict):
+        params = pruner.Params(**(params or {}))
+    report = ConformanceReport(pruner.name)
+    ids = _probe_ids()
+
+    for mt in model_types:
+        def result(check: str, ok: bool, message: str = "", mt: str = mt) -> None:
+            report.results.append(ConformanceResult(mt, check, bool(ok), message))
+
+        reason = pruner.supports(mt)
+        if reason is not None:
+            report.results.append(ConformanceResult(mt, "supports", True, reason, skipped=True))
+            continue
+        ctx = tiny_run_context(work_dir / mt, registry, seed)
+        adapter = registry.get("architectures", mt)
+        original = tiny_model(mt)
+        reference = _logits(original, ids)
+        original_params = measure(original.model, adapter).params
+        pruned: dict[float, LoadedModel] = {}
+        for r in ratios:
+            try:
+                pruned[r] = pruner.prune(tiny_model(mt), r, params, ctx)
+            except Exception as exc:  # one broken ratio must not hide the other checks
+                result(f"prune r={r}", False, f"{type(exc).__name__}: {exc}")
+        if 0.0 in pruned:
+            diff = float((_logits(pruned[0.0], ids) - reference).abs().max())
+            tol = atol * max(1.0, float(reference.abs().max()))
+            result("r0-logits", diff <= tol, f"max |Δlogit| = {diff:.2e} (tolerance {tol:.1e})")
+
+        for r, m in pruned.items():
+            c = m.compression
+            if c is None:
+                result("accounting", False, f"r={r}: compression not set")
+                continue
+            recount = measure(m.model, adapter).params
+            problems = []
+            if c.method != pruner.name:
+                problems.append(f"method {c.method!r} is not the pruner's name")
+            if c.nominal_ratio != r:
+                problems.append(f"nominal_ratio {c.nominal_ratio} != {r}")
+            if c.params_kept != recount:
+                problems.append(f"params_kept {c.params_kept} but the model has {recount}")
+            if c.params_original != original_params:
+                problems.append(f"params_original {c.params_original} but the original has {original_params}")
+            if not m.history or m.history[-1].get("step") != "prune":
+                problems.append("no prune entry appended to history")
+            result("accounting", not problems, f"r={r}: " + ("; ".join(problems) or "consistent"))
+
+        if len(pruned) == len(ratios):
+            kept = [pruned[r].compression.params_kept for r in ratios if pruned[r].compression]
+            overhead = int((pruned[0.0].compression.details or {}).get("overhead_params", 0))
+            monotone = all(a >= b for a, b in itertools.pairwise(kept))
+            bounded = kept[0] <= original_params + overhead
+            result("params-monotone", monotone and bounded,
+                   f"kept {kept} over r {list(ratios)}; original {original_params}, declared overhead {overhead}")
+
+        top = ratios[-1]
+        if top in pruned:
+            m = pruned[top]
+            try:
+                before = _logits(m, ids)
+                reloaded = _save_and_reload(pruner, m, work_dir / mt / f"saved-{top}", ctx)
+                diff = float((_logits(reloaded, ids) - before).abs().max())
+                result("save-load", diff <= 1e-5, f"r={top}: max |Δlogit| = {diff:.2e} after reload")
+            except Exception as exc:
+                result("save-load", False, f"{type(exc).__name__}: {exc}")
+            try:
+                again = pruner.prune(tiny_model(mt), top, params, tiny_run_context(work_dir / mt / "again", registry, seed))
+                a, b = m.model.state_dict(), again.model.state_dict()
+                same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+                result("same-seed", same, f"r={top}: seed {seed} twice gives {'identical' if same else 'different'} weights")
+            except Exception as exc:
+                result("same-seed", False, f"{type(exc).__name__}: {exc}")
+            try:
+                with torch.no_grad():
+                    out = m.model.generate(ids, max_new_tokens=4, do_sample=False,
+                                           pad_token_id=tiny_tokenizer().pad_token_id)
+                finite = bool(torch.isfinite(_logits(m, ids)).all())
+                ok = out.shape[1] == ids.shape[1] + 4 and finite
+                result("generates", ok, f"r={top}: {out.shape[1] - ids.shape[1]} new tokens, finite logits: {finite}")
+            except Exception as exc:
+                result("generates", False, f"{type(exc).__name__}: {exc}")
+    return report
+
+
+def assert_conforms(pruner: Any, params: Any = None, **options: Any) -> ConformanceReport:
+    """:func:`check_pruner`, raising ``AssertionError`` with the full report on any failure."""
+    report = check_pruner(pruner, params, **options)
+    if not report.passed:
+        raise AssertionError(str(report))
+    return report
+
+
+class _as_plugin:
+    """Wrap a pruner object as a plugin that registers it."""
+
+    def __init__(self, pruner: Any):
+        self.__name__ = f"conformance:{pruner.name}"
+        self._pruner = pruner
+
+    def register_pruners(self, register: Any) -> None:
+        register(self._pruner)
