@@ -80,7 +80,7 @@ class CellWorker:
     def provenance(self, cell: Cell, plugin_kind: str) -> dict[str, Any]:
         return {
             "spec_hash": self.plan.spec_hash,
-            "cell": dict(cell.inputs),
+            "cell": _thaw(cell.inputs),
             "plugin": self.registry.version_of(plugin_kind, cell.plugin),  # type: ignore[arg-type]
             "libraries": environment.library_versions(),
             "seed": self.seed,

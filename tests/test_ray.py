@@ -1,0 +1,234 @@
+"""The Ray executor: same store as the local executor, a killed worker retried, the
+install hint at validation. Runs on a local Ray instance with 2 CPUs."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lawlab.cli import main
+from lawlab.store import Store
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'lawlab[ray]')"
+)
+
+# measured time, not a property of the model: differs between any two runs
+TIMING = {"rft_seconds", "rft_tokens_per_s"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+def with_ray(text: str, extra: str = "") -> str:
+    return text.replace('device = "cpu"', f'device = "cpu"\nexecutor = "ray"\n{extra}')
+
+
+def snapshot(out: Path) -> dict:
+    with Store(out) as store:
+        cells = {r["key"]: (r["kind"], r["status"]) for r in store.db.execute("SELECT * FROM cells")}
+        results = {
+            (r["cell_key"], r["metric"], r["dataset"]): r["value"]
+            for r in store.db.execute("SELECT * FROM results")
+        }
+        comp = {
+            r["key"]: r["compression"] for r in store.db.execute("SELECT key, compression FROM cells WHERE compression IS NOT NULL")
+        }
+        attempts = store.attempts()
+        provenance = {k: store.cell(k).provenance for k in cells}  # type: ignore[union-attr]
+    return {"cells": cells, "results": results, "compression": comp, "attempts": attempts, "provenance": provenance}
+
+
+@needs_ray
+def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
+    import json
+
+    def smaller(text: str) -> str:  # every kind of cell, RFT of the unpruned model included
+        return text.replace("ratios = [0.0, 0.25, 0.5]", "ratios = [0.0, 0.5]")
+
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    assert main(["run", str(tiny_spec(smaller, output=local_out, name="local.toml")), "--no-report", "-q"]) == 0
+    assert main(["run", str(tiny_spec(lambda t: with_ray(smaller(t)), output=ray_out, name="ray.toml")),
+                 "--no-report", "-q"]) == 0
+    local, remote = snapshot(local_out), snapshot(ray_out)
+
+    assert remote["cells"] == local["cells"] and len(local["cells"]) == 8
+    assert set(remote["results"]) == set(local["results"])
+    compared = 0
+    for key, value in local["results"].items():
+        if key[1] in TIMING:
+            continue
+        # workers run with one thread (OMP_NUM_THREADS=1), the local run with two: float
+        # reductions may differ in the last bits, nothing more
+        assert math.isclose(remote["results"][key], value, rel_tol=1e-5, abs_tol=1e-7), key
+        compared += 1
+    assert compared >= 20
+    for key, comp in local["compression"].items():
+        a, b = json.loads(comp), json.loads(remote["compression"][key])
+        for field in ("params_kept", "params_kept_no_embed", "flops_per_token"):
+            assert a[field] == b[field], (key, field)
+        # same weights; the JSON beside them differs by a few bytes (timings, and a
+        # tokenizer saved after a reload notes "local_files_only")
+        assert math.isclose(a["bytes_on_disk"], b["bytes_on_disk"], rel_tol=1e-3)
+    assert all(n == 1 for n in remote["attempts"].values())
+    # the results say where they were computed
+    evals = [p for k, p in remote["provenance"].items() if remote["cells"][k][0] == "eval"]
+    assert all(p["execution"]["executor"] == "ray" and p["execution"]["attempt"] == 0 for p in evals)
+    assert len({p["execution"]["pid"] for p in evals}) == 2  # two workers shared the cells
+    # keep_artifacts = "needed": nothing is left once every cell is done
+    assert not any((ray_out / "artifacts").iterdir())
+
+    # a second run is the resume case: nothing to do, nothing run again
+    assert main(["run", str(tmp_path / "ray.toml"), "--no-report", "-q"]) == 0
+    assert snapshot(ray_out)["attempts"] == remote["attempts"]
+
+
+SLEEPY_SPEC = """
+[study]
+name = "sleepy"
+seed = 1
+output = "{output}"
+
+[[models]]
+name = "tiny-llama"
+source = "tiny"
+
+[[methods]]
+method = "random-prunenet"
+ratios = [0.0, 0.5]
+
+[[evaluators]]
+evaluator = "sleepy"
+params = {{ pid_file = "{pid_file}", seconds = 120 }}
+
+[[evaluators]]
+evaluator = "cross-entropy"
+params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
+
+[execution]
+device = "cpu"
+executor = "ray"
+keep_artifacts = "all"
+params = {{ max_retries = 1 }}
+"""
+
+
+@needs_ray
+def test_a_killed_worker_is_retried_and_nothing_is_lost(local_ray, tmp_path, capsys):
+    out, pid_file = tmp_path / "out", tmp_path / "sleepy.pid"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SLEEPY_SPEC.format(output=out.as_posix(), pid_file=pid_file.as_posix()))
+    codes: list[int] = []
+    study = threading.Thread(target=lambda: codes.append(main(["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report"])))
+    study.start()
+    deadline = time.time() + 90
+    while time.time() < deadline and not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+        time.sleep(0.1)
+    victim = int(pid_file.read_text())
+    assert victim != os.getpid()  # a Ray worker, not the driver
+    os.kill(victim, signal.SIGKILL)
+    study.join(timeout=120)
+    assert not study.is_alive() and codes == [0]
+    assert "worker died running eval sleepy" in capsys.readouterr().out
+
+    snap = snapshot(out)
+    # base, prune, and 2 evaluators for each of the two variants: all done, once each
+    assert sorted(kind for kind, _ in snap["cells"].values()) == ["base", "eval", "eval", "eval", "eval", "prune"]
+    assert all(status == "done" for _, status in snap["cells"].values())
+    killed = [k for k, p in snap["provenance"].items() if p.get("execution", {}).get("attempt") == 1]
+    assert len(killed) == 1 and snap["attempts"][killed[0]] == 2
+    assert snap["provenance"][killed[0]]["execution"]["pid"] != victim
+    assert all(n == 1 for k, n in snap["attempts"].items() if k != killed[0])
+    assert sum(1 for key in snap["results"] if key[1] == "params") == 2
+    assert sum(1 for key in snap["results"] if key[1] == "cross_entropy") == 2
+    # keep_artifacts = "all": both models stay, and no half-written folder was trusted
+    assert sorted(p.name for p in (out / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
+        k for k, (kind, _) in snap["cells"].items() if kind in ("base", "prune")
+    )
+
+
+def test_without_ray_validation_fails_with_the_install_hint(tiny_spec, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    spec = tiny_spec(with_ray)
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "execution.params" in err and "pip install 'lawlab[ray]'" in err
+    assert main(["run", str(spec)]) == 2
+    assert not (spec.parent / "out").exists()  # nothing written
+
+
+def test_ray_params_are_checked_at_validation(tiny_spec, capsys):
+    spec = tiny_spec(lambda t: with_ray(t, 'params = { max_retries = -1, eval = { num_gpus = "all" } }'))
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "max_retries" in err and "num_gpus" in err
+
+
+FAILING_SPEC = """
+[study]
+name = "failing"
+seed = 1
+output = "{output}"
+
+[[models]]
+name = "tiny-llama"
+source = "tiny"
+
+[[methods]]
+method = "broken"
+ratios = [0.0, 0.25, 0.5]
+
+[[evaluators]]
+evaluator = "flaky"
+params = {{ fail_on_ratio = 0.25, marker = "LAWLAB_TEST_FAIL" }}
+
+[execution]
+device = "cpu"
+executor = "ray"
+"""
+
+
+@needs_ray
+def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypatch, capsys):
+    out, spec = tmp_path / "out", tmp_path / "spec.toml"
+    spec.write_text(FAILING_SPEC.format(output=out.as_posix()))
+    run = ["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report", "-q"]
+    monkeypatch.setenv("LAWLAB_TEST_FAIL", "1")  # the driver's LAWLAB_* variables hold on the workers
+    assert main(run) == 1
+    text = capsys.readouterr().out
+    assert "MemoryError: pretend out of memory at r=0.5" in text and "flaky evaluator fails at r=0.25" in text
+    assert "1 cell(s) not run because a cell they depend on failed" in text
+    with Store(out) as store:
+        failed = {r["ratio"]: r["error"] for r in store.db.execute("SELECT * FROM cells WHERE status = 'failed'")}
+        assert set(failed) == {0.25, 0.5} and all("Traceback" in e for e in failed.values())
+    monkeypatch.delenv("LAWLAB_TEST_FAIL")
+    assert main([*run, "--retry-failed"]) == 1  # the evaluation recovers; the pruner fails again
+    snap = snapshot(out)
+    statuses = sorted(status for _, status in snap["cells"].values())
+    assert statuses == ["done", "done", "done", "done", "failed"]  # base, 2 evals, 1 prune; the r=0.5 prune
+    assert sum(snap["attempts"].values()) == 5 + 2  # every cell once, then the two failures again
+
+
+@needs_ray
+def test_a_cell_no_node_can_take_is_refused_not_left_waiting(local_ray, tiny_spec, capsys):
+    spec = tiny_spec(lambda t: with_ray(t, "params = { rft = { num_gpus = 1 }, eval = { num_cpus = 3 } }"))
+    assert main(["run", str(spec), "--no-report", "-q"]) == 2  # Ray would wait for such a node forever
+    err = capsys.readouterr().err
+    assert "no node of the Ray cluster can run a rft cell" in err and "0 GPUs" in err
