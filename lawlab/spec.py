@@ -209,6 +209,9 @@ class Spec(Strict):
     def output_dir(self) -> Path:
         return Path(self.study.output or f"runs/{self.study.name}")
 
+    def dataset_refs(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {name: (d.loader, d.params) for name, d in self.datasets.items()}
+
     def canonical(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -581,6 +584,7 @@ def load_spec(
         offline=offline,
         registry=registry or get_registry(),
         cache_dir=cache_dir or environment.cache_dir(),
+        datasets=spec.dataset_refs(),
     )
     return resolve_spec(spec, path, ctx)
 

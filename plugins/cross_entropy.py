@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -45,41 +44,40 @@ class CrossEntropyParams(Params):
         ge=1,
         description="Score only the first N text tokens of each test set (quick studies); None: all.",
     )
-    separator: str = Field("\n\n", description="Text placed between documents before tokenizing.")
+    separator: str | None = Field(
+        None,
+        description="Text placed between documents before tokenizing. None: the split as published when the "
+        "dataset has one file (PTB), else documents joined by blank lines.",
+    )
 
 
 def dataset_for_check(ctx: CheckContext, name: str, split: str) -> TextData | None:
     """The split of a registered dataset if it can be read cheaply now (it ships with a
     package or lawlab), else None. Validation uses it to catch sizes that cannot work."""
-    if not ctx.registry.has("datasets", name):
+    if not ctx.has_dataset(name):
         return None
-    plugin = ctx.registry.get("datasets", name)
+    try:
+        plugin, params = ctx.dataset(name)
+    except Exception:  # bad params are reported by the spec validator itself
+        return None
     if not plugin.available_offline():
         return None
-    run_ctx = RunContext(
-        seed=0,
-        device="cpu",
-        dtype="float32",
-        cache_dir=ctx.cache_dir,
-        work_dir=Path(ctx.cache_dir),
-        offline=ctx.offline,
-        registry=ctx.registry,
-        spec_path=ctx.spec_path,
-    )
     try:
-        return plugin.load(plugin.Params(), split, run_ctx)
+        return plugin.load(params, split, ctx.reading_context())
     except Exception:  # the dataset plugin's own check reports why it cannot load
         return None
 
 
-def text_of(data: TextData, separator: str) -> str:
+def text_of(data: TextData, separator: str | None) -> str:
+    if separator is None:
+        return data.raw if data.raw is not None else "\n\n".join(t for t in data.texts if t)
     return separator.join(t for t in data.texts if t)
 
 
 _token_cache: dict[tuple[str, str, int, str], list[int]] = {}
 
 
-def tokenize_split(tokenizer: Any, data: TextData, separator: str) -> list[int]:
+def tokenize_split(tokenizer: Any, data: TextData, separator: str | None) -> list[int]:
     """Token ids of the whole split, without special tokens; memoised per tokenizer and
     content, since every cell of a study scores the same test sets."""
     key = (data.checksum, getattr(tokenizer, "name_or_path", ""), len(tokenizer), separator)
@@ -181,8 +179,7 @@ class CrossEntropy(Evaluator):
         out: list[Measurement] = []
         model.model.eval()
         for name in params.datasets:
-            plugin = ctx.registry.get("datasets", name)
-            data = plugin.load(plugin.Params(), "test", ctx)
+            data = ctx.load_dataset(name, "test")
             ids = tokenize_split(tokenizer, data, params.separator)
             if params.token_limit is not None:
                 if len(ids) < params.token_limit:
@@ -209,6 +206,7 @@ class CrossEntropy(Evaluator):
                 "scored_tokens": count,
                 "token_limit": params.token_limit,
                 "separator": params.separator,
+                "layout": "published" if params.separator is None and data.raw is not None else "joined",
                 "dataset_checksum": data.checksum,
                 "dataset_source": data.source,
                 "seconds": seconds,

@@ -125,7 +125,7 @@ class PTB(Dataset):
             raw, where = _cached_download(PTB_URL.format(split=key), ctx.cache_dir / "datasets" / "ptb"), PTB_URL.format(split=key)
         sentences = [line.strip() for line in raw.split("\n") if line.strip()]
         texts = group(sentences, params.lines_per_document)
-        return TextData(self.name, split, texts, checksum(texts), f"{where} [{key}]")
+        return TextData(self.name, split, texts, checksum(texts), f"{where} [{key}]", raw=raw)
 
 
 def _cached_download(url: str, folder: Path) -> str:

@@ -316,11 +316,6 @@ def _skeleton(model: Any, adapter: Any, shape: dict[str, Any]) -> None:
     replace_module(model, head, torch.nn.Linear(final_w, head.out_features, bias=head.bias is not None))
 
 
-def _run_context(ctx: CheckContext) -> RunContext:
-    return RunContext(seed=0, device="cpu", dtype="float32", cache_dir=ctx.cache_dir, work_dir=ctx.cache_dir,
-                      offline=ctx.offline, registry=ctx.registry, spec_path=ctx.spec_path)
-
-
 class SliceGPT(Pruner):
     name: ClassVar[str] = "slicegpt"
     description: ClassVar[str] = (
@@ -345,13 +340,14 @@ class SliceGPT(Pruner):
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
         check_ratios(ratios)
         name = params.calibration_dataset
-        if not ctx.registry.has("datasets", name):
+        if not ctx.has_dataset(name):
             raise CheckFailed(
-                f"no dataset named {name!r} is registered", field="calibration_dataset",
-                allowed=", ".join(ctx.registry.names("datasets")),
+                f"no dataset named {name!r} is registered or declared under [datasets]",
+                field="calibration_dataset",
+                allowed=", ".join(sorted({*ctx.registry.names("datasets"), *ctx.datasets})),
             )
-        dataset = ctx.registry.get("datasets", name)
-        dataset.check(dataset.Params(), "train", ctx)
+        dataset, dataset_params = ctx.dataset(name)
+        dataset.check(dataset_params, "train", ctx)
         if not dataset.available_offline():
             if ctx.offline:
                 offline = [n for n in ctx.registry.names("datasets")
@@ -361,7 +357,7 @@ class SliceGPT(Pruner):
             return
         # Data that ships with a package is cheap to read now. No tokenizer splits a UTF-8
         # byte, so fewer bytes than the tokens asked for can never be enough.
-        data = dataset.load(dataset.Params(), "train", _run_context(ctx))
+        data = dataset.load(dataset_params, "train", ctx.reading_context())
         n_bytes = sum(len(t.encode()) + 2 for t in data.texts)
         needed = params.calibration_samples * (params.calibration_seqlen - 1)
         if n_bytes < needed:
@@ -392,8 +388,7 @@ class SliceGPT(Pruner):
         keep = self.kept_hidden(d, ratio, params)
         tied = adapter.tied(model.model)
         before = measure(model.model, adapter)
-        dataset = ctx.registry.get("datasets", params.calibration_dataset)
-        data = dataset.load(dataset.Params(), "train", ctx)
+        data = ctx.load_dataset(params.calibration_dataset, "train")
         with stopwatch() as t:
             ids = calibration_windows(model.tokenizer, data.texts, params.calibration_samples,
                                       params.calibration_seqlen, ctx.seed, params.calibration_dataset)

