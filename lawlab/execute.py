@@ -266,29 +266,16 @@ def cell_row(cell: Cell) -> dict[str, Any]:
     }
 
 
-class LocalScheduler:
-    """Runs every unfinished cell of a plan in this process, depth first."""
+class ResumeRules:
+    """What a run has left to do, given what the store holds; shared by every executor.
 
-    def __init__(
-        self,
-        plan: Plan,
-        store: Store,
-        *,
-        run_id: int,
-        progress: StudyProgress,
-        fail_fast: bool = False,
-        retry_failed: bool = False,
-    ):
-        spec = plan.spec.spec
-        self.plan, self.store, self.run_id = plan, store, run_id
-        self.progress = progress
-        self.fail_fast, self.retry_failed = fail_fast, retry_failed
-        self.keep = spec.execution.keep_artifacts
-        device = environment.resolve_device(spec.execution.device)
-        self.worker = CellWorker(
-            plan, device=device, dtype=environment.resolve_dtype(spec.execution.dtype, device), progress=progress
-        )
-        self.models: dict[str, LoadedModel] = {}  # the chain in memory, by cell key
+    A finished cell is never run again; a failed one only with ``--retry-failed``, and until
+    then its subtree stays blocked. A base model is "done" once loaded, but is loaded again
+    whenever a pending cell below it needs it.
+    """
+
+    def __init__(self, plan: Plan, store: Store, *, retry_failed: bool = False):
+        self.plan, self.retry_failed = plan, retry_failed
         self.status = store.status_of()
         self.order = stage_order(plan)
         self.children: dict[str, list[Cell]] = {}
@@ -305,15 +292,46 @@ class LocalScheduler:
     def subtree_pending(self, key: str) -> bool:
         return any(self.needs_running(c) or self.subtree_pending(c.key) for c in self.children.get(key, []))
 
+    def start(self, summary: ExecutionSummary, progress: StudyProgress) -> list[Cell]:
+        """Record what earlier runs left in ``summary``, announce the run, and return the
+        cells to visit in order (those to run, and finished ones with work below them)."""
+        summary.failed_before = [c.key for c in self.order if self.status.get(c.key) == "failed" and not self.retry_failed]
+        summary.skipped_done = sum(1 for c in self.order if c.kind != "base" and self.status.get(c.key) == "done")
+        todo = [c for c in self.order if self.needs_running(c) or self.subtree_pending(c.key)]
+        work = sum(1 for c in todo if self.needs_running(c))
+        progress.start_study(self.plan.spec.spec.study.name, total=work, already=summary.skipped_done)
+        return todo
+
+
+class LocalScheduler(ResumeRules):
+    """Runs every unfinished cell of a plan in this process, depth first."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store,
+        *,
+        run_id: int,
+        progress: StudyProgress,
+        fail_fast: bool = False,
+        retry_failed: bool = False,
+    ):
+        super().__init__(plan, store, retry_failed=retry_failed)
+        spec = plan.spec.spec
+        self.store, self.run_id = store, run_id
+        self.progress = progress
+        self.fail_fast = fail_fast
+        self.keep = spec.execution.keep_artifacts
+        device = environment.resolve_device(spec.execution.device)
+        self.worker = CellWorker(
+            plan, device=device, dtype=environment.resolve_dtype(spec.execution.dtype, device), progress=progress
+        )
+        self.models: dict[str, LoadedModel] = {}  # the chain in memory, by cell key
+
     def run(self) -> ExecutionSummary:
         summary = ExecutionSummary()
-        # failures of earlier runs stay failures (and block their subtrees) until retried
-        summary.failed_before = [c.key for c in self.order if self.status.get(c.key) == "failed" and not self.retry_failed]
+        todo = self.start(summary, self.progress)
         failed_keys: set[str] = set(summary.failed_before)
-        todo = [c for c in self.order if self.needs_running(c) or self.subtree_pending(c.key)]
-        work = [c for c in todo if self.needs_running(c)]
-        summary.skipped_done = sum(1 for c in self.order if c.kind != "base" and self.status.get(c.key) == "done")
-        self.progress.start_study(self.plan.spec.spec.study.name, total=len(work), already=summary.skipped_done)
         for cell in todo:
             if cell.parent in failed_keys:  # blocked cells join failed_keys: it propagates down
                 failed_keys.add(cell.key)

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import CheckContext, CheckFailed, Executor, Params
+from lawlab.execute import ResumeRules  # cheap: torch and ray are imported only when cells run
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'lawlab[ray]'"
 
@@ -235,39 +236,21 @@ class Job:
     submitted: float = field(default_factory=time.time)
 
 
-class RayScheduler:
+class RayScheduler(ResumeRules):
     """Submits each cell once its parent's model is on shared storage; one store writer."""
 
     def __init__(
         self, plan: Any, store: Any, params: RayParams, *, run_id: int, progress: Any,
         fail_fast: bool = False, retry_failed: bool = False,
     ):
-        from lawlab.plan import stage_order
-
+        super().__init__(plan, store, retry_failed=retry_failed)
         spec = plan.spec.spec
-        self.plan, self.store, self.params, self.run_id = plan, store, params, run_id
+        self.store, self.params, self.run_id = store, params, run_id
         self.progress = progress
-        self.fail_fast, self.retry_failed = fail_fast, retry_failed
+        self.fail_fast = fail_fast
         self.keep = spec.execution.keep_artifacts
-        self.status: dict[str, str] = store.status_of()
-        self.order = stage_order(plan)
-        self.children: dict[str, list[Any]] = {}
-        for c in plan.cells:
-            if c.parent is not None:
-                self.children.setdefault(c.parent, []).append(c)
         self.plan_keys = {c.key for c in plan.cells}
         self.artifacts = artifact_root(plan, params, store)
-
-    # ----------------------------------------------------------------- the local executor's rules
-
-    def needs_running(self, cell: Any) -> bool:
-        st = self.status.get(cell.key)
-        if cell.kind == "base":
-            return st != "done"
-        return st is None or (st == "failed" and self.retry_failed)
-
-    def subtree_pending(self, key: str) -> bool:
-        return any(self.needs_running(c) or self.subtree_pending(c.key) for c in self.children.get(key, []))
 
     def has_model(self, key: str) -> bool:
         from lawlab.execute import ARTIFACT_FILE
@@ -286,12 +269,9 @@ class RayScheduler:
         self.resources = {kind: self.stage_resources(kind) for kind in ("base", "prune", "rft", "eval")}
         self.setup = ray.put(self.worker_setup())
         self.clean_partial()
-        waiting = [c for c in self.order if self.needs_running(c) or self.subtree_pending(c.key)]
-        summary.skipped_done = sum(1 for c in self.order if c.kind != "base" and self.status.get(c.key) == "done")
-        work = sum(1 for c in waiting if self.needs_running(c))
-        self.progress.start_study(self.plan.spec.spec.study.name, total=work, already=summary.skipped_done)
+        waiting = self.start(summary, self.progress)
         self.running: dict[Any, Job] = {}
-        failed_keys: set[str] = set()
+        failed_keys: set[str] = set(summary.failed_before)
         try:
             while waiting or self.running:
                 waiting = self.submit_ready(waiting, failed_keys, summary)
