@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import offline_context, smollm2
 from lawlab_plugins.cross_entropy import make_windows, tokenize_split
-
-from lawlab import environment
-from lawlab.api import RunContext
-from lawlab.plugins import get_registry
 
 
 def plain_loop(model, windows, batch_size):
@@ -39,19 +35,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    environment.enter_offline_mode()
-    reg = get_registry()
-    ctx = RunContext(
-        seed=0,
-        device="cpu",
-        dtype="float32",
-        cache_dir=environment.cache_dir(),
-        work_dir=Path("/tmp"),
-        offline=True,
-        registry=reg,
-    )
-    source, ce = reg.get("model_sources", "pack"), reg.get("evaluators", "cross-entropy")
-    model = source.load(source.Params(pack="smollm2-135m"), ctx)
+    ctx = offline_context()
+    reg = ctx.registry
+    ce = reg.get("evaluators", "cross-entropy")
+    model = smollm2(ctx)
     params = ce.Params(
         datasets=["ptb"], window=args.window, token_limit=args.tokens, batch_size=args.batch_size
     )

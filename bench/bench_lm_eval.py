@@ -16,11 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import offline_context, smollm2
 from lawlab_plugins.lm_eval_tasks import offline_task_dir
-
-from lawlab import environment
-from lawlab.api import RunContext
-from lawlab.plugins import get_registry
 
 
 def main() -> None:
@@ -30,19 +27,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    environment.enter_offline_mode()
-    reg = get_registry()
-    ctx = RunContext(
-        seed=0,
-        device="cpu",
-        dtype="float32",
-        cache_dir=environment.cache_dir(),
-        work_dir=Path("/tmp"),
-        offline=True,
-        registry=reg,
-    )
-    source, ev = reg.get("model_sources", "pack"), reg.get("evaluators", "lm-eval")
-    model = source.load(source.Params(pack="smollm2-135m"), ctx)
+    ctx = offline_context()
+    reg = ctx.registry
+    ev = reg.get("evaluators", "lm-eval")
+    model = smollm2(ctx)
     tasks = args.tasks.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"

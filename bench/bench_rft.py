@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
+
+from common import offline_context, smollm2
 
 from lawlab import environment
-from lawlab.api import RunContext
-from lawlab.plugins import get_registry
 
 
 def main() -> None:
@@ -25,20 +24,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="repeat with the same seed to check determinism")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    environment.enter_offline_mode()
-    reg = get_registry()
-    device = environment.resolve_device(args.device)
-    dtype = environment.resolve_dtype("auto", device)
-    ctx = RunContext(
-        seed=0,
-        device=device,
-        dtype=dtype,
-        cache_dir=environment.cache_dir(),
-        work_dir=Path("/tmp"),
-        offline=True,
-        registry=reg,
-    )
-    source, pruner = reg.get("model_sources", "pack"), reg.get("pruners", "random-prunenet")
+    ctx = offline_context(device=args.device)
+    reg, device, dtype = ctx.registry, ctx.device, ctx.dtype
+    pruner = reg.get("pruners", "random-prunenet")
     ce, lora, ptb = (
         reg.get("evaluators", "cross-entropy"),
         reg.get("rft_recipes", "lora"),
@@ -48,8 +36,7 @@ def main() -> None:
     train = ptb.load(ptb.Params(), "train", ctx)
     rows = []
     for run in range(args.runs):
-        model = source.load(source.Params(pack="smollm2-135m"), ctx)
-        model.model.to(device)
+        model = smollm2(ctx)
         base = ce.evaluate(model, ce_params, ctx)[0].value
         model = pruner.prune(model, args.ratio, pruner.Params(), ctx)
         pruned = ce.evaluate(model, ce_params, ctx)[0].value
