@@ -26,7 +26,8 @@ def lawlab_run(spec: Path, overrides: list[str], output: Path) -> tuple[float, f
     from lawlab.cli import main
 
     started = time.perf_counter()
-    code = main(["run", str(spec), "-q", "--no-report", "--set", f"study.output={output.as_posix()!r}", *overrides])
+    sets = [arg for item in [f"study.output={output.as_posix()!r}", *overrides] for arg in ("--set", item)]
+    code = main(["run", str(spec), "-q", "--no-report", *sets])
     wall = time.perf_counter() - started
     if code != 0:
         sys.exit(f"lawlab run failed with exit code {code}")

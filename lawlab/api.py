@@ -224,6 +224,11 @@ class ModelSource(ABC):
         """``config.model_type`` if it can be known without loading weights, else None."""
         return None
 
+    def config(self, params: Any, ctx: CheckContext) -> dict[str, Any] | None:
+        """The model's config (config.json as a dict) if it can be read without loading
+        weights, else None. The planner uses its sizes to refuse impossible cells early."""
+        return None
+
     def identity(self, params: Any, ctx: CheckContext) -> dict[str, Any]:
         """What pins down the weights (hub id and revision, file hash); part of cell keys."""
         return params.model_dump(mode="json")
@@ -356,6 +361,11 @@ class Pruner(ABC):
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
         """Fail for ratios or parameters the method cannot honour."""
 
+    def check_model(self, config: dict[str, Any], ratio: float, params: Any) -> str | None:
+        """At plan time, when the model's config is known: why this ratio cannot be applied
+        to it (no channel or hidden dimension left...), or None."""
+        return None
+
     @abstractmethod
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
         """Return the pruned model (may modify ``model`` in place) with ``compression`` set."""
@@ -399,6 +409,11 @@ class Evaluator(ABC):
     def datasets(self, params: Any) -> list[str]:
         """Registered dataset names this evaluator reads (checked offline at validation)."""
         return []
+
+    def check_model(self, config: dict[str, Any], params: Any) -> str | None:
+        """At plan time, when the model's config is known: why these params cannot work on
+        it (a window longer than its context...), or None."""
+        return None
 
     @abstractmethod
     def evaluate(self, model: LoadedModel, params: Any, ctx: RunContext) -> list[Measurement]: ...

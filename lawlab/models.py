@@ -193,6 +193,13 @@ def gguf_cache_folder(sha256: str, cache_dir: Path) -> Path:
     return cache_dir / "gguf" / sha256
 
 
+def converted_config(path: str | Path, cache_dir: Path) -> dict[str, Any] | None:
+    """The config of a GGUF file's converted folder, if it was converted already (the
+    file's hash is cached, so this is cheap); None otherwise."""
+    config = gguf_cache_folder(file_sha256(Path(path).resolve()), cache_dir) / "config.json"
+    return read_config(config.parent) if config.is_file() else None
+
+
 def convert_gguf(path: str | Path, cache_dir: Path, progress: Any = None) -> Path:
     """The HF folder for a GGUF file: converted once (dequantised to float32, tokenizer
     included), then found again by the file's sha256 under ``cache_dir/gguf/``."""

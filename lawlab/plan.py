@@ -230,6 +230,12 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         src_params = resolved.params[f"models[{i}].params"]
         model_type = m.model_type or source.model_type(src_params, ctx)
         identity = source.identity(src_params, ctx)
+        config = source.config(src_params, ctx)  # None when sizes cannot be known before loading
+        if config is not None:
+            for i, e in enumerate(spec.evaluators):
+                evaluator = registry.get("evaluators", e.evaluator)
+                if reason := evaluator.check_model(config, resolved.params[f"evaluators[{i}].params"]):
+                    issues.append(SpecIssue(f"evaluators[{i}].params", f"on model {m.name!r}: {reason}"))
         base_v = Variant(m.name)
         base = add("base", base_v, m.source, src_params.model_dump(mode="json"), None, identity=identity, model_type=model_type)
         add_evals(base_v, base)
@@ -256,9 +262,16 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                 )
                 continue
             params = resolved.params_json(f"methods[{j}].params")
-            for ratio in meth.ratios:
+            for k, ratio in enumerate(meth.ratios):
                 if ratio == 0.0:
                     continue  # r = 0 is the base model, already planned
+                if config is not None and (
+                    reason := pruner.check_model(config, ratio, resolved.params[f"methods[{j}].params"])
+                ):
+                    issues.append(
+                        SpecIssue(f"methods[{j}].ratios[{k}]", f"on model {m.name!r}: {reason}", ratio, "a smaller ratio")
+                    )
+                    continue
                 v = Variant(m.name, meth.key, ratio)
                 key = add("prune", v, meth.method, params, base, ratio=ratio)
                 add_evals(v, key)

@@ -17,6 +17,15 @@ from typing import Any
 from lawlab.api import LoadedModel
 
 TINY_TYPES = ("llama", "qwen2", "mistral", "gemma3_text")
+# Every structural feature present, small enough to build in milliseconds.
+TINY_SIZES = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+}
 
 # A small fixed corpus: enough structure for a BPE to learn merges, and for tests that
 # need a dataset to have train and test splits.
@@ -69,12 +78,7 @@ def tiny_config(model_type: str = "llama", *, tied: bool = True, vocab_size: int
     tok = tiny_tokenizer()
     common: dict[str, Any] = dict(
         vocab_size=vocab_size or len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        **TINY_SIZES,
         tie_word_embeddings=tied,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

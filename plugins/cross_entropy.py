@@ -167,6 +167,12 @@ class CrossEntropy(Evaluator):
                     allowed=f"at most {n_bytes}, or None for the whole split",
                 )
 
+    def check_model(self, config: dict[str, Any], params: CrossEntropyParams) -> str | None:
+        limit = config.get("max_position_embeddings")
+        if isinstance(limit, int) and params.window > limit:
+            return f"window {params.window} is longer than the model's context ({limit} tokens)"
+        return None
+
     def evaluate(self, model: LoadedModel, params: CrossEntropyParams, ctx: RunContext) -> list[Measurement]:
         limit = context_length(model.model)
         if limit is not None and params.window > limit:

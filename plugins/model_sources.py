@@ -135,6 +135,11 @@ class LocalSource(ModelSource):
     def check(self, params: LocalParams, ctx: CheckContext) -> None:
         require_adapter(self.model_type(params, ctx), ctx, "path")
 
+    def config(self, params: LocalParams, ctx: CheckContext) -> dict[str, Any] | None:
+        from lawlab.models import read_config
+
+        return read_config(self._folder(params, ctx))
+
     def model_type(self, params: LocalParams, ctx: CheckContext) -> str | None:
         from lawlab.models import read_config
 
@@ -187,6 +192,11 @@ class GGUFSource(ModelSource):
         except ValueError as exc:
             raise CheckFailed(f"cannot read the GGUF header: {exc}", field="path") from None
 
+    def config(self, params: GGUFParams, ctx: CheckContext) -> dict[str, Any] | None:
+        from lawlab.models import converted_config
+
+        return converted_config(self._file(params, ctx), ctx.cache_dir)
+
     def identity(self, params: GGUFParams, ctx: CheckContext) -> dict[str, Any]:
         from lawlab.models import file_sha256
 
@@ -227,6 +237,17 @@ class PackSource(ModelSource):
 
     def model_type(self, params: PackParams, ctx: CheckContext) -> str | None:
         return self._pack(params.pack, ctx.registry).model_type
+
+    def config(self, params: PackParams, ctx: CheckContext) -> dict[str, Any] | None:
+        from lawlab.models import converted_config
+
+        pack = self._pack(params.pack, ctx.registry)
+        if not pack.installed():
+            return None
+        try:
+            return converted_config(pack.gguf_path(None), ctx.cache_dir)
+        except (OSError, ValueError):  # a broken pack is reported by check(), not here
+            return None
 
     def identity(self, params: PackParams, ctx: CheckContext) -> dict[str, Any]:
         # The exact package version pins the GGUF file inside it.

@@ -93,6 +93,16 @@ class FFNChannelPruner(Pruner):
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
         check_ratios(ratios)
 
+    def check_model(self, config: dict[str, Any], ratio: float, params: Any) -> str | None:
+        n = config.get("intermediate_size")
+        if not isinstance(n, int):
+            return None
+        try:
+            kept_channels(n, ratio, params)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def choose(self, model: LoadedModel, adapter: Any, keep: int, params: Any, ctx: RunContext) -> tuple[list[Any], dict]:
         """Sorted indices of the channels to keep, per layer, and details to record."""
         raise NotImplementedError

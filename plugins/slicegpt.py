@@ -367,6 +367,16 @@ class SliceGPT(Pruner):
                 field="calibration_samples", allowed=f"at most {n_bytes // (params.calibration_seqlen - 1)}",
             )
 
+    def check_model(self, config: dict[str, Any], ratio: float, params: Any) -> str | None:
+        d = config.get("hidden_size")
+        if not isinstance(d, int):
+            return None
+        try:
+            self.kept_hidden(d, ratio, params)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def kept_hidden(self, d: int, ratio: float, params: Any) -> int:
         from lawlab.accounting import kept_count
 

@@ -30,6 +30,11 @@ class TinySource(ModelSource):
     def model_type(self, params: Any, ctx: CheckContext) -> str | None:
         return params.model_type
 
+    def config(self, params: Any, ctx: CheckContext) -> dict[str, Any] | None:
+        from lawlab.testing import TINY_SIZES
+
+        return {"model_type": params.model_type, **TINY_SIZES}
+
     def load(self, params: Any, ctx: RunContext) -> LoadedModel:
         from lawlab.testing import tiny_model
 

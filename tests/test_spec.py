@@ -111,6 +111,13 @@ MALFORMED = [
     ("executor", _edit('device = "cpu"', 'device = "cpu"\nexecutor = "slurm"'), ["execution.executor", "'slurm'", "local"]),
     ("keep-artifacts", _edit('device = "cpu"', 'device = "cpu"\nkeep_artifacts = "some"'), ["execution.keep_artifacts", "some"]),
     ("toml-syntax", _edit("seed = 1", "seed = = 1"), ["TOML syntax error", "line 4"]),
+    ("ratio-leaves-no-channel", _edit("ratios = [0.0, 0.25, 0.5]", "ratios = [0.0, 0.99]"),
+     ["methods[0].ratios[1]", "leaves no FFN channel of 128", "given: 0.99"]),
+    ("window-over-context", _edit("window = 32", "window = 512"),
+     ["evaluators[0].params", "window 512 is longer than the model's context (256 tokens)"]),
+    ("slice-leaves-no-hidden", _edit('method = "random-prunenet"\nratios = [0.0, 0.25, 0.5]',
+                                     'method = "slicegpt"\nratios = [0.9]\nparams = { calibration_dataset = "tiny-corpus", calibration_samples = 2, calibration_seqlen = 16 }'),
+     ["methods[0].ratios[0]", "leaves no hidden dimension of 64"]),
     ("local-missing-folder", _edit('source = "tiny"\nparams = { model_type = "llama" }', 'source = "local"\nparams = { path = "no/such/folder" }'),
      ["models[0].params", "no/such/folder"]),
 ]
