@@ -23,9 +23,11 @@ lm-eval's ≈14,700 built-in tasks.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.metadata as md
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -270,15 +272,19 @@ def run_task(lm: Any, task: str, manager: Any, limit: int | None, num_fewshot: i
 
     previous = logging.getLogger("lm_eval").level
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    # lm-eval's progress bars pass disable=False explicitly, so TQDM_DISABLE cannot reach
+    # them; lawlab's own display reports progress, so their stderr goes nowhere (-v keeps it).
+    quiet = os.environ.get("TQDM_DISABLE") == "1"
     try:
-        return simple_evaluate(
-            model=lm,
-            tasks=[task],
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=manager,
-            log_samples=False,
-        )
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            return simple_evaluate(
+                model=lm,
+                tasks=[task],
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=False,
+            )
     finally:
         logging.getLogger("lm_eval").setLevel(previous)
 
