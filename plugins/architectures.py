@@ -84,9 +84,28 @@ class Gemma3Adapter(DecoderAdapter):
 
 
 class Gemma3WrapperAdapter(Gemma3Adapter):
-    """``model_type = "gemma3"`` configs (multimodal wrapper) loaded as text-only causal LMs."""
+    """``model_type = "gemma3"`` configs: the multimodal wrapper, whose text decoder sits at
+    ``model.model.language_model`` and whose image features enter the residual stream
+    through the projector's ``mm_input_projection_weight``."""
 
     model_type: ClassVar[str] = "gemma3"
+
+    def _decoder(self, model: Any) -> Any:
+        # Walk wrapper → Gemma3Model → language_model (``base_model`` of Gemma3Model is
+        # itself, so the LLaMA walk would not end there).
+        inner = model
+        while not hasattr(inner, "layers"):
+            step = next((getattr(inner, a) for a in ("language_model", "base_model", "model")
+                         if getattr(inner, a, inner) is not inner), None)
+            if step is None:
+                raise ValueError(f"no decoder layers found in {type(model).__name__}")
+            inner = step
+        return inner
+
+    def residual_projections(self, model: Any) -> list[tuple[Any, str]]:
+        """(module, parameter name) of weights other than the embeddings that write the
+        residual stream (a method rotating the stream must rotate them too)."""
+        return [(m, "mm_input_projection_weight") for m in model.modules() if hasattr(m, "mm_input_projection_weight")]
 
 
 @hookimpl

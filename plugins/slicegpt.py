@@ -1,4 +1,4 @@
-"""SliceGPT (Ashkboos et al., 2024), exact for RMSNorm models.
+"""SliceGPT (Ashkboos et al., 2024), exact for RMSNorm models, Gemma 3's sandwich norms included.
 
 Each residual position (a block's attention input, its MLP input, its output) gets the
 PCA basis of the residual stream there, computed on calibration data. RMSNorm commutes
@@ -7,9 +7,21 @@ model computes the same function; deleting the last (1 - r) directions of each b
 shrinks the hidden dimension. Because neighbouring positions have different bases, each
 skip connection carries a d'×d' matrix Qᵢᵀ Qⱼ.
 
-Unlike the reference code, norms are *not* preceded by subtracting the embedding mean
-(that is only exact for LayerNorm), and the norm keeps dividing by the original width,
-so r = 0 gives the original logits.
+Gemma 3 normalises each sub-block's *output* before the residual add (a post-norm). That
+norm needs the full-width output and scales it element-wise, which no rotation commutes
+with, so it is carried the way the skip connections are: the block's output projection
+keeps its full width, its output is normalised (weight-free), and the norm's scale and
+the rotation follow as one d×d' matrix diag(1 + w) Q. The embedding's √d scale is a
+constant (it commutes), q/k norms act on head_dim (untouched), and sliding-window layers
+and the final logit soft-capping are left to the model's own forward.
+
+Departures from the reference code (microsoft/TransformerCompression): norms are *not*
+preceded by subtracting the embedding mean (that is only exact for LayerNorm), the norm
+keeps dividing by the original width (so r = 0 gives the original logits), and the
+eigendecomposition runs on the CPU in float64 while rotations are applied on the model's
+device in float32 (float64 on a CPU). Calibration windows follow the reference's
+sampling: each starts at a document drawn with the seed from the whole train split and
+runs over the next unused documents, joined by blank lines, so windows never overlap.
 
 The result is not a stock architecture: it is saved as safetensors plus ``slicegpt.json``.
 """
@@ -17,29 +29,33 @@ The result is not a stock architecture: it is saved as safetensors plus ``sliceg
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from lawlab_plugins.random_prunenet import check_ratios, replace_module
 from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
 
-SUPPORTED = ("llama", "mistral", "qwen2")
+SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 FORMAT_VERSION = 1
 DESCRIPTION_FILE = "slicegpt.json"
 WEIGHTS_FILE = "model.safetensors"
+SEPARATOR = "\n\n"  # between documents of a calibration window, as the reference joins them
+MAX_RECORDED_OFFSETS = 1024  # window offsets listed in provenance (a hash covers all of them)
 
 
 class SliceGPTParams(Params):
     calibration_dataset: str = Field(
         "wikitext2", description="Registered dataset whose train split gives the calibration text."
     )
-    calibration_samples: int = Field(64, ge=1, description="Number of calibration windows.")
-    calibration_seqlen: int = Field(256, ge=8, description="Tokens per calibration window (BOS included).")
+    calibration_samples: int = Field(64, ge=1, description="Number of calibration windows (the paper: 1024).")
+    calibration_seqlen: int = Field(
+        256, ge=8, description="Tokens per calibration window, BOS included (the paper: 2048)."
+    )
     batch_size: int = Field(8, ge=1, description="Windows per forward pass while collecting activations.")
     multiple_of: int = Field(8, ge=1, description="The kept hidden dimension is a multiple of this.")
     rounding: Literal["down", "nearest"] = Field(
@@ -76,29 +92,36 @@ def _modules() -> tuple[type, type]:
             return (x32 * torch.rsqrt(var + self.eps)).to(x.dtype)
 
     class SlicedDecoderLayer(nn.Module):
-        """A LLaMA-layout decoder layer whose skip connections carry rotations."""
+        """A decoder layer whose skip connections carry rotations. With post-norms
+        (Gemma 3) each sub-block's full-width output is normalised, then mapped into the
+        sliced stream by ``attn_post`` / ``mlp_post`` (d → d')."""
 
         def __init__(self, layer: nn.Module, width: int, eps: float, attn_shortcut: torch.Tensor,
-                     mlp_shortcut: torch.Tensor):
+                     mlp_shortcut: torch.Tensor, attn_post: nn.Module | None = None,
+                     mlp_post: nn.Module | None = None):
             super().__init__()
             self.self_attn, self.mlp = layer.self_attn, layer.mlp
             self.input_layernorm = RMSN(width, eps)
             self.post_attention_layernorm = RMSN(width, eps)
             self.attn_shortcut = nn.Parameter(attn_shortcut)
             self.mlp_shortcut = nn.Parameter(mlp_shortcut)
-            if hasattr(layer, "attention_type"):  # sliding-window models pick masks by it
+            self.attn_post, self.mlp_post = attn_post, mlp_post
+            self.post_norm = RMSN(width, eps) if attn_post is not None else None
+            if hasattr(layer, "attention_type"):  # older transformers pick masks by it
                 self.attention_type = layer.attention_type
 
-        def forward(self, hidden_states: torch.Tensor, attention_mask: Any = None, position_ids: Any = None,
-                    past_key_values: Any = None, use_cache: bool | None = False,
-                    position_embeddings: Any = None, **kwargs: Any) -> torch.Tensor:
-            attn, _ = self.self_attn(
-                hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
-                position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
-                position_embeddings=position_embeddings, **kwargs,
-            )
+        def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            # Whatever the model hands its layers (mask, rotary tables, the cache under
+            # the name this transformers version uses) goes to attention unchanged, as
+            # the stock decoder layer does: no deprecated keyword is ever introduced here.
+            attn, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)
+            if self.attn_post is not None:
+                attn = self.attn_post(self.post_norm(attn))
             hidden = hidden_states @ self.attn_shortcut + attn
-            return hidden @ self.mlp_shortcut + self.mlp(self.post_attention_layernorm(hidden))
+            mlp = self.mlp(self.post_attention_layernorm(hidden))
+            if self.mlp_post is not None:
+                mlp = self.mlp_post(self.post_norm(mlp))
+            return hidden @ self.mlp_shortcut + mlp
 
     _RMSN, _SlicedLayer = RMSN, SlicedDecoderLayer
     return _RMSN, _SlicedLayer
@@ -106,6 +129,16 @@ def _modules() -> tuple[type, type]:
 
 _RMSN: Any = None
 _SlicedLayer: Any = None
+
+
+def _replace_module(root: Any, old: Any, new: Any) -> None:
+    """Put ``new`` where ``old`` sits inside ``root`` (adapters hand out modules, not names)."""
+    for _, parent in root.named_modules():
+        for child_name, child in parent.named_children():
+            if child is old:
+                setattr(parent, child_name, new)
+                return
+    raise ValueError(f"module {old!r} not found in the model")
 
 
 def _eps(norm: Any) -> float:
@@ -126,163 +159,269 @@ def _linear(weight: Any, bias: Any, like: Any) -> Any:
 
 
 def _pca(gram: Any) -> Any:
-    """Eigenvectors of a (float64) Gram matrix as columns, largest eigenvalue first."""
+    """Eigenvectors of a Gram matrix as columns, largest eigenvalue first, computed in
+    float64 on the CPU (d×d: cheap, and exact-enough everywhere)."""
     import torch
 
-    vals, vecs = torch.linalg.eigh(gram)
+    vals, vecs = torch.linalg.eigh(gram.detach().to("cpu", torch.float64))
     return vecs[:, torch.argsort(vals, descending=True)]
+
+
+def _post_norms(adapter: Any, layer: Any) -> tuple[Any, Any] | None:
+    """A sandwich-norm layer's (post-attention, post-feedforward) norms, else None."""
+    roles = adapter.norms(layer)
+    if "post_feedforward" not in roles:
+        return None
+    return roles["post_attention_output"], roles["post_feedforward"]
+
+
+def _mlp_input_norm(adapter: Any, layer: Any) -> Any:
+    roles = adapter.norms(layer)
+    return roles.get("pre_feedforward", roles.get("post_attention"))
+
+
+def _layer_types(model: Any, n_layers: int) -> list[Any]:
+    """Each layer's attention type (sliding window or full) when the config says, else None:
+    layers of one type receive the same masks and rotary tables."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    types = getattr(config, "layer_types", None)
+    return list(types) if types is not None and len(types) == n_layers else [None] * n_layers
 
 
 # --------------------------------------------------------------------------- calibration
 
 
 def calibration_windows(tokenizer: Any, texts: Sequence[str], samples: int, seqlen: int, seed: int,
-                        dataset: str) -> Any:
-    """``samples`` non-overlapping windows of ``seqlen`` tokens (BOS first when the
-    tokenizer has one), drawn at random with ``seed`` from the concatenated text."""
+                        dataset: str, cache_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """``samples`` windows of ``seqlen`` tokens (BOS first when the tokenizer has one) and
+    a record of which they are, sampled as the reference code samples them: with ``seed``,
+    a window starts at a document drawn uniformly from the not-yet-used documents of the
+    whole split and runs on over the next unused ones (joined by a blank line) until it is
+    full; its documents are then used. The split's tokens are cached by content."""
     import torch
 
+    from lawlab.tokens import tokenized_documents
+
+    docs = tokenized_documents(tokenizer, texts, cache_dir, SEPARATOR)
     bos = tokenizer.bos_token_id
     body = seqlen - (1 if bos is not None else 0)
-    stream: list[int] = []
-    for text in texts:  # stop tokenising once there is plenty to choose from
-        stream.extend(tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"])
-        if len(stream) >= 4 * samples * body:
-            break
-    slots = len(stream) // body
-    if slots < samples:
-        raise ValueError(
-            f"calibration data too short: the train split of {dataset!r} gives {len(stream)} tokens, "
-            f"{slots} windows of {seqlen}, but calibration_samples = {samples}; lower "
-            f"calibration_samples or calibration_seqlen, or use a larger dataset"
-        )
+    starts = docs.starts.tolist()
+    pool = list(range(len(docs)))
     g = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(slots, generator=g)[:samples].sort().values.tolist()
-    rows = [stream[i * body:(i + 1) * body] for i in picked]
-    if bos is not None:
-        rows = [[bos, *r] for r in rows]
-    return torch.tensor(rows, dtype=torch.long)
+    rows: list[list[int]] = []
+    offsets: list[int] = []
+    while len(rows) < samples and pool:
+        first = int(torch.randint(len(pool), (1,), generator=g))
+        end, have = first, 0
+        while have < body and end < len(pool):
+            have += starts[pool[end] + 1] - starts[pool[end]]
+            end += 1
+        window = [t for j in pool[first:end] for t in docs.ids[starts[j]:starts[j + 1]].tolist()][:body]
+        offset = starts[pool[first]]
+        del pool[first:end]
+        if have >= body:  # a window that runs out of text is dropped (its documents are used)
+            rows.append([bos, *window] if bos is not None else window)
+            offsets.append(offset)
+    if len(rows) < samples:
+        raise ValueError(
+            f"calibration data too short: the train split of {dataset!r} gives {int(docs.starts[-1])} tokens "
+            f"in {len(docs)} documents, {len(rows)} windows of {seqlen}, but calibration_samples = {samples}; "
+            f"lower calibration_samples or calibration_seqlen, or use a larger dataset"
+        )
+    ids = torch.tensor(rows, dtype=torch.long)
+    record = {
+        "count": samples, "seqlen": seqlen, "seed": seed, "bos": bos is not None,
+        "sampling": "document starts drawn uniformly from the unused documents of the whole split",
+        "split_tokens": int(docs.starts[-1]), "split_documents": len(docs), "tokens_key": docs.key,
+        "windows_sha256": hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest(),
+        "token_offsets": offsets[:MAX_RECORDED_OFFSETS],
+    }
+    return ids, record
 
 
-def _layer_inputs(model: Any, adapter: Any, ids: Any, batch_size: int) -> tuple[list, list[dict]]:
-    """Hidden states entering layer 0 and, per batch, the keyword arguments the layers
-    receive (masks, rotary tables), captured with a forward pre-hook."""
+def _layer_inputs(model: Any, adapter: Any, ids: Any, batch_size: int) -> tuple[list, dict[Any, list[dict]]]:
+    """Hidden states entering layer 0 and, per attention type and batch, the keyword
+    arguments the layers receive (masks, rotary tables), captured with forward pre-hooks
+    on the first layer of each type; the pass stops once every type has been seen."""
     layers = adapter.layers(model)
+    types = _layer_types(model, len(layers))
+    firsts = {t: i for i, t in reversed(list(enumerate(types)))}
+    last = max(firsts.values())
     inputs: list[Any] = []
-    kwargs: list[dict] = []
+    kwargs: dict[Any, list[dict]] = {t: [] for t in firsts}
 
     class Stop(Exception):
         pass
 
-    def hook(module: Any, args: tuple, kw: dict) -> None:
-        hs = args[0] if args else kw["hidden_states"]
-        inputs.append(hs.detach())
-        kwargs.append({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise Stop
+    def hook_for(i: int, layer_type: Any) -> Any:
+        def hook(module: Any, args: tuple, kw: dict) -> None:
+            if i == 0:
+                hs = args[0] if args else kw["hidden_states"]
+                inputs.append(hs.detach())
+            kwargs[layer_type].append({k: v for k, v in kw.items() if k != "hidden_states"})
+            if i == last:
+                raise Stop
+        return hook
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [layers[i].register_forward_pre_hook(hook_for(i, t), with_kwargs=True) for t, i in firsts.items()]
     try:
         for start in range(0, len(ids), batch_size):
-            with contextlib.suppress(Stop):  # the hook stops the pass after layer 0's input
-                model(input_ids=ids[start:start + batch_size].to(model.device), use_cache=False)
+            with contextlib.suppress(Stop):  # the hooks stop the pass once all types are seen
+                model(input_ids=ids[start:start + batch_size].to(adapter.embeddings(model).weight.device),
+                      use_cache=False)
     finally:
-        handle.remove()
-    if getattr(layers[0], "attention_type", None) is not None:
-        types = {getattr(layer, "attention_type", None) for layer in layers}
-        if len(types) > 1:
-            raise NotImplementedError("slicegpt: models mixing sliding-window and full-attention layers")
+        for h in handles:
+            h.remove()
     return inputs, kwargs
 
 
 # --------------------------------------------------------------------------- slicing
 
 
-def _rotate_and_slice(model: Any, adapter: Any, ids: Any, keep: int, slice_head: bool,
-                      batch_size: int) -> dict[str, Any]:
-    import torch
+class _Slicer:
+    """Rotates and slices one model layer by layer: the model stays where it is, and
+    besides it only one layer's new weights and the calibration activations are held."""
 
-    RMSN, SlicedLayer = _modules()
-    layers = list(adapter.layers(model))
-    d = adapter.embeddings(model).weight.shape[1]
-    off = float(adapter.norm_weight_offset)
-    dev = adapter.embeddings(model).weight.device
-    f64 = dict(dtype=torch.float64, device=dev)
+    def __init__(self, model: Any, adapter: Any, keep: int, slice_head: bool):
+        import torch
 
-    def dt(x: Any) -> Any:
-        return x.to(adapter.embeddings(model).weight.dtype)
+        self.model, self.adapter, self.keep, self.slice_head = model, adapter, keep, slice_head
+        emb = adapter.embeddings(model).weight
+        self.d, self.dtype, self.device = emb.shape[1], emb.dtype, emb.device
+        # Rotations are applied in float32 on an accelerator (float64 is slow there) and in
+        # float64 on a CPU; either way the result is rounded once, to the model's dtype.
+        self.work = torch.float64 if self.device.type == "cpu" else torch.float32
+        self.off = float(adapter.norm_weight_offset)
 
-    def gram(batches: list) -> Any:
-        g = torch.zeros(d, d, **f64)
+    def w(self, t: Any) -> Any:
+        return t.detach().to(self.device, self.work)
+
+    def gram(self, batches: list) -> Any:
+        """Σ XᵀX over the batches, accumulated in float64 (as the reference code does)."""
+        import torch
+
+        g = torch.zeros(self.d, self.d, dtype=torch.float64, device=self.device)
         for b in batches:
-            flat = b.reshape(-1, d).to(torch.float64)
+            flat = b.reshape(-1, self.d).to(torch.float64)
             g += flat.T @ flat
         return g
 
-    def fold_inputs(linears: Sequence[Any], norm: Any, basis: Any, owner: Any) -> None:
+    def basis(self, batches: list, width: int | None = None) -> Any:
+        return _pca(self.gram(batches))[:, :width or self.keep].to(self.device, self.work)
+
+    def scale(self, norm: Any) -> Any:
+        return self.w(norm.weight) + self.off
+
+    def fold_inputs(self, linears: Sequence[Any], norm: Any, q: Any, owner: Any) -> None:
         # y = (x Q) Qᵀ diag(w) Wᵀ: the new weight is W diag(w) Q, sliced to the kept columns
-        scale = norm.weight.detach().to(torch.float64) + off
+        s = self.scale(norm)
         for lin in linears:
-            w = lin.weight.detach().to(torch.float64) * scale
-            replace_module(owner, lin, _linear(w @ basis, lin.bias, lin))
+            _replace_module(owner, lin, _linear(self.w(lin.weight) * s @ q, lin.bias, lin))
 
-    def rotate_output(lin: Any, basis: Any, owner: Any) -> None:
-        w = basis.T @ lin.weight.detach().to(torch.float64)
-        b = None if lin.bias is None else lin.bias.detach().to(torch.float64) @ basis
-        replace_module(owner, lin, _linear(w, b, lin))
+    def rotate_output(self, lin: Any, q: Any, owner: Any) -> None:
+        bias = None if lin.bias is None else self.w(lin.bias) @ q
+        _replace_module(owner, lin, _linear(q.T @ self.w(lin.weight), bias, lin))
 
-    with torch.no_grad():
+    def post_map(self, norm: Any, q: Any) -> Any:
+        """The d×d' matrix diag(1 + w) Q that carries a post-norm's scale and the rotation,
+        as an ``nn.Linear`` (weight d'×d)."""
+        import torch
+
+        lin = torch.nn.Linear(self.d, q.shape[1], bias=False, dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            lin.weight.copy_((self.scale(norm)[:, None] * q).T)
+        return lin
+
+    def residual(self, h: Any, q: Any, added: Any) -> Any:
+        """The stream back in the original coordinates: h Qᵀ + a sub-block's output."""
+        return (self.w(h) @ q.T + self.w(added)).to(self.dtype)
+
+    def run(self, ids: Any, batch_size: int) -> dict[str, Any]:
+        import torch
+
+        RMSN, _ = _modules()
+        model, adapter = self.model, self.adapter
+        layers = list(adapter.layers(model))
+        types = _layer_types(model, len(layers))
         x, kwargs = _layer_inputs(model, adapter, ids, batch_size)
         # The embeddings write the residual stream: rotate them into the first basis.
-        q_prev = _pca(gram(x))[:, :keep]
+        q_prev = self.basis(x)
         emb, head = adapter.embeddings(model), adapter.head(model)
         head_weight = head.weight.detach().clone()  # before the embedding changes (tied)
-        emb.weight = torch.nn.Parameter(dt(emb.weight.detach().to(torch.float64) @ q_prev))
-        emb.embedding_dim = keep
-        x = [dt(b.to(torch.float64) @ q_prev) for b in x]
-
+        emb.weight = torch.nn.Parameter((self.w(emb.weight) @ q_prev).to(self.dtype))
+        emb.embedding_dim = self.keep
+        for owner, name in getattr(adapter, "residual_projections", lambda m: [])(model):
+            weight = getattr(owner, name)  # e.g. Gemma 3's image features, written into the stream
+            setattr(owner, name, torch.nn.Parameter((self.w(weight) @ q_prev).to(self.dtype)))
+        x = [(self.w(b) @ q_prev).to(self.dtype) for b in x]
+        eps = _eps(adapter.norms(layers[0])["input"])
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
-            norms = adapter.norms(layer)
-            eps = _eps(norms["input"])
-            q, k, v, o = adapter.attention(layer)
-            fold_inputs((q, k, v), norms["input"], q_prev, layer)
-            norm = RMSN(d, eps)
-            # Residual after attention, back in the original coordinates, for its PCA.
-            mid = []
-            for b, kw in zip(x, kwargs, strict=True):
-                attn, _ = layer.self_attn(hidden_states=norm(b), **kw)
-                mid.append(dt(b.to(torch.float64) @ q_prev.T + attn.to(torch.float64)))
-            q_mid = _pca(gram(mid))[:, :keep]
-            attn_shortcut = q_prev.T @ q_mid
-            rotate_output(o, q_mid, layer)
-            mid = [dt(h.to(torch.float64) @ q_mid) for h in mid]
-
-            gate, up, _ = adapter.mlp(layer)
-            fold_inputs((gate, up), norms["post_attention"], q_mid, layer)
-            out = []
-            for h in mid:
-                m = layer.mlp(norm(h))
-                out.append(dt(h.to(torch.float64) @ q_mid.T + m.to(torch.float64)))
-            # Unless the head is sliced, it reads the stream in the original coordinates.
-            q_out = torch.eye(d, **f64) if last and not slice_head else _pca(gram(out))[:, :keep]
-            mlp_shortcut = q_mid.T @ q_out
-            rotate_output(adapter.mlp(layer)[2], q_out, layer)
-            x = [dt(h.to(torch.float64) @ q_out) for h in out]
-
-            sliced = SlicedLayer(layer, d, eps, dt(attn_shortcut), dt(mlp_shortcut))
-            replace_module(model, layer, sliced)
-            q_prev = q_out
+            x, q_prev = self.layer(layer, x, kwargs[types[i]], q_prev, last, RMSN(self.d, eps))
 
         # Final norm folds into the head, which gets its own (untied) weight.
         final = adapter.final_norm(model)
-        scale = final.weight.detach().to(torch.float64) + off
-        new_head = (head_weight.to(torch.float64) * scale) @ q_prev
-        replace_module(model, final, RMSN(d, _eps(final)))
-        replace_module(model, head, _linear(new_head, head.bias, head))
+        new_head = self.w(head_weight) * self.scale(final) @ q_prev
+        _replace_module(model, final, RMSN(self.d, _eps(final)))
+        _replace_module(model, head, _linear(new_head, head.bias, head))
         model.config.tie_word_embeddings = False
         if hasattr(model.config, "get_text_config"):
             model.config.get_text_config().tie_word_embeddings = False
-    return {"hidden_size": d, "kept_hidden": keep, "final_width": q_prev.shape[1], "eps": eps}
+        return {"hidden_size": self.d, "kept_hidden": self.keep, "final_width": q_prev.shape[1], "eps": eps,
+                "post_norms": _post_norms(adapter, layers[0]) is not None}
+
+    def layer(self, layer: Any, x: list, kwargs: list[dict], q_prev: Any, last: bool,
+              norm: Any) -> tuple[list, Any]:
+        """Rotate and slice one decoder layer; returns the next layer's (sliced) inputs
+        and the basis they are in. The signal runs through the already-sliced model."""
+        import torch
+
+        _, SlicedLayer = _modules()
+        adapter = self.adapter
+        post = _post_norms(adapter, layer)
+        q, k, v, o = adapter.attention(layer)
+        self.fold_inputs((q, k, v), adapter.norms(layer)["input"], q_prev, layer)
+        mid = []
+        for b, kw in zip(x, kwargs, strict=True):
+            attn, _ = layer.self_attn(hidden_states=norm(b), **kw)
+            if post is not None:  # the post-norm, with its scale, in the original coordinates
+                attn = self.w(norm(attn)) * self.scale(post[0])
+            mid.append(self.residual(b, q_prev, attn))
+        q_mid = self.basis(mid)
+        attn_shortcut = (q_prev.T @ q_mid).to(self.dtype)
+        attn_post = None
+        if post is None:
+            self.rotate_output(o, q_mid, layer)
+        else:  # o_proj keeps its full width; its normalised output is mapped by diag(1 + w) Q
+            attn_post = self.post_map(post[0], q_mid)
+        mid = [(self.w(h) @ q_mid).to(self.dtype) for h in mid]
+
+        gate, up, down = adapter.mlp(layer)
+        self.fold_inputs((gate, up), _mlp_input_norm(adapter, layer), q_mid, layer)
+        out = []
+        for h in mid:
+            m = layer.mlp(norm(h))
+            if post is not None:
+                m = self.w(norm(m)) * self.scale(post[1])
+            out.append(self.residual(h, q_mid, m))
+        del mid
+        # Unless the head is sliced, it reads the stream in the original coordinates.
+        if last and not self.slice_head:
+            q_out = torch.eye(self.d, dtype=self.work, device=self.device)
+        else:
+            q_out = self.basis(out)
+        mlp_shortcut = (q_mid.T @ q_out).to(self.dtype)
+        mlp_post = None
+        if post is None:
+            self.rotate_output(down, q_out, layer)
+        else:
+            mlp_post = self.post_map(post[1], q_out)
+        x = [(self.w(h) @ q_out).to(self.dtype) for h in out]
+
+        eps = _eps(adapter.norms(layer)["input"])
+        sliced = SlicedLayer(layer, self.d, eps, attn_shortcut, mlp_shortcut, attn_post, mlp_post)
+        _replace_module(self.model, layer, sliced)
+        return x, q_out
 
 
 def _skeleton(model: Any, adapter: Any, shape: dict[str, Any]) -> None:
@@ -291,6 +430,7 @@ def _skeleton(model: Any, adapter: Any, shape: dict[str, Any]) -> None:
 
     RMSN, SlicedLayer = _modules()
     d, keep, final_w, eps = shape["hidden_size"], shape["kept_hidden"], shape["final_width"], shape["eps"]
+    post = bool(shape.get("post_norms", False))
 
     def resized(lin: Any, out_f: int | None = None, in_f: int | None = None) -> Any:
         out_f = out_f or lin.out_features
@@ -303,17 +443,26 @@ def _skeleton(model: Any, adapter: Any, shape: dict[str, Any]) -> None:
         q, k, v, o = adapter.attention(layer)
         gate, up, down = adapter.mlp(layer)
         for lin in (q, k, v, gate, up):
-            replace_module(layer, lin, resized(lin, in_f=keep))
-        replace_module(layer, o, resized(o, out_f=keep))
-        replace_module(layer, down, resized(down, out_f=width_out))
-        sliced = SlicedLayer(layer, d, eps, torch.zeros(keep, keep), torch.zeros(keep, width_out))
-        replace_module(model, layer, sliced)
+            _replace_module(layer, lin, resized(lin, in_f=keep))
+        attn_post = mlp_post = None
+        if post:  # output projections keep their width; the post maps carry the rotation
+            attn_post = torch.nn.Linear(d, keep, bias=False)
+            mlp_post = torch.nn.Linear(d, width_out, bias=False)
+        else:
+            _replace_module(layer, o, resized(o, out_f=keep))
+            _replace_module(layer, down, resized(down, out_f=width_out))
+        sliced = SlicedLayer(layer, d, eps, torch.zeros(keep, keep), torch.zeros(keep, width_out),
+                             attn_post, mlp_post)
+        _replace_module(model, layer, sliced)
     emb = adapter.embeddings(model)
     emb.weight = torch.nn.Parameter(torch.zeros(emb.weight.shape[0], keep, dtype=emb.weight.dtype))
     emb.embedding_dim = keep
-    replace_module(model, adapter.final_norm(model), RMSN(d, eps))
+    for owner, name in getattr(adapter, "residual_projections", lambda m: [])(model):
+        rows = getattr(owner, name).shape[0]
+        setattr(owner, name, torch.nn.Parameter(torch.zeros(rows, keep)))
+    _replace_module(model, adapter.final_norm(model), RMSN(d, eps))
     head = adapter.head(model)
-    replace_module(model, head, torch.nn.Linear(final_w, head.out_features, bias=head.bias is not None))
+    _replace_module(model, head, torch.nn.Linear(final_w, head.out_features, bias=head.bias is not None))
 
 
 class SliceGPT(Pruner):
@@ -328,17 +477,12 @@ class SliceGPT(Pruner):
     def supports(self, model_type: str) -> str | None:
         if model_type in SUPPORTED:
             return None
-        if model_type.startswith("gemma3"):
-            return (
-                "slicegpt cannot slice gemma3 exactly: its post-attention and post-feedforward RMSNorms "
-                "scale each sub-block's output element-wise before the residual add, which does not "
-                "commute with a rotation of the residual stream, and their RMS needs the full-width "
-                "output; an extra dense d×d matrix per sub-block would be needed"
-            )
         return f"slicegpt supports {', '.join(SUPPORTED)}, not {model_type!r}"
 
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
-        check_ratios(ratios)
+        for r in ratios:
+            if not 0.0 <= r < 1.0:
+                raise CheckFailed(f"ratio {r} is outside [0, 1)", allowed="0 <= r < 1")
         name = params.calibration_dataset
         if not ctx.has_dataset(name):
             raise CheckFailed(
@@ -349,12 +493,7 @@ class SliceGPT(Pruner):
         dataset, dataset_params = ctx.dataset(name)
         dataset.check(dataset_params, "train", ctx)
         if not dataset.available_offline():
-            if ctx.offline:
-                offline = [n for n in ctx.registry.names("datasets")
-                           if ctx.registry.get("datasets", n).available_offline()]
-                raise CheckFailed(f"dataset {name!r} is not available offline", field="calibration_dataset",
-                                  allowed=", ".join(offline))
-            return
+            return  # hub data: its own check above said whether this machine can have it
         # Data that ships with a package is cheap to read now. No tokenizer splits a UTF-8
         # byte, so fewer bytes than the tokens asked for can never be enough.
         data = dataset.load(dataset_params, "train", ctx.reading_context())
@@ -389,6 +528,8 @@ class SliceGPT(Pruner):
         return keep
 
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
+        import torch
+
         from lawlab.accounting import compression, measure, record, stopwatch
 
         if (reason := self.supports(model.model_type)) is not None:
@@ -399,30 +540,37 @@ class SliceGPT(Pruner):
         tied = adapter.tied(model.model)
         before = measure(model.model, adapter)
         data = ctx.load_dataset(params.calibration_dataset, "train")
-        with stopwatch() as t:
-            ids = calibration_windows(model.tokenizer, data.texts, params.calibration_samples,
-                                      params.calibration_seqlen, ctx.seed, params.calibration_dataset)
+        with stopwatch() as t, torch.no_grad():
+            ids, windows = calibration_windows(model.tokenizer, data.texts, params.calibration_samples,
+                                               params.calibration_seqlen, ctx.seed, params.calibration_dataset,
+                                               ctx.cache_dir)
             model.model.eval()
-            shape = _rotate_and_slice(model.model, adapter, ids, keep, params.slice_head, params.batch_size)
+            shape = _Slicer(model.model, adapter, keep, params.slice_head).run(ids, params.batch_size)
         after = measure(model.model, adapter)
         n_layers = len(adapter.layers(model.model))
-        skip = n_layers * keep * keep + (n_layers - 1) * keep * keep + keep * shape["final_width"]
+        final_w = shape["final_width"]
+        skip = n_layers * keep * keep + (n_layers - 1) * keep * keep + keep * final_w
+        # Post-norm models (Gemma 3): one d×d' map after each sub-block's full-width output.
+        post = (n_layers * d * keep + (n_layers - 1) * d * keep + d * final_w) if shape["post_norms"] else 0
         head_params = adapter.head(model.model).weight.numel()
         details = {
             **shape, "seed": ctx.seed, "tied_before": tied, "untied": tied,
             "calibration": {"dataset": params.calibration_dataset, "checksum": data.checksum,
                             "source": data.source, "samples": params.calibration_samples,
-                            "seqlen": params.calibration_seqlen, "tokens": int(ids.numel())},
+                            "seqlen": params.calibration_seqlen, "tokens": int(ids.numel()), "windows": windows},
             "skip_rotation_params": skip,
+            "post_norm_map_params": post,
             "untie_params": head_params if tied else 0,
-            # What r = 0 adds to the original: the skip rotations and an untied head copy.
-            "overhead_params": skip + (head_params if tied else 0),
+            # What r = 0 adds to the original: the skip rotations, the post-norm maps (each
+            # d×d, replacing a d-vector of norm weights) and an untied head copy.
+            "overhead_params": skip + post + (head_params if tied else 0),
             "hidden_fraction_removed": 1 - keep / d,
         }
         model.compression = compression(self.name, ratio, before, after, t["seconds"], details)
         model.format = self.name
         record(model, {"step": "prune", "method": self.name, "ratio": ratio,
-                       "params": params.model_dump(mode="json"), **shape, "seed": ctx.seed})
+                       "params": params.model_dump(mode="json"), **shape, "seed": ctx.seed,
+                       "calibration_windows": {k: windows[k] for k in ("count", "seqlen", "seed", "windows_sha256")}})
         return model
 
     # ------------------------------------------------------------------ storage
@@ -439,7 +587,8 @@ class SliceGPT(Pruner):
         shape = next(h for h in reversed(model.history) if h.get("method") == self.name)
         description = {
             "format": self.name, "format_version": FORMAT_VERSION, "model_type": model.model_type,
-            "shape": {k: shape[k] for k in ("hidden_size", "kept_hidden", "final_width", "eps")},
+            "shape": {k: shape[k] for k in ("hidden_size", "kept_hidden", "final_width", "eps", "post_norms")
+                      if k in shape},
             "config": model.model.config.to_dict(),
             "provenance": model.provenance, "history": model.history,
             "compression": model.compression.as_dict() if model.compression else None,
