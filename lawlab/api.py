@@ -120,6 +120,14 @@ class RunContext:
     progress: Progress = field(default_factory=Progress)
     spec_path: Path | None = None
     datasets: DatasetRefs = field(default_factory=dict)
+    # Gives the study's unpruned model of this cell's variant (evaluators that compare
+    # against it, as the paired runtime does); None where the executor cannot.
+    base: Callable[[], LoadedModel] | None = field(default=None, repr=False)
+
+    def base_model(self) -> LoadedModel | None:
+        """The unpruned model this cell's variant was made from, shared and read-only:
+        never modify it. None when the executor gives no base model."""
+        return self.base() if self.base is not None else None
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path).expanduser()

@@ -61,6 +61,18 @@ class CellWorker:
         self.seed = spec.study.seed
         self.offline = plan.spec.offline
         self.progress = progress
+        # base cell key -> its model, for evaluators that compare against it; an executor
+        # that holds models sets it, otherwise the worker loads the base itself.
+        self.base_provider: Any = None
+
+    def base_for(self, cell: Cell) -> LoadedModel:
+        """The unpruned model the cell's variant was made from (read-only)."""
+        base = next(c for c in [cell, *self.plan.ancestors(cell.key)] if c.kind == "base")
+        if self.base_provider is not None:
+            return self.base_provider(base.key)
+        model = self.run(base, None).model
+        assert model is not None
+        return model
 
     def context(self, work_dir: Path) -> RunContext:
         from lawlab.api import Progress
@@ -141,6 +153,7 @@ class CellWorker:
     def _eval(self, cell: Cell, parent: LoadedModel, ctx: RunContext) -> CellOutcome:
         evaluator = self.registry.get("evaluators", cell.plugin)
         params = evaluator.Params.model_validate(cell.params_dict())
+        ctx.base = lambda: self.base_for(cell)
         measurements = evaluator.evaluate(parent, params, ctx)
         return CellOutcome(None, list(measurements), None, self.provenance(cell, "evaluators"))
 
@@ -327,6 +340,7 @@ class LocalScheduler(ResumeRules):
             plan, device=device, dtype=environment.resolve_dtype(spec.execution.dtype, device), progress=progress
         )
         self.models: dict[str, LoadedModel] = {}  # the chain in memory, by cell key
+        self.worker.base_provider = self.base_model
 
     def run(self) -> ExecutionSummary:
         summary = ExecutionSummary()
@@ -422,6 +436,15 @@ class LocalScheduler(ResumeRules):
         models = list(self.models.values())
         self.models.clear()
         release(*models)
+
+    def base_model(self, key: str) -> LoadedModel:
+        """A base model an evaluator compares against: the one held, or loaded and held
+        with the chain (never through ``hold``, which would drop the model under test)."""
+        if key not in self.models:
+            model = self.worker.run(self.plan.cell(key), None).model
+            assert model is not None
+            self.models[key] = model
+        return self.models[key]
 
 
 def _plugin_kind(cell: Cell) -> str:

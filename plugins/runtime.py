@@ -1,15 +1,24 @@
 """Evaluator ``runtime``: how long a model takes to run, the paper's way and a fixed way.
 
+``relative_time`` is what the runtime law reads (``paired``, the default): the variant and
+the study's unpruned model run the same fixed workload alternately in this one cell
+(order swapped every round, after warm-up, at a fixed thread count), and the median of
+the per-round time ratios variant / unpruned is stored with a distribution-free interval.
+On a shared machine, times taken minutes apart in separate cells mostly measure the
+machine's load; a ratio of runs interleaved a second apart cancels it.
+
+The workload is ``batch`` × ``prompt_tokens`` tokens scored in one forward pass (what
+lm-eval's log-likelihood requests do), then ``decode_tokens`` greedy steps with the KV
+cache; prefill and decode tokens/s and their absolute times are kept too.
 ``benchmark_seconds`` is the paper's measure: the wall time of the model's forward passes
-while lm-eval runs the extrinsic benchmark (the lm-eval evaluator's tasks, data and batch
-size), timed around each top-level forward call, so tokenisation and lm-eval's own
-bookkeeping are left out. Beside it, a synthetic workload of fixed shape (``batch`` ×
-``prompt_tokens`` prefill, then ``decode_tokens`` greedy steps with the KV cache) gives
-prefill and decode tokens/s, the median of ``repeats`` runs after ``warmup`` runs.
+while lm-eval runs the extrinsic benchmark, timed around each top-level forward call.
+With ``paired`` it is kept as an absolute time; without, it is the law's input.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import resource
 import statistics
@@ -23,8 +32,15 @@ from pydantic import Field
 from lawlab import hookimpl
 from lawlab.api import CheckContext, Evaluator, LoadedModel, Measurement, Params, RunContext
 
+LEVEL = 0.95  # wanted coverage of the interval around a median ratio
+
 
 class RuntimeParams(Params):
+    paired: bool = Field(
+        True,
+        description="Time the variant and the study's unpruned model alternately in this cell and feed the law "
+        "their median time ratio (False: absolute times only; the benchmark's seconds feed the law).",
+    )
     tasks: list[str] = Field(
         default_factory=lambda: list(TASKS), description="Extrinsic benchmark whose forward passes are timed."
     )
@@ -33,13 +49,19 @@ class RuntimeParams(Params):
     )
     benchmark_batch_size: int = Field(8, ge=1, description="lm-eval batch size while timing the benchmark.")
     benchmark: bool = Field(
-        True, description="Time the extrinsic benchmark (False: synthetic workload only)."
+        True, description="Time the extrinsic benchmark too (the paper's absolute measure; the costliest part)."
     )
-    batch: int = Field(1, ge=1, description="Sequences in the synthetic workload.")
-    prompt_tokens: int = Field(256, ge=1, description="Prompt length of the synthetic workload (prefill).")
+    batch: int = Field(1, ge=1, description="Sequences in the fixed workload.")
+    prompt_tokens: int = Field(256, ge=1, description="Tokens per sequence scored in one forward pass (prefill).")
     decode_tokens: int = Field(32, ge=0, description="Tokens generated greedily after the prompt (decode).")
-    warmup: int = Field(1, ge=0, description="Untimed runs of the synthetic workload first.")
-    repeats: int = Field(5, ge=1, description="Timed runs; the median is reported.")
+    warmup: int = Field(1, ge=0, description="Untimed rounds of the workload first.")
+    repeats: int = Field(
+        5, ge=1, description="Timed rounds (paired: each times both models); medians are reported. Nine give a "
+        "96% interval for the median ratio, five a 94% one."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads while timing; None: the process's setting (recorded)."
+    )
 
 
 def synchronize(device: str) -> None:
@@ -92,26 +114,98 @@ def peak_memory(device: str) -> tuple[int, str]:
     return rss * factor, "peak resident set size of the process (ru_maxrss), includes everything loaded"
 
 
+def cache_argument(model: Any) -> str:
+    """The keyword a model's forward takes its KV cache under: ``cache`` in current
+    transformers (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def cache_of(out: Any) -> Any:
+    # Reading out.past_key_values on a current model logs a deprecation: ask by key.
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
 def synthetic_run(model: Any, params: RuntimeParams, device: str, vocab: int) -> tuple[float, float]:
     """(prefill seconds, decode seconds) of one run of the fixed workload."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (params.batch, params.prompt_tokens), generator=g).to(device)
+    name = cache_argument(model)
     with torch.inference_mode():
         synchronize(device)
         t0 = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True)
+        out = model(input_ids=ids, use_cache=params.decode_tokens > 0)
         synchronize(device)
         prefill = time.perf_counter() - t0
-        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
         t0 = time.perf_counter()
-        for _ in range(params.decode_tokens):
-            out = model(input_ids=token, past_key_values=past, use_cache=True)
-            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        if params.decode_tokens:
+            cache, token = cache_of(out), out.logits[:, -1:].argmax(-1)
+            for _ in range(params.decode_tokens):
+                out = model(input_ids=token, use_cache=True, **{name: cache})
+                cache, token = cache_of(out), out.logits[:, -1:].argmax(-1)
         synchronize(device)
         decode = time.perf_counter() - t0
     return prefill, decode
+
+
+def median_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """A distribution-free interval for the median: the narrowest pair of order statistics
+    [x_(k), x_(n+1-k)] that covers it with probability ≥ ``level`` (binomial), or the full
+    range when n is too small for that; returns (low, high, the coverage achieved)."""
+    xs, n = sorted(values), len(values)
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)
+
+
+def paired_rounds(
+    variant: Any, base: Any, params: RuntimeParams, device: str, vocab: int, progress: Any
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(variant runs, base runs) of alternating rounds: each round runs both models, the
+    order swapped every round so that neither always runs first; warm-up rounds untimed."""
+    mine, theirs = [], []
+    progress.start("runtime: paired with the unpruned model", total=params.warmup + params.repeats)
+    for i in range(params.warmup + params.repeats):
+        if i % 2 == 0:
+            v, b = synthetic_run(variant, params, device, vocab), synthetic_run(base, params, device, vocab)
+        else:
+            b, v = synthetic_run(base, params, device, vocab), synthetic_run(variant, params, device, vocab)
+        if i >= params.warmup:
+            mine.append(v)
+            theirs.append(b)
+        progress.advance(1)
+    progress.done()
+    return mine, theirs
+
+
+def ratio_measurement(metric: str, mine: list[float], theirs: list[float], shape: dict[str, Any],
+                      law_input: bool) -> Measurement:
+    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    low, high, coverage = median_interval(ratios)
+    return Measurement(
+        metric,
+        statistics.median(ratios),
+        dataset="synthetic",
+        law_input=law_input,
+        details={
+            **shape,
+            "statistic": "median over rounds of (variant seconds / unpruned seconds), both timed in each round",
+            "ci": [low, high],
+            "ci_level": coverage,
+            "ci_method": "order statistics of the per-round ratios (distribution-free, binomial coverage)",
+            "ratios": ratios,
+            "seconds": mine,
+            "base_seconds": theirs,
+            "seconds_median": statistics.median(mine),
+            "base_seconds_median": statistics.median(theirs),
+        },
+    )
 
 
 class Runtime(Evaluator):
@@ -119,7 +213,8 @@ class Runtime(Evaluator):
     kind: ClassVar[str] = "runtime"
     Params: ClassVar[type[Params]] = RuntimeParams
     description: ClassVar[str] = (
-        "forward-pass wall time of the extrinsic benchmark, prefill/decode tokens/s, peak memory"
+        "time relative to the unpruned model (paired, alternating), forward time of the extrinsic benchmark, "
+        "prefill/decode tokens/s, peak memory"
     )
 
     def _lm_eval_params(self, params: RuntimeParams) -> LmEvalParams:
@@ -130,6 +225,17 @@ class Runtime(Evaluator):
             LmEval().check(self._lm_eval_params(params), ctx)
 
     def evaluate(self, model: LoadedModel, params: RuntimeParams, ctx: RunContext) -> list[Measurement]:
+        import torch
+
+        threads = torch.get_num_threads()
+        if params.threads:
+            torch.set_num_threads(params.threads)
+        try:
+            return self._evaluate(model, params, ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _evaluate(self, model: LoadedModel, params: RuntimeParams, ctx: RunContext) -> list[Measurement]:
         import torch
 
         net = model.model
@@ -144,52 +250,14 @@ class Runtime(Evaluator):
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
         }
+        is_base = model.compression is None and not model.history
+        base = ctx.base_model() if params.paired and not is_base else None
+        paired = params.paired and (is_base or base is not None)
         out: list[Measurement] = []
         if params.benchmark:
-            from lawlab_plugins.lm_eval_tasks import build_lm, run_task, task_manager, uses_offline
-
-            lm_params = self._lm_eval_params(params)
-            offline = uses_offline(lm_params, ctx.offline)
-            manager = task_manager(offline, ctx.cache_dir)
-            lm = build_lm(model, params.benchmark_batch_size, None)
-            ctx.progress.start("runtime: benchmark", total=len(params.tasks))
-            wall = time.perf_counter()
-            with ForwardTimer(net, ctx.device) as timer:
-                for task in params.tasks:
-                    run_task(lm, task, manager, params.limit, 0)
-                    ctx.progress.advance(1)
-            wall = time.perf_counter() - wall
-            ctx.progress.done()
-            label = "+".join(params.tasks)
-            out.append(
-                Measurement(
-                    "benchmark_seconds",
-                    timer.seconds,
-                    dataset=label,
-                    law_input=True,
-                    details={
-                        **machine,
-                        "tasks": list(params.tasks),
-                        "limit": params.limit,
-                        "batch_size": params.benchmark_batch_size,
-                        "forward_calls": timer.calls,
-                        "wall_seconds_with_lm_eval": wall,
-                        "source": "offline" if offline else "lm-eval",
-                    },
-                )
-            )
+            out.append(self._benchmark(model, params, ctx, machine, law_input=not paired))
 
         vocab = net.get_input_embeddings().weight.shape[0]
-        ctx.progress.start("runtime: synthetic", total=params.warmup + params.repeats)
-        runs = []
-        for i in range(params.warmup + params.repeats):
-            result = synthetic_run(net, params, ctx.device, vocab)
-            if i >= params.warmup:
-                runs.append(result)
-            ctx.progress.advance(1)
-        ctx.progress.done()
-        prefill = statistics.median(r[0] for r in runs)
-        decode = statistics.median(r[1] for r in runs)
         shape = {
             **machine,
             "batch": params.batch,
@@ -197,8 +265,27 @@ class Runtime(Evaluator):
             "decode_tokens": params.decode_tokens,
             "warmup": params.warmup,
             "repeats": params.repeats,
-            "statistic": "median",
         }
+        if base is not None:
+            home = next(base.model.parameters()).device
+            base.model.to(ctx.device)  # the base may wait on another device; it runs here while timed
+            try:
+                runs, base_runs = paired_rounds(net, base.model, params, ctx.device, vocab, ctx.progress)
+            finally:
+                base.model.to(home)
+            out.append(ratio_measurement("relative_time", [r[0] for r in runs], [r[0] for r in base_runs],
+                                         shape, law_input=True))
+            if params.decode_tokens:
+                out.append(ratio_measurement("relative_decode_time", [r[1] for r in runs],
+                                             [r[1] for r in base_runs], shape, law_input=False))
+        else:
+            runs = self._alone(net, params, ctx, vocab)
+            if paired:  # the unpruned model itself: the reference of every ratio, exactly 1
+                out.append(Measurement("relative_time", 1.0, dataset="synthetic", law_input=True,
+                                       details={**shape, "reference": True}))
+        prefill = statistics.median(r[0] for r in runs)
+        decode = statistics.median(r[1] for r in runs)
+        shape["statistic"] = "median"
         out.append(
             Measurement(
                 "prefill_tokens_per_s",
@@ -223,6 +310,49 @@ class Runtime(Evaluator):
             )
         )
         return out
+
+    def _alone(self, net: Any, params: RuntimeParams, ctx: RunContext, vocab: int) -> list[tuple[float, float]]:
+        ctx.progress.start("runtime: synthetic", total=params.warmup + params.repeats)
+        runs = []
+        for i in range(params.warmup + params.repeats):
+            result = synthetic_run(net, params, ctx.device, vocab)
+            if i >= params.warmup:
+                runs.append(result)
+            ctx.progress.advance(1)
+        ctx.progress.done()
+        return runs
+
+    def _benchmark(self, model: LoadedModel, params: RuntimeParams, ctx: RunContext, machine: dict[str, Any],
+                   *, law_input: bool) -> Measurement:
+        from lawlab_plugins.lm_eval_tasks import build_lm, run_task, task_manager, uses_offline
+
+        lm_params = self._lm_eval_params(params)
+        offline = uses_offline(lm_params, ctx.offline)
+        manager = task_manager(offline, ctx.cache_dir)
+        lm = build_lm(model, params.benchmark_batch_size, None)
+        ctx.progress.start("runtime: benchmark", total=len(params.tasks))
+        wall = time.perf_counter()
+        with ForwardTimer(model.model, ctx.device) as timer:
+            for task in params.tasks:
+                run_task(lm, task, manager, params.limit, 0)
+                ctx.progress.advance(1)
+        wall = time.perf_counter() - wall
+        ctx.progress.done()
+        return Measurement(
+            "benchmark_seconds",
+            timer.seconds,
+            dataset="+".join(params.tasks),
+            law_input=law_input,
+            details={
+                **machine,
+                "tasks": list(params.tasks),
+                "limit": params.limit,
+                "batch_size": params.benchmark_batch_size,
+                "forward_calls": timer.calls,
+                "wall_seconds_with_lm_eval": wall,
+                "source": "offline" if offline else "lm-eval",
+            },
+        )
 
 
 def _device_name(device: str) -> str:

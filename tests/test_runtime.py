@@ -40,7 +40,7 @@ def test_synthetic_workload_only(tmp_path):
         m.metric: m
         for m in EV.evaluate(
             tiny_model("llama"),
-            EV.Params(benchmark=False, batch=2, prompt_tokens=16, decode_tokens=4, repeats=3),
+            EV.Params(paired=False, benchmark=False, batch=2, prompt_tokens=16, decode_tokens=4, repeats=3),
             ctx(tmp_path),
         )
     }
@@ -59,7 +59,7 @@ def test_benchmark_seconds_are_forward_time(tmp_path, monkeypatch):
         m.metric: m
         for m in EV.evaluate(
             tiny_model("llama"),
-            EV.Params(tasks=["piqa"], limit=6, repeats=1, prompt_tokens=8, decode_tokens=0),
+            EV.Params(paired=False, tasks=["piqa"], limit=6, repeats=1, prompt_tokens=8, decode_tokens=0),
             ctx(tmp_path),
         )
     }
@@ -76,3 +76,120 @@ def test_unknown_benchmark_task(tmp_path):
     with pytest.raises(CheckFailed, match="unknown task 'lambada'"):
         EV.check(EV.Params(tasks=["lambada"]), cctx)
     EV.check(EV.Params(tasks=["lambada"], benchmark=False), cctx)
+
+
+# --------------------------------------------------------------------------- paired timing
+
+
+class Repeated(torch.nn.Module):
+    """A stand-in variant that does the base model's work ``times`` times per call: its
+    true time ratio to the base is ``times``, whatever the machine's load."""
+
+    def __init__(self, inner: torch.nn.Module, times: int):
+        super().__init__()
+        self.inner, self.times = inner, times
+
+    def forward(self, input_ids, cache=None, use_cache=False):
+        for _ in range(self.times - 1):
+            self.inner(input_ids=input_ids, use_cache=False)
+        return self.inner(input_ids=input_ids, cache=cache, use_cache=use_cache)
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+
+def paired_ctx(tmp_path, base) -> RunContext:
+    c = ctx(tmp_path)
+    c.base = lambda: base
+    return c
+
+
+def pruned_history(loaded):
+    loaded.history.append({"step": "prune", "method": "stand-in"})
+    return loaded
+
+
+def test_paired_ratio_recovers_a_known_slowdown(tmp_path):
+    from lawlab.api import LoadedModel
+
+    base = tiny_model("llama", hidden_size=128, intermediate_size=512)
+    slow = pruned_history(LoadedModel(Repeated(base.model, 3), base.tokenizer, "llama"))
+    params = EV.Params(benchmark=False, batch=2, prompt_tokens=64, decode_tokens=2, repeats=9, threads=1)
+    out = {m.metric: m for m in EV.evaluate(slow, params, paired_ctx(tmp_path, base))}
+    rel = out["relative_time"]
+    assert rel.law_input and rel.dataset == "synthetic"
+    assert 2.0 < rel.value < 4.5  # three forward passes against one; interleaving cancels the load
+    low, high = rel.details["ci"]
+    assert low <= rel.value <= high
+    assert rel.details["ci_level"] == pytest.approx(1 - 2 * 10 / 512)  # n = 9: 2nd and 8th order statistics
+    assert len(rel.details["ratios"]) == 9 and len(rel.details["base_seconds"]) == 9
+    assert rel.details["threads"] == 1
+    assert not out["relative_decode_time"].law_input
+
+
+def test_threads_are_restored(tmp_path):
+    before = torch.get_num_threads()
+    EV.evaluate(tiny_model("llama"), EV.Params(benchmark=False, prompt_tokens=8, decode_tokens=0, repeats=1,
+                                               threads=1), ctx(tmp_path))
+    assert torch.get_num_threads() == before
+
+
+def test_the_unpruned_model_is_the_reference(tmp_path):
+    base = tiny_model("llama")
+    params = EV.Params(benchmark=False, prompt_tokens=8, decode_tokens=0, repeats=1)
+    out = {m.metric: m for m in EV.evaluate(base, params, paired_ctx(tmp_path, base))}
+    assert out["relative_time"].value == 1.0 and out["relative_time"].details["reference"]
+    # without a base model to compare with, a pruned model gets absolute times only
+    alone = {m.metric for m in EV.evaluate(pruned_history(tiny_model("llama")), params, ctx(tmp_path))}
+    assert "relative_time" not in alone and "prefill_tokens_per_s" in alone
+
+
+def test_median_interval_from_order_statistics():
+    from lawlab_plugins.runtime import median_interval
+
+    low, high, level = median_interval([9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0])
+    assert (low, high) == (2.0, 8.0) and level == pytest.approx(0.9609375)
+    low, high, level = median_interval([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert (low, high) == (1.0, 5.0) and level == pytest.approx(0.9375)  # the best five values allow
+    assert median_interval([2.0])[:2] == (2.0, 2.0)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma3_text"])
+def test_decode_loop_raises_no_warning(model_type, tmp_path):
+    import warnings
+
+    from lawlab_plugins.runtime import synthetic_run
+
+    model = tiny_model(model_type).model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prefill, decode = synthetic_run(model, EV.Params(prompt_tokens=8, decode_tokens=3), "cpu", 300)
+    assert prefill > 0 and decode > 0
+
+
+def test_a_study_fits_the_runtime_law_to_paired_ratios(tiny_spec, tmp_path):
+    from lawlab.cli import main
+    from lawlab.fit import fit_law, law_rows
+    from lawlab.store import load_table
+
+    def with_runtime(text: str) -> str:
+        text = text.replace("sizes = [0, 8]", "sizes = [0]").replace("[0.0, 0.25, 0.5]", "[0.25, 0.5, 0.75]")
+        return text.replace("[[laws]]", """[[evaluators]]
+evaluator = "runtime"
+params = { benchmark = false, prompt_tokens = 16, decode_tokens = 0, repeats = 3 }
+
+[[laws]]
+form = "runtime-law"
+metric = "runtime"
+
+[[laws]]""", 1)
+
+    out = tmp_path / "out"
+    assert main(["run", str(tiny_spec(with_runtime, output=out)), "--no-report"]) == 0
+    rows = [r for r in load_table(out) if r["metric"] == "relative_time"]
+    assert len(rows) == 4  # the base and three pruned variants
+    base = next(r for r in rows if not r["method"])
+    assert base["value"] == 1.0 and all(r["L0"] == 1.0 for r in rows)
+    assert all(len(r["details"]["ratios"]) == 3 for r in rows if r["method"])
+    fit = fit_law("runtime-law", law_rows(load_table(out), "runtime"), metric_kind="runtime")
+    assert fit.n == 3 and fit.dependent == "log L"  # L0 = 1: the law describes the ratios themselves
