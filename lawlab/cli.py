@@ -14,15 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lawlab import __version__
+from lawlab import __version__, terminal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -38,7 +37,9 @@ def _common_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print more detail", **kw)
 
 
-def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+def subcommand(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand with the one-line help, its example, and the common options
+    (``--plugin``, ``-q``, ``-v``). Modules that add commands use it too."""
     p = subparsers.add_parser(
         name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=_Formatter
     )
@@ -69,49 +70,53 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = _sub(sub, "validate", "Check a spec (types, plugins, files, offline availability) without running it.",
-             "lawlab validate specs/quickstart.toml")
+    p = subcommand(sub, "validate",
+                   "Check a spec (types, plugins, files, offline availability) without running it.",
+                   "lawlab validate specs/quickstart.toml")
     _spec_args(p)
     p.set_defaults(func=cmd_validate)
 
-    p = _sub(sub, "plan", "Show the cells a spec resolves to and the paper-style experiment count.",
-             "lawlab plan specs/compression-laws-paper.toml")
+    p = subcommand(sub, "plan", "Show the cells a spec resolves to and the paper-style experiment count.",
+                   "lawlab plan specs/compression-laws-paper.toml")
     _spec_args(p)
     p.add_argument("--cells", action="store_true", help="list every cell, not only the counts")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
-    p = _sub(sub, "run", "Run a study: prune, recover, evaluate, store, fit and report; resumes where it stopped.",
-             "lawlab run specs/quickstart.toml")
+    p = subcommand(sub, "run",
+                   "Run a study: prune, recover, evaluate, store, fit and report; resumes where it stopped.",
+                   "lawlab run specs/quickstart.toml")
     _spec_args(p)
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
     p.add_argument("--no-report", action="store_true", help="skip the fits and the report at the end")
     p.set_defaults(func=cmd_run)
 
-    p = _sub(sub, "status", "Show what is done, failed and left in a study's output folder.",
-             "lawlab status runs/quickstart")
+    p = subcommand(sub, "status", "Show what is done, failed and left in a study's output folder.",
+                   "lawlab status runs/quickstart")
     p.add_argument("output", type=Path, help="the study's output folder")
     p.set_defaults(func=cmd_status)
 
-    p = _sub(sub, "export", "Export the results as one tidy row per measured value.",
-             "lawlab export runs/quickstart --format csv")
+    p = subcommand(sub, "export", "Export the results as one tidy row per measured value.",
+                   "lawlab export runs/quickstart --format csv")
     p.add_argument("output", type=Path, help="the study's output folder")
     p.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv")
     p.add_argument("-o", "--out", type=Path, help="file to write (default: OUTPUT/results.FORMAT)")
     p.set_defaults(func=cmd_export)
 
-    p = _sub(sub, "report", "Write the study's report (HTML, Markdown, figures, tables) from its store.",
-             "lawlab report runs/quickstart")
+    p = subcommand(sub, "report",
+                   "Write the study's report (HTML, Markdown, figures, tables) from its store.",
+                   "lawlab report runs/quickstart")
     p.add_argument("output", type=Path, help="the study's output folder")
     p.set_defaults(func=cmd_report)
 
-    p = _sub(sub, "schema", "Print the JSON Schema of the spec (for editor completion), or its Markdown reference.",
-             "lawlab schema > lawlab-spec.schema.json")
+    p = subcommand(sub, "schema",
+                   "Print the JSON Schema of the spec (for editor completion), or its Markdown reference.",
+                   "lawlab schema > lawlab-spec.schema.json")
     p.add_argument("--markdown", action="store_true", help="print the spec reference with every plugin's params")
     p.set_defaults(func=cmd_schema)
 
-    p = _sub(sub, "plugins", "List every plugin, its version and what it registers.", "lawlab plugins")
+    p = subcommand(sub, "plugins", "List every plugin, its version and what it registers.", "lawlab plugins")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_plugins)
 
@@ -267,6 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         quiet=args.quiet,
         verbose=args.verbose,
+        console=console,
     )
 
 
@@ -344,10 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    if args.command in ("run", "report") and not args.verbose:
+    if args.command == "report" and not args.verbose:
         from lawlab import environment
 
         environment.quiet_libraries()  # before torch/transformers/tqdm are imported
+    if args.command == "run":
+        # Progress bars off before tqdm is imported; run_study sends the libraries'
+        # warnings to the study's log (lawlab.terminal.capture) instead of silencing them.
+        terminal.library_bars_off()
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:

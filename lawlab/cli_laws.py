@@ -18,7 +18,9 @@ GROUPS = ("pooled", "model", "method", "calibration", "dataset")
 
 
 def add_commands(subparsers: Any) -> None:
-    p = _sub(subparsers, "fit", "Fit compression laws to a study's results or a results CSV.",
+    from lawlab.cli import subcommand  # the common options (--plugin, -q, -v) too
+
+    p = subcommand(subparsers, "fit", "Fit compression laws to a study's results or a results CSV.",
              "lawlab fit runs/quickstart --group-by pooled --group-by model --bootstrap 1000")
     _source_args(p)
     p.add_argument("--law", action="append", default=[], metavar="FORM",
@@ -33,7 +35,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--summary", action="store_true", help="also print each fit's full summary")
     p.set_defaults(func=cmd_fit)
 
-    p = _sub(subparsers, "compare", "Compare law forms on the same data: fit, AIC/BIC, cross-validated error.",
+    p = subcommand(subparsers, "compare", "Compare law forms on the same data: fit, AIC/BIC, cross-validated error.",
              "lawlab compare results.csv --kind extrinsic --forms compression-law,ablation-r,kept-fraction-law")
     _source_args(p)
     p.add_argument("--forms", default="", help="comma-separated forms (default: every registered form)")
@@ -44,7 +46,7 @@ def add_commands(subparsers: Any) -> None:
                    default="leave-one-model-out")
     p.set_defaults(func=cmd_compare)
 
-    p = _sub(subparsers, "critical",
+    p = subcommand(subparsers, "critical",
              "Critical compression ratio, least RFT size, and the best (model, r, D) for a parameter budget.",
              "lawlab critical --alpha 0.98 --beta -1.18 --gamma -0.14 --sigma 0.8")
     p.add_argument("--alpha", type=float, help="α of eq. 1 (only with --L0, for a threshold on L/L0)")
@@ -66,11 +68,6 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_critical)
 
 
-def _sub(subparsers: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="a study's output folder, or a results CSV")
     p.add_argument("--kind", choices=KINDS, help="metric kind: selects rows, and labels CSV rows that have no kind")
@@ -85,9 +82,9 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from lawlab.terminal import console
 
-    return Console()
+    return console()
 
 
 def _fail(message: str) -> None:
@@ -121,9 +118,9 @@ def _out_path(args: argparse.Namespace, what: str) -> Path:
 
 
 def _write(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    from lawlab.files import write_json
+
+    write_json(path, payload)
 
 
 def _options(items: list[str], form: str) -> dict[str, Any]:
@@ -146,7 +143,7 @@ def _options(items: list[str], form: str) -> dict[str, Any]:
 def _registry(args: argparse.Namespace) -> Any:
     from lawlab.plugins import get_registry
 
-    return get_registry(getattr(args, "plugin", []) or [])
+    return get_registry(args.plugin)
 
 
 def _study_laws(src: Path) -> list[Any]:

@@ -268,6 +268,19 @@ class ExecutionSummary:
     def ok(self) -> bool:
         return not self.failed and not self.failed_before and not self.blocked and not self.stopped_early
 
+    def counts(self, total: int) -> str:
+        """What happened to each of the plan's ``total`` cells, in words that add up to it."""
+        blocked = set(self.blocked) - set(self.failed_before)
+        parts = [f"{len(self.done)} run", f"{self.skipped_done} already done", f"{len(self.failed)} failed"]
+        if self.failed_before:
+            parts.append(f"{len(self.failed_before)} failed in an earlier run (not retried)")
+        if blocked:
+            parts.append(f"{len(blocked)} not run (a cell they depend on failed)")
+        left = total - len(self.done) - self.skipped_done - len(self.failed) - len(self.failed_before) - len(blocked)
+        if left:
+            parts.append(f"{left} left" + (" (stopped at the first failure)" if self.stopped_early else ""))
+        return f"{total} cells: " + ", ".join(parts)
+
 
 def cell_row(cell: Cell) -> dict[str, Any]:
     v = cell.variant
@@ -309,7 +322,8 @@ class ResumeRules:
         """Record what earlier runs left in ``summary``, announce the run, and return the
         cells to visit in order (those to run, and finished ones with work below them)."""
         summary.failed_before = [c.key for c in self.order if self.status.get(c.key) == "failed" and not self.retry_failed]
-        summary.skipped_done = sum(1 for c in self.order if c.kind != "base" and self.status.get(c.key) == "done")
+        # a finished base model counts as done like any other cell: it is only reloaded
+        summary.skipped_done = sum(1 for c in self.order if self.status.get(c.key) == "done")
         todo = [c for c in self.order if self.needs_running(c) or self.subtree_pending(c.key)]
         work = sum(1 for c in todo if self.needs_running(c))
         progress.start_study(self.plan.spec.spec.study.name, total=work, already=summary.skipped_done)
@@ -502,34 +516,35 @@ def run_study(
     console: Any = None,
 ) -> int:
     """Run (or resume) a study; returns the exit code: 0 all done, 1 some cells failed."""
-    from rich.console import Console
+    from lawlab import terminal
 
     spec = plan.spec.spec
     if plan.spec.offline:
         environment.enter_offline_mode()
-    if not verbose:
-        environment.quiet_libraries()  # our progress display says what their bars would
-    console = console or Console(soft_wrap=True)
+    console = console or terminal.console()
     output = spec.output_dir()
-    with study_lock(output), Store(output, create=True) as store:
-        store.clean_partial_artifacts()
-        prepare_store(plan, store)
-        run_id = store.start_run(plan.spec_hash, sys.argv)
-        registry = plan_registry(plan)
-        executor = registry.get("executors", spec.execution.executor)
-        params = executor.Params.model_validate(plan.spec.params_json("execution.params"))
-        progress = StudyProgress(console, quiet=quiet, verbose=verbose)
-        started = time.time()
-        try:
-            summary = executor.execute(
-                plan, store, params, run_id=run_id, progress=progress, fail_fast=fail_fast, retry_failed=retry_failed
-            )
-        except KeyboardInterrupt:
-            store.end_run(run_id, "interrupted")
-            raise
-        store.end_run(run_id, "ok" if summary.ok else "failed")
-        store.set_meta("last_run_seconds", time.time() - started)
-    finish(plan, output, summary, console, report=report, quiet=quiet)
+    # libraries' warnings and stray stderr go to the study's log (-v: the terminal too)
+    with study_lock(output), terminal.capture(output / terminal.LOG_NAME, verbose=verbose) as log:
+        with Store(output, create=True) as store:
+            store.clean_partial_artifacts()
+            prepare_store(plan, store)
+            run_id = store.start_run(plan.spec_hash, sys.argv)
+            registry = plan_registry(plan)
+            executor = registry.get("executors", spec.execution.executor)
+            params = executor.Params.model_validate(plan.spec.params_json("execution.params"))
+            progress = StudyProgress(console, quiet=quiet, verbose=verbose, record=log.write)
+            started = time.time()
+            try:
+                summary = executor.execute(
+                    plan, store, params, run_id=run_id, progress=progress, fail_fast=fail_fast,
+                    retry_failed=retry_failed,
+                )
+            except KeyboardInterrupt:
+                store.end_run(run_id, "interrupted")
+                raise
+            store.end_run(run_id, "ok" if summary.ok else "failed")
+            store.set_meta("last_run_seconds", time.time() - started)
+        finish(plan, output, summary, console, report=report, quiet=quiet)
     return 0 if summary.ok else 1
 
 
@@ -565,12 +580,13 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
         if summary.blocked:
             console.print(f"{len(summary.blocked)} cell(s) not run because a cell they depend on failed.")
         console.print("Run again with --retry-failed to retry them.")
-    done = len(summary.done)
+    for s in plan.skipped:
+        console.print(f"not planned: {s.method} on {s.model}: {s.reason}", highlight=False)
     console.print(
-        f"[bold]{plan.spec.spec.study.name}[/bold]: {done} cell(s) run, {summary.skipped_done} already done, "
-        f"{len(summary.failed)} failed. Results: {output / 'results.csv'}"
+        f"[bold]{plan.spec.spec.study.name}[/bold]: {summary.counts(len(plan))}. Results: {output / 'results.csv'}"
         + (f"; fits: {fits_path}" if fits_path else "")
         + (f"; report: {report_path}" if report_path else "")
+        + f"; log: {output / 'lawlab.log'}"
     )
 
 

@@ -7,6 +7,7 @@ inner loop a plugin reports (training steps, evaluation batches) with rate and E
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -27,9 +28,17 @@ from lawlab import api
 class StudyProgress(api.Progress):
     """The executor's progress display; plugins see it as a plain :class:`api.Progress`."""
 
-    def __init__(self, console: Console | None = None, *, quiet: bool = False, verbose: bool = False):
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        quiet: bool = False,
+        verbose: bool = False,
+        record: Callable[[str], None] | None = None,
+    ):
         self.console = console or Console()
         self.quiet, self.verbose = quiet, verbose
+        self.record = record or (lambda text: None)  # the run's log: which cell was running when
         self.live = self.console.is_terminal and not quiet
         self._bars: Progress | None = None
         self._study: TaskID | None = None
@@ -44,9 +53,10 @@ class StudyProgress(api.Progress):
 
     def start_study(self, name: str, total: int, already: int = 0) -> None:
         self._cells_total = total
-        if already and not self.quiet:
-            self.console.print(f"resuming {name}: {already} cell(s) already done, {total} to run")
+        self.record(f"study {name}: {total} cell(s) to run, {already} already done")
         if self.live:
+            if already:
+                self.console.print(f"resuming {name}: {already} cell(s) already done, {total} to run")
             self._bars = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description}"),
@@ -57,13 +67,16 @@ class StudyProgress(api.Progress):
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
+                # stderr belongs to the run's log (lawlab.terminal.capture), not above the bars
+                redirect_stderr=False,
             )
             self._bars.start()
             self._study = self._bars.add_task(f"[bold]{name}", total=total, rate="")
         elif not self.quiet:
-            self._line(f"study {name}: {total} cell(s) to run")
+            self._line(f"study {name}: {total} cell(s) to run" + (f", {already} already done" if already else ""))
 
     def cell_started(self, cell: Any) -> None:
+        self.record(f"start {cell.label()}")
         if self._bars is not None and self._study is not None:
             self._bars.update(self._study, description=f"[bold]{cell.label()}")
         elif self.verbose and not self.quiet:
@@ -71,6 +84,7 @@ class StudyProgress(api.Progress):
 
     def cell_finished(self, cell: Any, status: str, seconds: float, error: str | None = None) -> None:
         self._cells_done += 1
+        self.record(f"{status} {cell.label()} ({seconds:.1f} s)" + (f": {error}" if error else ""))
         if self._bars is not None and self._study is not None:
             self._bars.advance(self._study)
             if status != "done" or self.verbose:
@@ -114,6 +128,7 @@ class StudyProgress(api.Progress):
             self._line(f"  {self._inner_desc}: {time.time() - self._inner_started:.1f} s")
 
     def log(self, message: str) -> None:
+        self.record(message)
         if self.quiet:
             return
         if self._bars is not None:

@@ -782,15 +782,26 @@ def print_summary(output_dir: str | Path, console: Any) -> None:
     study = gather(output_dir)
     c = study.status["counts"]
     console.print(f"[bold]{study.name}[/bold]: {c['done']} done, {c['failed']} failed, {c['left']} left")
-    t = RichTable(title="main fits (pooled)", title_justify="left")
-    for col in ("law", "fitted function", "adj. R²", "F", "n", "feasible"):
-        t.add_column(col)
-    for f in preferred(study.fits):
-        if f.group.get("by") == "pooled":
+    pooled = [f for f in preferred(study.fits) if f.group.get("by") == "pooled"]
+    if pooled:
+        t = RichTable(title="main fits (pooled)", title_justify="left")
+        for col in ("law", "fitted function", "adj. R²", "F", "n", "feasible"):
+            t.add_column(col)
+        for f in pooled:
             t.add_row(f.law, fitted_function(f), _r2(f), fmt_f(f.fstat), str(f.n), _feasible(f))
-    console.print(t)
+        console.print(t)
+    else:
+        console.print(f"no pooled fits: {study.fits_source if not study.laws else 'no law could be fitted yet'}")
+    unranked: dict[str, str] = {}  # rank_by -> why it cannot rank, said once for every kind
     for kind, table in study.comparisons.items():
         best = next((r for r in table.rows if not r.fit.skipped), None)
         if best is not None:
-            rmse = best.cv.get(table.rank_by, {}).get("rmse")
-            console.print(f"{kind}: best form by {table.rank_by} RMSE is {best.form} ({fmt(rmse, 4)})")
+            cv = best.cv.get(table.rank_by, {})
+            if cv.get("rmse") is None and cv.get("reason"):
+                unranked[table.rank_by] = cv["reason"]
+                continue
+            console.print(f"{kind}: best form by {table.rank_by} RMSE is {best.form} ({fmt(cv.get('rmse'), 4)})")
+    for rank_by, reason in unranked.items():
+        console.print(f"law forms not ranked by {rank_by} RMSE: {reason} "
+                      f"(`lawlab compare {output_dir} --kind KIND --rank-by leave-one-ratio-out` ranks them "
+                      "by held-out ratios)", highlight=False)

@@ -11,6 +11,7 @@ Layout of an output folder::
     spec.json         the validated spec of the latest run
     artifacts/KEY/    models kept for later cells (safetensors + JSON)
     results.csv       the tidy export, fits.json, report/
+    lawlab.log        what the libraries wrote during each run (warnings, stderr)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from lawlab.api import Measurement
 from lawlab.errors import UsageError
+from lawlab.files import atomic_path
 
 DB_NAME = "lawlab.sqlite"
 SCHEMA_VERSION = 1
@@ -328,32 +330,35 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
     return rows
 
 
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+
+
 def export(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> Path:
-    """Write the tidy table as csv, jsonl or parquet (details as a JSON string column)."""
+    """Write the tidy table as csv, jsonl or parquet. ``details`` is a nested object in
+    JSONL and a JSON string in the flat formats (csv, parquet)."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     rows = load_table(output_dir)
     path = Path(out) if out else Path(output_dir) / f"results.{fmt}"
     flat = [{**r, "details": json.dumps(r["details"], sort_keys=True, default=str)} for r in rows]
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "csv":
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
-            w.writeheader()
-            w.writerows(flat)
-    elif fmt == "jsonl":
-        with tmp.open("w") as f:
-            for r in flat:
-                f.write(json.dumps(r, default=str) + "\n")
-    elif fmt == "parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover
-            raise UsageError("parquet export needs pyarrow: pip install pyarrow") from exc
-        table = pa.Table.from_pylist(flat) if flat else pa.table({c: [] for c in TABLE_COLUMNS})
-        pq.write_table(table, tmp)
-    else:
-        raise UsageError(f"unknown export format {fmt!r}; allowed: csv, jsonl, parquet")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
+                w.writeheader()
+                w.writerows(flat)
+        elif fmt == "jsonl":
+            with tmp.open("w") as f:
+                for r in rows:
+                    f.write(json.dumps(r, default=str) + "\n")
+        else:
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError as exc:  # pragma: no cover
+                raise UsageError("parquet export needs pyarrow: pip install pyarrow") from exc
+            table = pa.Table.from_pylist(flat) if flat else pa.table({c: [] for c in TABLE_COLUMNS})
+            pq.write_table(table, tmp)
     return path
 
 

@@ -1,0 +1,40 @@
+"""Files written whole or not at all.
+
+A file is written under a temporary name in its own folder and renamed into place when
+complete (a rename within one file system is atomic), so a reader or a killed run never
+sees half a file. Every writer of results, fits and reports should go through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; when the block ends without an error it
+    replaces ``path``, otherwise it is removed and ``path`` is left as it was."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")  # the pid: two writers never share it
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, payload: Any, *, indent: int | None = 2) -> Path:
+    """``payload`` as JSON; what JSON cannot hold (paths, dates) is written as text."""
+    return write_text(path, json.dumps(payload, indent=indent, default=str))
