@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -46,6 +46,23 @@ class CheckFailed(Exception):
         self.message = message
         self.field = field
         self.allowed = allowed
+
+
+class CannotRunHere(CheckFailed):
+    """Raised by ``check`` for a valid request that this machine cannot serve: a hub
+    model or dataset it can neither reach nor find in its cache, a device it lacks.
+
+    ``lawlab validate`` lists these apart from the spec's own problems and still exits 0;
+    ``lawlab validate --here`` and ``lawlab run`` refuse them. ``kind`` groups the reasons
+    (``"hub-model"``, ``"hub-dataset"``, ``"device"``...), ``item`` names what is missing
+    (listed once per kind) and ``fix`` is the command or setting that would serve it.
+    """
+
+    def __init__(self, message: str, *, kind: str, item: str, fix: str | None = None, field: str = ""):
+        super().__init__(message, field=field, allowed=fix)
+        self.kind = kind
+        self.item = item
+        self.fix = fix
 
 
 # A spec's own datasets: name -> (dataset plugin, its raw params), from [datasets.NAME].
@@ -143,7 +160,9 @@ class RunContext:
     def load_dataset(self, name: str, split: str) -> TextData:
         """A split of a dataset named in the spec (registered, or declared under [datasets.NAME])."""
         plugin, params = resolve_dataset(self.registry, self.datasets, name)
-        return plugin.load(params, split, self)
+        data = plugin.load(params, split, self)
+        # Results name the data as the spec does ([datasets.alpaca6] loader = "alpaca").
+        return data if data.name == name else replace(data, name=name)
 
 
 # --------------------------------------------------------------------------- models
@@ -241,6 +260,16 @@ class ModelSource(ABC):
         """What pins down the weights (hub id and revision, file hash); part of cell keys."""
         return params.model_dump(mode="json")
 
+    def pin(self, params: Any, ctx: CheckContext) -> str | None:
+        """The exact version the params resolve to now (the commit a hub revision points
+        at), or None when ``identity`` pins it already. A resumed study compares it."""
+        return None
+
+    def fetch(self, params: Any, ctx: RunContext) -> str | None:
+        """Download what ``load`` needs into the local caches (``lawlab fetch``), so it then
+        loads with no network; returns what was fetched, or None when nothing needs it."""
+        return None
+
     @abstractmethod
     def load(self, params: Any, ctx: RunContext) -> LoadedModel: ...
 
@@ -333,6 +362,15 @@ class Dataset(ABC):
     def available_offline(self) -> bool:
         return False
 
+    def pin(self, params: Any, ctx: CheckContext) -> str | None:
+        """The exact version the params resolve to now (a hub commit), or None."""
+        return None
+
+    def fetch(self, params: Any, ctx: RunContext) -> str | None:
+        """Download every split into the local caches (``lawlab fetch``); returns what was
+        fetched, or None when the data needs no network."""
+        return None
+
     @abstractmethod
     def load(self, params: Any, split: str, ctx: RunContext) -> TextData: ...
 
@@ -413,6 +451,11 @@ class Evaluator(ABC):
     kind: ClassVar[Literal["intrinsic", "extrinsic", "runtime"]]
 
     def check(self, params: Any, ctx: CheckContext) -> None: ...
+
+    def fetch(self, params: Any, ctx: RunContext) -> str | None:
+        """Download data this evaluator reads from the hub itself (not through a lawlab
+        dataset) into the local caches (``lawlab fetch``); None when there is none."""
+        return None
 
     def datasets(self, params: Any) -> list[str]:
         """Registered dataset names this evaluator reads (checked offline at validation)."""

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "Check a spec (types, plugins, files, offline availability) without running it.",
                    "lawlab validate specs/quickstart.toml")
     _spec_args(p)
+    p.add_argument("--here", action="store_true",
+                   help="also fail (exit 2) when this machine cannot run the study: hub models or data it can "
+                        "neither reach nor find cached, a device it lacks")
     p.set_defaults(func=cmd_validate)
 
     p = subcommand(sub, "plan", "Show the cells a spec resolves to and the paper-style experiment count.",
@@ -90,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
     p.add_argument("--no-report", action="store_true", help="skip the fits and the report at the end")
+    p.add_argument("--allow-revision-change", action="store_true",
+                   help="resume even when a hub revision now resolves to another commit than the stored cells used")
     p.set_defaults(func=cmd_run)
 
     p = subcommand(sub, "status", "Show what is done, failed and left in a study's output folder.",
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_plugins)
 
-    for module in ("lawlab.cli_laws", "lawlab.packs"):
+    for module in ("lawlab.cli_laws", "lawlab.packs", "lawlab.fetch"):
         _optional_commands(module, sub)
     return parser
 
@@ -182,38 +187,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"[green]ok[/green] {args.spec}: study [bold]{spec.study.name}[/bold], {len(spec.models)} model(s), "
         f"{len(plan)} cells" + (" (offline)" if plan.spec.offline else "")
     )
-    return EXIT_OK
+    print_here(plan.spec, args.spec)
+    return EXIT_USAGE if args.here and plan.spec.here else EXIT_OK
+
+
+def print_here(resolved: Any, spec_path: Path) -> None:
+    """The "cannot run on this machine" section: each reason once, with its fix."""
+    from lawlab.spec import here_lines
+
+    if not resolved.here:
+        return
+    console.print(f"[yellow]cannot run on this machine[/yellow] (`lawlab validate --here {spec_path}` and "
+                  "`lawlab run` refuse it):")
+    for line in here_lines(resolved.here, spec_path):
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from lawlab.plan import make_plan
-    from lawlab.spec import SpecError
-
-    # Planning a study for a connected GPU server must work on an offline laptop too:
-    # when the spec is valid except for what this machine cannot reach, plan it as if
-    # connected and say plainly what stops it from running here.
-    try:
-        plan, here = _make_plan(args), None
-    except SpecError as offline_error:
-        from lawlab import environment
-
-        environment.enter_offline_mode()  # "as if connected" must not wait on a dead network
-        try:
-            resolved = _load(args, offline=False)
-        except SpecError:
-            raise offline_error from None
-        plan, here = make_plan(resolved, _check_context(resolved, _registry(args))), offline_error
+    # Planning a study for a connected GPU server works on an offline laptop too: what
+    # stops it from running here is said after the plan, not instead of it.
+    plan = _make_plan(args)
     if args.json:
         print(json.dumps(plan_as_json(plan), indent=2))
         return EXIT_OK
     print_plan(plan, cells=args.cells)
-    if here is not None:
-        n = len(here.issues)
-        console.print(f"[yellow]This study cannot run on this machine as it is ({n} problem(s)):[/yellow]")
-        for issue in here.issues[:3]:
-            console.print(f"  {issue.render()}", markup=False, highlight=False)
-        if n > 3:
-            console.print(f"  ... and {n - 3} more: `lawlab validate {args.spec}` lists them all")
+    print_here(plan.spec, args.spec)
     return EXIT_OK
 
 
@@ -265,6 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lawlab.execute import run_study
 
     plan = _make_plan(args)
+    plan.spec.require_here()
+    _check_pins(plan, args)
     return run_study(
         plan,
         fail_fast=args.fail_fast,
@@ -274,6 +274,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         console=console,
     )
+
+
+def _check_pins(plan: Any, args: argparse.Namespace) -> None:
+    """Refuse to resume with hub revisions that moved since the stored cells ran."""
+    from lawlab.pins import check_pins
+    from lawlab.store import Store
+
+    with Store(plan.spec.spec.output_dir(), create=True) as store:
+        changed = check_pins(plan.spec, _check_context(plan.spec, _registry(args)), store,
+                             allow=args.allow_revision_change)
+    for item, (old, new) in changed.items():
+        console.print(f"[yellow]{item}[/yellow]: stored cells used commit {old[:12]}, new cells use {new[:12]} "
+                      "(--allow-revision-change)", highlight=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

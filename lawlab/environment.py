@@ -6,12 +6,15 @@ import functools
 import importlib.metadata as md
 import os
 import platform
-import socket
 from pathlib import Path
 from typing import Any
 
-HUB_HOST = "huggingface.co"
+DEFAULT_ENDPOINT = "https://huggingface.co"
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+# The hub clients wait 10 s per request and retry on timeouts; a study's checks should
+# learn that a network is dead in seconds, not minutes.
+HUB_TIMEOUTS = {"HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "10"}
+PROBE_TIMEOUT = 3.0
 
 
 def cache_dir() -> Path:
@@ -29,32 +32,88 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _falsy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"0", "false", "no", "off"}
+
+
+def hub_endpoint() -> str:
+    """The hub the clients talk to: ``HF_ENDPOINT`` (a mirror) or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_cache_only() -> bool:
+    """``HF_HUB_OFFLINE=1`` (or its transformers/datasets twins): the clients read their
+    cache and never open a connection."""
+    return any(_truthy(os.environ.get(v)) for v in _OFFLINE_VARS)
+
+
+def bound_hub_timeouts() -> None:
+    """Short client timeouts, unless the user set their own. The clients read these when
+    huggingface_hub is first imported, so call this before that."""
+    for var, value in HUB_TIMEOUTS.items():
+        os.environ.setdefault(var, value)
+
+
 @functools.cache
-def hub_reachable(timeout: float = 1.5) -> bool:
-    """One TCP connection attempt to the hub; a closed network answers at once."""
+def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the hub endpoint answers one short HTTP request, sent with the hub client's
+    own HTTP session: the same ``HF_ENDPOINT``, proxies (``HTTPS_PROXY``, ``NO_PROXY``) and
+    certificates as every later download. Any answer below 500 counts (a proxy that
+    cannot reach the hub answers 502-504)."""
+    bound_hub_timeouts()
     try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
+        from huggingface_hub.utils import get_session
+
+        response = get_session().head(f"{hub_endpoint()}/api/models", timeout=timeout)
+    except Exception:  # refused, timed out, DNS, TLS, a proxy that hangs up: not reachable
         return False
+    return response.status_code < 500
 
 
 def is_offline(setting: str = "auto") -> bool:
+    """Whether this run must do without the hub (reading only its cache).
+
+    ``setting`` is ``[execution] offline``: "yes"/"no" decide. For "auto",
+    ``LAWLAB_OFFLINE=1``/``0`` decides, then ``HF_HUB_OFFLINE=1`` means the cache only,
+    and otherwise one bounded request to the endpoint decides (once per process)."""
     if setting == "yes":
         return True
     if setting == "no":
         return False
-    if _truthy(os.environ.get("LAWLAB_OFFLINE")) or any(_truthy(os.environ.get(v)) for v in _OFFLINE_VARS):
+    lawlab_offline = os.environ.get("LAWLAB_OFFLINE")
+    if _truthy(lawlab_offline):
+        return True
+    if _falsy(lawlab_offline):
+        return False
+    if hub_cache_only():
         return True
     return not hub_reachable()
 
 
 def enter_offline_mode() -> None:
-    """Make every HF library fail fast instead of waiting on a network that never answers."""
+    """Make every HF library read its cache and fail fast instead of waiting on a network
+    that never answers. The cache stays the user's (``HF_HOME``): that is where
+    ``lawlab fetch`` put the files."""
     for var in _OFFLINE_VARS:
         os.environ[var] = "1"
-    os.environ.setdefault("HF_HOME", str(cache_dir() / "hf"))
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def missing_device(device: str) -> str | None:
+    """Why this machine cannot run on ``device`` ("cuda", "cuda:1", "mps"), or None."""
+    if device in ("auto", "cpu"):
+        return None
+    import torch
+
+    if device == "mps":
+        ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        return None if ok else "the spec asks for device 'mps', and this machine has no Apple GPU"
+    if not torch.cuda.is_available():
+        return f"the spec asks for device {device!r}, and this machine has no CUDA GPU"
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        return f"the spec asks for device {device!r}, and this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+    return None
 
 
 def quiet_libraries() -> None:

@@ -25,7 +25,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ class CellWorker:
         ds_plugin, ds_params = cell.dataset
         dataset = self.registry.get("datasets", ds_plugin)
         data = dataset.load(dataset.Params.model_validate(_thaw(ds_params)), "train", ctx)
+        data = replace(data, name=cell.variant.rft_dataset)  # as the spec names it ([datasets.alpaca6])
         model = clone(parent)
         params = recipe.Params.model_validate(cell.params_dict())
         recovered, measurements = recipe.train(model, data, cell.variant.size, params, ctx)

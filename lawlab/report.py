@@ -481,13 +481,16 @@ def sources_table(study: StudyData) -> Table:
         prov = c["provenance"]
         if c["kind"] == "base" and prov.get("model"):
             m = prov["model"]
-            where = " ".join(f"{k}={m[k]}" for k in ("source", "repo", "revision", "pack", "pypi", "path") if m.get(k))
+            keys = ("source", "id", "revision", "endpoint", "pack", "pypi", "path")  # hub: id@revision, commit below
+            where = " ".join(f"{k}={m[k]}" for k in keys if m.get(k) and not (k == "path" and m.get("id")))
             seen[("model", c["model"] or "", where)] = str(m.get("sha256") or m.get("commit") or "")
         if c["kind"] == "rft" and prov.get("dataset"):
             d = prov["dataset"]
             seen[(f"RFT training ({d.get('split')})", str(d.get("name")), str(d.get("source")))] = str(d.get("checksum"))
     for r in study.rows:
         det = r["details"] or {}
+        if r["kind"] == "rft":
+            continue  # training data: the RFT cells' own rows above
         if "dataset_checksum" in det or "dataset_source" in det:
             seen[(f"test: {r['evaluator']}", r["dataset"], str(det.get("dataset_source")))] = str(
                 det.get("dataset_checksum") or "")

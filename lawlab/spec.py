@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lawlab.api import CheckContext, CheckFailed, PluginKind
+from lawlab.api import CannotRunHere, CheckContext, CheckFailed, PluginKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -166,7 +166,9 @@ class Execution(Strict):
         "error", description="A method that cannot prune an architecture: stop at plan time, or skip its cells."
     )
     offline: Literal["auto", "yes", "no"] = Field(
-        "auto", description="auto: offline when HF_HUB_OFFLINE/LAWLAB_OFFLINE is set or the hub is unreachable."
+        "auto",
+        description="auto: use the hub when its endpoint (HF_ENDPOINT) answers, else only its cache; yes: the "
+        "cache only; no: always the hub. LAWLAB_OFFLINE=1/0 overrides auto.",
     )
 
 
@@ -262,6 +264,56 @@ class SpecError(Exception):
         n = len(self.issues)
         head = f"{self.file}: {n} problem{'s' if n != 1 else ''} in the spec"
         return "\n".join([head, *(f"  {self.file}: {i.render()}" for i in self.issues)])
+
+
+# What stops a valid spec from running on this machine, by kind: the label heads the
+# kind's line in "cannot run on this machine". A plugin may raise CannotRunHere with a
+# kind of its own; it is then shown under its name.
+HERE_KINDS = {
+    "hub-model": "models that need the hub",
+    "hub-dataset": "datasets that need the hub",
+    "network-data": "data that needs the network",
+    "device": "a device this machine lacks",
+}
+
+
+@dataclass(frozen=True)
+class HereIssue:
+    """One reason this machine cannot run a valid spec (see ``CannotRunHere``)."""
+
+    kind: str
+    item: str  # what is missing: "Qwen/Qwen2.5-0.5B@main", "wikitext2", "cuda"
+    path: str  # the spec field that asks for it
+    message: str
+    fix: str | None = None
+
+
+def here_lines(issues: Sequence[HereIssue], spec_path: Path | str = "SPEC") -> list[str]:
+    """The "cannot run on this machine" section: one line per kind, each item once, then
+    each distinct fix once (``{spec}`` in a fix becomes the spec's path)."""
+    by_kind: dict[str, list[str]] = {}
+    fixes: list[str] = []
+    for i in issues:
+        items = by_kind.setdefault(i.kind, [])
+        if i.item not in items:
+            items.append(i.item)
+        fix = i.fix.replace("{spec}", str(spec_path)) if i.fix else None
+        if fix and fix not in fixes:
+            fixes.append(fix)
+    lines = [f"{HERE_KINDS.get(kind, kind)}: {', '.join(items)}" for kind, items in by_kind.items()]
+    return lines + [f"fix: {f}" for f in fixes]
+
+
+class MachineError(SpecError):
+    """A valid spec this machine cannot run (``validate --here``, ``run``): exit code 2."""
+
+    def __init__(self, file: Path | str, here: Sequence[HereIssue]):
+        self.here = list(here)
+        super().__init__(file, [SpecIssue(i.path, i.message, None, i.fix) for i in here])
+
+    def render(self) -> str:
+        head = f"{self.file}: the spec is valid, but this machine cannot run it"
+        return "\n".join([head, *(f"  {line}" for line in here_lines(self.here, self.file))])
 
 
 def _fmt_loc(loc: Iterable[Any]) -> str:
@@ -414,15 +466,22 @@ class ResolvedSpec:
     path: Path
     params: dict[str, Any]
     offline: bool
+    here: tuple[HereIssue, ...] = ()  # why this machine cannot run it (empty: it can)
 
     def params_json(self, entry_path: str) -> dict[str, Any]:
         return self.params[entry_path].model_dump(mode="json")
+
+    def require_here(self) -> None:
+        """Raise ``MachineError`` unless this machine can run the study."""
+        if self.here:
+            raise MachineError(self.path, self.here)
 
 
 class _Checker:
     def __init__(self, spec: Spec, ctx: CheckContext):
         self.spec, self.ctx, self.registry = spec, ctx, ctx.registry
         self.issues: list[SpecIssue] = []
+        self.here: list[HereIssue] = []
         self.params: dict[str, Any] = {}
 
     def plugin(self, kind: PluginKind, name: str, path: str) -> Any | None:
@@ -443,6 +502,9 @@ class _Checker:
     def run_check(self, path: str, fn: Any, *args: Any) -> None:
         try:
             fn(*args)
+        except CannotRunHere as exc:
+            where = f"{path}.{exc.field}" if exc.field else path
+            self.here.append(HereIssue(exc.kind, exc.item, where, exc.message, exc.fix))
         except CheckFailed as exc:
             where = f"{path}.{exc.field}" if exc.field else path
             self.issues.append(SpecIssue(where, exc.message, None, exc.allowed))
@@ -462,25 +524,8 @@ class _Checker:
         parsed = self.params.get(key) or self.parse_params(plugin, raw, key)
         if parsed is None:
             return
-        if self.ctx.offline and not plugin.available_offline() and name not in self.spec.datasets:
-            offline = [n for n in self.registry.names("datasets") if _ready_offline(self.registry.get("datasets", n))]
-            self.issues.append(
-                SpecIssue(
-                    path,
-                    f"dataset {name!r} needs the hub, and this machine is offline",
-                    None,
-                    f"datasets available offline: {', '.join(offline) or '(none)'}, or a local file "
-                    "declared under [datasets.NAME]",
-                )
-            )
-            return
+        # A hub dataset's own check looks in the cache when the hub cannot be reached.
         self.run_check(path, plugin.check, parsed, split, self.ctx)
-
-
-def _ready_offline(dataset: Any) -> bool:
-    """Usable offline by name alone (loaders such as text-file need a [datasets.NAME] entry)."""
-    required = any(f.is_required() for f in dataset.Params.model_fields.values())
-    return dataset.available_offline() and not required
 
 
 def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
@@ -556,10 +601,19 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
     executor = c.plugin("executors", ex.executor, "execution.executor")
     if executor is not None and (parsed := c.parse_params(executor, ex.params, "execution.params")) is not None:
         c.run_check("execution.params", executor.check, parsed, ctx)
+    c.run_check("execution.device", _check_device, ex.device)
 
     if c.issues:
         raise SpecError(path, c.issues)
-    return ResolvedSpec(spec=spec, path=path, params=c.params, offline=ctx.offline)
+    return ResolvedSpec(spec=spec, path=path, params=c.params, offline=ctx.offline, here=tuple(c.here))
+
+
+def _check_device(device: str) -> None:
+    from lawlab import environment
+
+    missing = environment.missing_device(device)
+    if missing:
+        raise CannotRunHere(missing, kind="device", item=device, fix='device = "auto" (or "cpu"), or a machine with it')
 
 
 def load_spec(

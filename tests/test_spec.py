@@ -85,8 +85,6 @@ MALFORMED = [
     ("sizes-without-data", _edit('datasets = ["tiny-corpus"]\nsizes', "datasets = []\nsizes"), ["rft[0]", "need at least one dataset"]),
     ("unknown-rft-dataset", _edit('datasets = ["tiny-corpus"]\nsizes', 'datasets = ["tiny-corpsu"]\nsizes'),
      ["rft[0].datasets[0]", "Did you mean 'tiny-corpus'"]),
-    ("hub-dataset-offline", _edit('datasets = ["tiny-corpus"]\nsizes', 'datasets = ["wikitext2"]\nsizes'),
-     ["rft[0].datasets[0]", "needs the hub", "available offline"]),
     ("unknown-recipe", _edit('recipe = "lora"', 'recipe = "qlora"'), ["rft[0].recipe", "'qlora'"]),
     ("unknown-evaluator", _edit('evaluator = "cross-entropy"', 'evaluator = "crossentropy"'),
      ["evaluators[0].evaluator", "Did you mean 'cross-entropy'"]),
@@ -165,3 +163,56 @@ def test_structural_parse_needs_no_plugins(tmp_path):
     spec = parse_spec(apply_overrides(read_toml(path), [], path), path)
     assert spec.models[0].source == "tiny"
     assert spec.output_dir() == Path("x")
+
+
+# --------------------------------------------------------------------------- the spec vs this machine
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """Offline (as every test), with a hub cache that holds nothing."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
+def test_what_this_machine_lacks_is_not_a_spec_problem(tiny_spec, tmp_path, capsys, empty_hub_cache):
+    """validate says ok and lists each reason once; --here and run refuse (exit 2)."""
+    out = tmp_path / "out"
+
+    def lacking(text: str) -> str:
+        text = text.replace('datasets = ["tiny-corpus"]\nsizes', 'datasets = ["wikitext2", "alpaca"]\nsizes')
+        text = text.replace('params = { datasets = ["tiny-corpus"]', 'params = { datasets = ["wikitext2"]')
+        return text.replace('device = "cpu"', 'device = "cuda:99"')
+
+    spec = tiny_spec(lacking, output=out)
+    assert main(["validate", str(spec)]) == 0
+    printed = capsys.readouterr().out
+    assert "cannot run on this machine" in printed
+    assert printed.count("wikitext2 (Salesforce/wikitext@main)") == 1  # used three times, listed once
+    assert "alpaca (tatsu-lab/alpaca@main)" in printed
+    assert "a device this machine lacks: cuda:99" in printed
+    assert f"lawlab fetch {spec}" in printed
+    assert main(["validate", "--here", str(spec)]) == 2
+    assert main(["run", str(spec)]) == 2
+    assert "this machine cannot run it" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_spec_problems_still_fail_next_to_machine_ones(tiny_spec, capsys, empty_hub_cache):
+    def both(text: str) -> str:
+        text = text.replace('datasets = ["tiny-corpus"]\nsizes', 'datasets = ["wikitext2"]\nsizes')
+        return text.replace("ratios = [0.0, 0.25, 0.5]", "ratios = [1.5]")
+
+    assert main(["validate", str(tiny_spec(both))]) == 2
+    assert "methods[0].ratios" in capsys.readouterr().err
+
+
+def test_paper_spec_validates_offline_and_says_why_it_cannot_run_here(capsys, empty_hub_cache):
+    paper = Path(__file__).parents[1] / "specs" / "compression-laws-paper.toml"
+    assert main(["validate", str(paper)]) == 0
+    printed = capsys.readouterr().out
+    assert "cannot run on this machine" in printed
+    assert "models that need the hub: Qwen/Qwen2.5-0.5B@main" in printed
+    assert "datasets that need the hub: wikitext2" in printed
+    assert main(["validate", "--here", str(paper)]) == 2

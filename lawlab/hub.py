@@ -1,0 +1,231 @@
+"""The Hugging Face Hub as plugins meet it: one repository at one revision, resolved to
+its commit, downloaded into the hub cache, or found there when the hub cannot be reached.
+
+Everything goes through huggingface_hub, so ``HF_ENDPOINT`` (a mirror), the proxy
+variables, ``HF_TOKEN`` and ``HF_HOME`` work as they do for every other hub client, and
+the files land in the one cache that ``transformers``, ``datasets`` and a later
+``HF_HUB_OFFLINE=1`` run read. Errors become ``CheckFailed`` for what the spec names
+wrongly (no such repository or revision) and ``CannotRunHere`` for what this machine
+lacks (a network, a cached file), so ``lawlab validate`` can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lawlab import environment
+from lawlab.api import CannotRunHere, CheckFailed, Progress
+
+RepoType = Literal["model", "dataset"]
+COMMIT = re.compile(r"[0-9a-f]{40}")
+API_TIMEOUT = 10.0  # seconds per metadata request; the clients retry a few times on their own
+
+# What a causal LM needs from its repository: configs, safetensors weights, tokenizer files.
+# Top level only, so "original/consolidated.00.pth" and other formats never download.
+MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja")
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A hub repository at a revision, and the files of it a plugin needs."""
+
+    id: str
+    revision: str = "main"
+    type: RepoType = "model"
+    patterns: tuple[str, ...] = MODEL_FILES
+    top_level: bool = True
+    id_field: str = "id"
+    revision_field: str = "revision"
+
+    @property
+    def label(self) -> str:
+        return f"{self.id}@{self.revision}"
+
+    def wants(self, filename: str) -> bool:
+        if self.top_level and "/" in filename:
+            return False
+        return any(fnmatch.fnmatch(filename, p) for p in self.patterns)
+
+    def fetch_hint(self, why: str) -> str:
+        return f"{why}: where the hub answers, run `lawlab fetch {{spec}}` with the same HF_HOME (or copy its hub cache here)"
+
+
+def _kind(repo: Repo) -> str:
+    return "hub-model" if repo.type == "model" else "hub-dataset"
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_snapshot(repo: Repo) -> Path | None:
+    """The cached snapshot folder the revision points at (``snapshots/<commit>``), or None
+    when the revision was never resolved on this machine."""
+    folder = cache_root() / f"{repo.type}s--{repo.id.replace('/', '--')}"
+    commit = repo.revision
+    if not COMMIT.fullmatch(commit):
+        ref = folder / "refs" / repo.revision
+        if not ref.is_file():
+            return None
+        commit = ref.read_text().strip()
+    snapshot = folder / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def missing_model_files(folder: Path) -> list[str]:
+    """What a cached model snapshot lacks to load: config, every weight shard, a tokenizer."""
+    import json
+
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        missing += [s for s in shards if not (folder / s).is_file()]
+    elif not any(folder.glob("*.safetensors")):
+        missing.append("*.safetensors")
+    tokenizers = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if not any((folder / t).is_file() for t in tokenizers):
+        missing.append("tokenizer files")
+    return missing
+
+
+def require_cached(repo: Repo, needed: Callable[[Path], list[str]], why: str, item: str | None = None) -> Path:
+    """The cached snapshot with everything ``needed`` says it must hold, or CannotRunHere
+    naming the repository (or ``item``) and the command that fetches it."""
+    snapshot = cached_snapshot(repo)
+    if snapshot is None:
+        lacks = "is not in the hub cache"
+    else:
+        missing = needed(snapshot)
+        if not missing:
+            return snapshot
+        lacks = f"is only partly in the hub cache (missing {', '.join(missing[:3])})"
+    raise CannotRunHere(
+        f"{repo.type} {repo.label} {lacks} ({cache_root()}), and {why}",
+        kind=_kind(repo),
+        item=item or repo.label,
+        fix=repo.fetch_hint(why),
+        field=repo.id_field,
+    )
+
+
+def offline_reason() -> str:
+    if environment.hub_cache_only():
+        return "HF_HUB_OFFLINE is set (read the cache only)"
+    return f"the hub ({environment.hub_endpoint()}) cannot be reached"
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def _api() -> object:
+    environment.bound_hub_timeouts()
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+_resolved: dict[tuple[str, str, str], tuple[str, list[tuple[str, int | None]]]] = {}
+
+
+def resolve(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
+    """(commit, [(file, size)]) of the revision, asked of the hub once per process. A
+    repository or revision that does not exist is the spec's error; a network that fails
+    is the machine's."""
+    key = (repo.type, repo.id, repo.revision)
+    if key not in _resolved:
+        _resolved[key] = _ask(repo)
+    return _resolved[key]
+
+
+def _ask(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = _api().repo_info(  # type: ignore[attr-defined]
+            repo.id, revision=repo.revision, repo_type=repo.type, timeout=API_TIMEOUT, files_metadata=True
+        )
+    except GatedRepoError:
+        raise CheckFailed(
+            f"the {repo.type} {repo.id!r} is gated: accept its terms on its hub page, then log in",
+            field=repo.id_field,
+            allowed="`hf auth login`, or HF_TOKEN set to a token of an account with access",
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckFailed(
+            f"revision {repo.revision!r} does not exist in the {repo.type} {repo.id!r}",
+            field=repo.revision_field,
+            allowed="a branch, tag or commit of the repository (default: main)",
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckFailed(
+            f"no {repo.type} repository {repo.id!r} on {environment.hub_endpoint()}",
+            field=repo.id_field,
+            allowed="an existing repository id (a private one needs `hf auth login` or HF_TOKEN)",
+        ) from None
+    except Exception as exc:  # the network, a proxy or the mirror failed: this machine's problem
+        raise CannotRunHere(
+            f"the hub ({environment.hub_endpoint()}) did not answer for {repo.type} {repo.label}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            kind=_kind(repo),
+            item=repo.label,
+            fix="check HF_ENDPOINT and the proxy settings, or fetch where the hub answers: `lawlab fetch {spec}`",
+            field=repo.id_field,
+        ) from None
+    files = [(s.rfilename, getattr(s, "size", None)) for s in (info.siblings or [])]
+    return str(info.sha), files
+
+
+def download(repo: Repo, progress: Progress | None = None) -> Path:
+    """Download the files the repo wants at its revision (cached ones are not fetched
+    again) and return the snapshot folder, named by its commit. ``progress`` counts bytes."""
+    from huggingface_hub import hf_hub_download
+
+    _, listing = resolve(repo)
+    wanted = [(name, size) for name, size in listing if repo.wants(name)]
+    if not wanted:
+        raise CheckFailed(
+            f"the {repo.type} {repo.label} has no file matching {', '.join(repo.patterns)}",
+            field=repo.id_field,
+        )
+    if progress is not None:
+        progress.start(f"{repo.type} {repo.label}", total=sum(size or 0 for _, size in wanted) or None)
+    snapshot: Path | None = None
+    for name, size in wanted:
+        path = hf_hub_download(repo.id, name, revision=repo.revision, repo_type=repo.type, etag_timeout=API_TIMEOUT)
+        snapshot = Path(path).parents[len(Path(name).parts) - 1]
+        if progress is not None:
+            progress.advance(size or 0)
+    if progress is not None:
+        progress.done()
+    assert snapshot is not None
+    return snapshot
+
+
+def snapshot(repo: Repo, offline: bool, needed: Callable[[Path], list[str]], item: str | None = None) -> Path:
+    """The snapshot folder to read: from the cache when offline (CannotRunHere if it is
+    not complete there), else downloaded (only what is missing)."""
+    if offline:
+        return require_cached(repo, needed, offline_reason(), item)
+    return download(repo)
+
+
+def commit_now(repo: Repo, offline: bool) -> str | None:
+    """The commit the revision resolves to now: asked of the hub, or read from the cache
+    offline (None when it is not cached)."""
+    if COMMIT.fullmatch(repo.revision):
+        return repo.revision
+    if offline:
+        cached = cached_snapshot(repo)
+        return cached.name if cached is not None else None
+    return resolve(repo)[0]
