@@ -67,6 +67,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, help="write the results here (default: critical.json next to --fits)")
     p.set_defaults(func=cmd_critical)
 
+    p = subcommand(subparsers, "findings", "Answer the paper's research questions (RQ1-RQ5, laws) for a study.",
+                   "lawlab findings runs/quickstart --json findings.json")
+    p.add_argument("source", type=Path, help="a study's output folder or a results CSV (lawlab export)")
+    p.add_argument("--json", type=Path, help="also write the findings here as JSON")
+    p.set_defaults(func=cmd_findings)
+
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="a study's output folder, or a results CSV")
@@ -261,6 +267,16 @@ def _folds(cv: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- critical
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from lawlab.findings import study_findings
+
+    result = study_findings(args.source)
+    print(result.summary(), end="")
+    if args.json:
+        _write(args.json, result.to_dict())
+    return 0
 
 
 def cmd_critical(args: argparse.Namespace) -> int:
