@@ -222,6 +222,7 @@ def plan_as_json(plan: Any) -> dict[str, Any]:
         "experiments": plan.experiment_count(),
         "per_model": plan.summary_rows(),
         "skipped": [s.__dict__ for s in plan.skipped],
+        "memory": {name: m.to_dict() for name, m in plan.memory.items()},
         "cells": [
             {"key": c.key, "kind": c.kind, "parent": c.parent, "plugin": c.plugin, "label": c.label()}
             for c in plan.cells
@@ -250,6 +251,7 @@ def print_plan(plan: Any, *, cells: bool = False) -> None:
     console.print(f"{len(plan)} cells in all, including {base_evals} evaluations of the unpruned models.")
     for s in plan.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.method} on {s.model}: {s.reason}")
+    print_memory(plan)
     if cells:
         t = Table(title="Cells", title_justify="left")
         t.add_column("key")
@@ -257,6 +259,21 @@ def print_plan(plan: Any, *, cells: bool = False) -> None:
         for c in plan.cells:
             t.add_row(c.key, c.label())
         console.print(t)
+
+
+def print_memory(plan: Any) -> None:
+    """Each model's estimated peak memory (lawlab.memory), where its sizes are known."""
+    from lawlab.memory import GIB
+
+    if not plan.memory:
+        return
+    t = Table(title="Peak memory (estimated from the config)", title_justify="left")
+    for col in ("model", "parameters", "dtype", "device peak", "stage at the peak", "host peak"):
+        t.add_column(col, justify="left" if col in ("model", "dtype", "stage at the peak") else "right")
+    for name, m in plan.memory.items():
+        t.add_row(name, f"{m.params / 1e9:.2f}B", m.dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
+                  f"{m.peak_host / GIB:.1f} GiB")
+    console.print(t)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

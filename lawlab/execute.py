@@ -3,8 +3,12 @@
 The local scheduler walks the plan depth first per model (``plan.stage_order``): the base
 model is loaded once; each pruned model is made once, evaluated, then recovered with
 every RFT setting, and dropped before the next is made. Only the chain base → pruned →
-recovered is held in memory. A model that later cells still need is also written to
-the store as an artifact, so a killed study resumes without pruning or training again.
+recovered is held in memory, and of it only the working model is on the device: the
+others wait on the host, and a stage that changes a model gets a copy written from the
+host straight to the device (:class:`lawlab.models.Residency`), so a stage needs about one
+model's memory on the device (``lawlab plan`` prints the estimates). A model that later
+cells still need is also written to the store as an artifact, so a killed study resumes
+without pruning or training again.
 
 What a cell *does* lives in :class:`CellWorker` and does not depend on where it runs,
 so a distributed executor reuses it unchanged.
@@ -31,6 +35,7 @@ from typing import Any
 
 from lawlab import environment
 from lawlab.api import LoadedModel, Measurement, RunContext
+from lawlab.models import HOST, Residency, to_host
 from lawlab.plan import Cell, Plan, stage_order
 from lawlab.progress import StudyProgress
 from lawlab.store import Store
@@ -61,6 +66,8 @@ class CellWorker:
         self.seed = spec.study.seed
         self.offline = plan.spec.offline
         self.progress = progress
+        self.residency = Residency(device)  # the one working model on the device
+        self.evaluating = False  # a base model loaded now is borrowed, beside the model under test
         # base cell key -> its model, for evaluators that compare against it; an executor
         # that holds models sets it, otherwise the worker loads the base itself.
         self.base_provider: Any = None
@@ -119,17 +126,22 @@ class CellWorker:
 
     def _base(self, cell: Cell, ctx: RunContext) -> CellOutcome:
         source = self.registry.get("model_sources", cell.plugin)
+        if not self.evaluating:
+            self.residency.evict()  # sources load onto the device: make room first
         loaded = source.load(source.Params.model_validate(cell.params_dict()), ctx)
-        loaded.model.to(self.device)
+        if self.evaluating:
+            self.residency.borrow(loaded)
+        else:
+            self.residency.adopt(loaded)
         loaded.model.eval()
         prov = self.provenance(cell, "model_sources") | {"model": loaded.provenance}
         return CellOutcome(loaded, [], None, prov)
 
     def _prune(self, cell: Cell, parent: LoadedModel, ctx: RunContext) -> CellOutcome:
         pruner = self.registry.get("pruners", cell.plugin)
-        model = clone(parent)
+        model = self.residency.working_copy(parent)
         pruned = pruner.prune(model, cell.variant.ratio, pruner.Params.model_validate(cell.params_dict()), ctx)
-        pruned.model.to(self.device)
+        self.residency.adopt(pruned)
         pruned.model.eval()
         comp = pruned.compression.as_dict() if pruned.compression else None
         return CellOutcome(pruned, [], comp, self.provenance(cell, "pruners"))
@@ -141,10 +153,10 @@ class CellWorker:
         dataset = self.registry.get("datasets", ds_plugin)
         data = dataset.load(dataset.Params.model_validate(_thaw(ds_params)), "train", ctx)
         data = replace(data, name=cell.variant.rft_dataset)  # as the spec names it ([datasets.alpaca6])
-        model = clone(parent)
+        model = self.residency.working_copy(parent)
         params = recipe.Params.model_validate(cell.params_dict())
         recovered, measurements = recipe.train(model, data, cell.variant.size, params, ctx)
-        recovered.model.to(self.device)
+        self.residency.adopt(recovered)
         recovered.model.eval()
         prov = self.provenance(cell, "rft_recipes") | {
             "dataset": {"name": data.name, "split": data.split, "checksum": data.checksum, "source": data.source}
@@ -155,7 +167,16 @@ class CellWorker:
         evaluator = self.registry.get("evaluators", cell.plugin)
         params = evaluator.Params.model_validate(cell.params_dict())
         ctx.base = lambda: self.base_for(cell)
-        measurements = evaluator.evaluate(parent, params, ctx)
+        self.residency.working(parent)
+        get_base = getattr(ctx, "base", None)
+        if get_base is not None:  # the base model an evaluator compares against joins for this stage
+            ctx.base = lambda: self.residency.borrow(get_base())
+        self.evaluating = True
+        try:
+            measurements = evaluator.evaluate(parent, params, ctx)
+        finally:
+            self.evaluating = False
+            self.residency.end_stage()  # a model the evaluator borrowed goes back to the host
         return CellOutcome(None, list(measurements), None, self.provenance(cell, "evaluators"))
 
 
@@ -181,7 +202,8 @@ def seed_everything(seed: int) -> None:
 
 
 def clone(model: LoadedModel) -> LoadedModel:
-    """A deep copy, so that pruning or training a child never changes its parent."""
+    """A deep copy in the same place, so that changing it never changes ``model``. The
+    executors use :meth:`Residency.working_copy` instead, which copies from the host."""
     return LoadedModel(
         model=copy.deepcopy(model.model),
         tokenizer=model.tokenizer,
@@ -232,8 +254,13 @@ def save_model(model: LoadedModel, path: Path, registry: Any) -> None:
 
 
 def load_model(path: Path, ctx: RunContext) -> LoadedModel:
+    """An artifact, loaded on the host in ``ctx.dtype``; the stage that needs it on the
+    device puts it there (:class:`Residency`)."""
+    from dataclasses import replace
+
     from lawlab.api import Compression
 
+    ctx = replace(ctx, device=HOST)
     desc = json.loads((path / ARTIFACT_FILE).read_text())
     if desc["format"] == "hf":
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -248,7 +275,7 @@ def load_model(path: Path, ctx: RunContext) -> LoadedModel:
         loaded.compression = Compression(**{k: v for k, v in comp.items() if k not in derived})
     loaded.provenance = desc.get("provenance", {})
     loaded.history = desc.get("history", [])
-    loaded.model.to(ctx.device)
+    to_host(loaded.model)
     loaded.model.eval()
     return loaded
 
@@ -378,6 +405,7 @@ class LocalScheduler(ResumeRules):
                     summary.stopped_early = True
                     break
             self.prune_memory(cell)
+            self.settle()
         self.drop_all()
         self.progress.finish_study()
         return summary
@@ -402,13 +430,21 @@ class LocalScheduler(ResumeRules):
         return model
 
     def hold(self, cell: Cell, model: LoadedModel) -> None:
-        # Only one branch is held: entering a sibling drops the previous one.
-        for k in list(self.models):
-            if k != cell.key and k not in {a.key for a in self.plan.ancestors(cell.key)}:
-                release(self.models.pop(k))
+        self.drop_off_path(cell)
         self.models[cell.key] = model
 
+    def drop_off_path(self, cell: Cell) -> None:
+        """Only one branch is held: entering a sibling drops the previous one (before the
+        sibling runs, so its memory is free for it)."""
+        path = {cell.key, *(a.key for a in self.plan.ancestors(cell.key))}
+        for k in list(self.models):
+            if k not in path:
+                model = self.models.pop(k)
+                self.worker.residency.forget(model)
+                release(model)
+
     def run_cell(self, cell: Cell) -> None:
+        self.drop_off_path(cell)
         parent = self.obtain(cell.parent) if cell.parent else None
         self.store.record_attempt(cell.key, self.run_id)
         self.progress.cell_started(cell)
@@ -447,9 +483,19 @@ class LocalScheduler(ResumeRules):
             if self.store.has_artifact(k) and not self.subtree_pending(k):
                 self.store.remove_artifact(k)
 
+    def settle(self) -> None:
+        """After a stage, every held model but the working one is on the host, whatever a
+        plugin moved meanwhile."""
+        resident = self.worker.residency.resident
+        for model in self.models.values():
+            if model is not resident:
+                to_host(model.model)
+
     def drop_all(self) -> None:
         models = list(self.models.values())
         self.models.clear()
+        for model in models:
+            self.worker.residency.forget(model)
         release(*models)
 
     def base_model(self, key: str) -> LoadedModel:

@@ -1,19 +1,24 @@
-"""Loading models from disk, shared by the model sources and by artifact reloading.
+"""Models on disk and in memory: loading, hashing, GGUF conversion, and placement.
 
-Three jobs live here: loading an ordinary HF folder onto the run's device and dtype,
-hashing weight files (cached by path, size and mtime, so validating a spec twice does
-not read gigabytes twice), and turning a GGUF file into a cached HF folder once, because
-transformers needs one to three minutes to dequantise a GGUF and convert its tokenizer.
+Loading an ordinary HF folder onto the run's device and dtype; hashing weight files
+(cached by path, size and mtime, so validating a spec twice does not read gigabytes
+twice); turning a GGUF file into a cached HF folder once, because transformers needs one
+to three minutes to dequantise a GGUF and convert its tokenizer; and the memory plan's
+placement rules (:class:`Residency`): which model is on the device, which wait on the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import struct
 import time
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +263,143 @@ def load_gguf(path: str | Path, ctx: RunContext, provenance: dict[str, Any] | No
         **(provenance or {}),
     }
     return load_hf_folder(folder, ctx, prov)
+
+
+# --------------------------------------------------------------------------- placement
+#
+# The memory plan: one working model on the device at a time (plus, for one stage, a
+# model an evaluator borrows, such as the paired runtime's base); every other model the
+# scheduler holds waits on the host. Copies are made from the host copy straight into
+# device memory, never device to device, so a stage's device peak is one model plus what
+# the stage allocates. Every move goes through the functions below, so a test can watch.
+
+HOST = "cpu"
+_observers: list[Callable[[str, Any, str], None]] = []
+
+
+@contextlib.contextmanager
+def watching_placements(observer: Callable[[str, Any, str], None]) -> Iterator[None]:
+    """Call ``observer(event, module, device)`` on every move lawlab makes while inside:
+    ``"to_device"``, ``"to_host"``, or ``"copy"`` (a new module made on the device from a
+    host one)."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _notify(event: str, module: Any, device: str) -> None:
+    for observer in list(_observers):
+        observer(event, module, device)
+
+
+def to_device(module: Any, device: str) -> Any:
+    module.to(device)
+    _notify("to_device", module, device)
+    return module
+
+
+def to_host(module: Any) -> Any:
+    module.to(HOST)
+    _notify("to_host", module, HOST)
+    return module
+
+
+def copy_to_device(module: Any, device: str) -> Any:
+    """A deep copy of a module that lives on the host, its tensors written straight to
+    ``device`` (one device copy; no second host copy). Tied weights stay tied."""
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if id(t) in memo:
+            continue
+        if t.device.type != HOST:
+            raise RuntimeError(f"copy_to_device copies from the host; a tensor is on {t.device}")
+        new = t.detach().to(device, copy=True)
+        memo[id(t)] = torch.nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else new
+    out = copy.deepcopy(module, memo)
+    _notify("copy", out, device)
+    return out
+
+
+class Residency:
+    """Which model is the working one on the device; moves the others to the host.
+
+    Models are referred to weakly: a model the scheduler drops is gone from here too.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self._resident: weakref.ref[LoadedModel] | None = None
+        self._guests: list[weakref.ref[LoadedModel]] = []
+
+    @property
+    def resident(self) -> LoadedModel | None:
+        return self._resident() if self._resident is not None else None
+
+    def evict(self) -> None:
+        """Move the working model and any borrowed one to the host."""
+        for model in [self.resident, *self._live_guests()]:
+            if model is not None:
+                to_host(model.model)
+        self._resident, self._guests = None, []
+
+    def working(self, model: LoadedModel) -> LoadedModel:
+        """Make ``model`` (held on the host, or already here) the working model."""
+        if self.resident is not model:
+            self.evict()
+            to_device(model.model, self.device)
+            self._resident = weakref.ref(model)
+        return model
+
+    def adopt(self, model: LoadedModel) -> LoadedModel:
+        """A model a stage produced (loaded, pruned, recovered) becomes the working model."""
+        if self.resident is not None and self.resident is not model:
+            # the stage's input (its working copy) may differ from what it returned
+            self._resident = None
+        to_device(model.model, self.device)
+        self._resident = weakref.ref(model)
+        return model
+
+    def working_copy(self, model: LoadedModel) -> LoadedModel:
+        """A copy of ``model`` for a stage to change, on the device; ``model`` itself ends
+        on the host (the copy is made from there, never device to device)."""
+        self.evict()
+        to_host(model.model)  # a model the scheduler gave without this object placing it
+        copy = LoadedModel(
+            model=copy_to_device(model.model, self.device),
+            tokenizer=model.tokenizer,
+            model_type=model.model_type,
+            provenance=dict(model.provenance),
+            compression=model.compression,
+            format=model.format,
+            history=list(model.history),
+        )
+        self._resident = weakref.ref(copy)
+        return copy
+
+    def borrow(self, model: LoadedModel) -> LoadedModel:
+        """Put a second model on the device for the current stage only (the base model a
+        paired evaluator compares against); :meth:`end_stage` sends it back."""
+        if model is not self.resident and all(g() is not model for g in self._guests):
+            to_device(model.model, self.device)
+            self._guests.append(weakref.ref(model))
+        return model
+
+    def end_stage(self) -> None:
+        for model in self._live_guests():
+            to_host(model.model)
+        self._guests = []
+
+    def forget(self, model: LoadedModel) -> None:
+        """The scheduler dropped ``model``: nothing to move back."""
+        if self.resident is model:
+            self._resident = None
+        self._guests = [g for g in self._guests if g() is not model]
+
+    def _live_guests(self) -> list[LoadedModel]:
+        return [m for g in self._guests if (m := g()) is not None]

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from lawlab.api import CheckContext
+from lawlab.memory import known_config
 from lawlab.spec import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
 
 CellKind = Literal["base", "prune", "rft", "eval"]
@@ -100,6 +101,8 @@ class Plan:
     cells: tuple[Cell, ...]
     skipped: tuple[Skipped, ...] = ()
     families: Any = field(default_factory=lambda: MappingProxyType({}))  # model -> family
+    # model -> lawlab.memory.ModelMemory, for models whose sizes are known before loading
+    memory: Any = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_key", {c.key: c for c in self.cells})
@@ -224,13 +227,16 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                     add_evals(v, key)
 
     families: dict[str, str] = {}
+    configs: dict[str, Any] = {}  # model -> config.json, where known before loading
     for i, m in enumerate(spec.models):
         families[m.name] = family_of(m.name, m.family)
         source = registry.get("model_sources", m.source)
         src_params = resolved.params[f"models[{i}].params"]
         model_type = m.model_type or source.model_type(src_params, ctx)
         identity = source.identity(src_params, ctx)
-        config = source.config(src_params, ctx)  # None when sizes cannot be known before loading
+        # None when sizes cannot be known before loading; a hub model of the paper's is known
+        config = source.config(src_params, ctx) or known_config(identity)
+        configs[m.name] = config
         if config is not None:
             for i, e in enumerate(spec.evaluators):
                 evaluator = registry.get("evaluators", e.evaluator)
@@ -277,6 +283,8 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                 add_evals(v, key)
                 add_rft(v, key)
 
+    memory = plan_memory(resolved, registry, configs, skipped)
+    issues += memory_issues(resolved, memory)
     if issues:
         raise SpecError(resolved.path, issues)
     return Plan(
@@ -285,7 +293,74 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         cells=tuple(cells.values()),
         skipped=tuple(skipped),
         families=MappingProxyType(families),
+        memory=MappingProxyType(memory),
     )
+
+
+def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], skipped: list[Skipped]) -> dict[str, Any]:
+    """Each model's memory estimate per stage (:mod:`lawlab.memory`), where its config is known."""
+    from lawlab.memory import Shapes, StageRequest, compute_dtype, estimate_model
+
+    spec = resolved.spec
+    ex = spec.execution
+    on_gpu = ex.device.startswith("cuda") or (ex.device == "auto" and _gpu_known(ex))
+    dtype = compute_dtype(ex.dtype, on_gpu)
+    out = {}
+    for m in spec.models:
+        shapes = Shapes.from_config(configs[m.name]) if configs.get(m.name) else None
+        if shapes is None:
+            continue
+        not_here = {s.method for s in skipped if s.model == m.name}
+        stages = [
+            StageRequest("prune", meth.method, resolved.params[f"methods[{j}].params"],
+                         calibration=registry.get("pruners", meth.method).calibration)
+            for j, meth in enumerate(spec.methods)
+            if (meth.models is None or m.name in meth.models) and meth.key not in not_here
+            and any(r > 0 for r in meth.ratios)
+        ]
+        stages += [StageRequest("rft", r.recipe, resolved.params[f"rft[{i}].params"])
+                   for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes)]
+        stages += [StageRequest("eval", e.evaluator, resolved.params[f"evaluators[{i}].params"],
+                                evaluator_kind=registry.get("evaluators", e.evaluator).kind)
+                   for i, e in enumerate(spec.evaluators)]
+        out[m.name] = estimate_model(m.name, shapes, dtype, stages)
+    return out
+
+
+def _gpu_known(ex: Any) -> bool:
+    from lawlab.memory import device_capacity
+
+    return ex.device_memory_gb is not None or device_capacity(ex.device, None) is not None
+
+
+def memory_issues(resolved: ResolvedSpec, memory: dict[str, Any]) -> list[SpecIssue]:
+    """A model whose estimated device peak exceeds the device it will run on, when known."""
+    from lawlab.memory import GIB, USABLE_FRACTION, device_capacity
+
+    ex = resolved.spec.execution
+    if not memory or ex.device in ("cpu", "mps"):
+        return []
+    capacity = device_capacity(ex.device, ex.device_memory_gb)
+    if capacity is None:
+        return []
+    issues = []
+    for i, m in enumerate(resolved.spec.models):
+        est = memory.get(m.name)
+        if est is None or est.peak_device <= capacity.usable:
+            continue
+        peak = est.peak
+        issues.append(
+            SpecIssue(
+                f"models[{i}]",
+                f"model {m.name!r} needs about {peak.device / GIB:.1f} GiB on the device at its peak "
+                f"({peak.stage}: {peak.explain()}), more than the {USABLE_FRACTION:.0%} of the device lawlab "
+                f"counts on ({capacity.usable / GIB:.1f} GiB of {capacity.source})",
+                None,
+                "a smaller batch_size or sequence length for that stage (RFT keeps its step with grad_accumulation), "
+                "or a device with more memory",
+            )
+        )
+    return issues
 
 
 def stage_order(plan: Plan) -> list[Cell]:

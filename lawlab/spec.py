@@ -171,6 +171,12 @@ class Execution(Strict):
         "cache only; no: always the hub. LAWLAB_OFFLINE=1/0 overrides auto.",
     )
 
+    device_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of the GPU the study will run on, in GiB (80 for an A100-80GB): validate refuses a "
+        "model whose estimated peak exceeds it. None: the visible GPU's, when there is one.",
+    )
 
     @field_validator("device")
     @classmethod

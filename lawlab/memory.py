@@ -1,0 +1,324 @@
+"""Memory estimates from a model's config alone: what each stage of a study needs on the
+device and on the host, before anything is loaded.
+
+The executor's memory plan (see :mod:`lawlab.execute`) keeps one working model on the
+device; the base model and the pruned parent wait on the host. So a stage's device peak
+is one model's weights plus what the stage itself allocates, and the host holds at most
+the base, the pruned parent, one artifact shard being written, and the process itself.
+
+With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one forward pass
+(batch × sequence), ``V`` the vocabulary, ``b`` the bytes of the compute dtype:
+
+- load: ``W``.
+- prune, calibration-free: ``W`` + one layer's FFN (the replacement is built beside it).
+- prune, calibration-based: ``W`` + the calibration activations (two copies of samples ×
+  length × hidden in the model dtype) + one layer's forward; float64 work on the host.
+- RFT (LoRA): ``W`` + LoRA state (16 bytes per LoRA parameter: fp32 weights, gradients,
+  two AdamW moments) + activations saved for backward, ``T · layers · A`` with
+  ``A = (16·hidden + 5·intermediate + 2·kv_dim)·b + 2·hidden·(4 − b)`` bytes (measured on
+  CPU with autograd's saved-tensor hooks, LoRA on every projection, dropout on) + logits
+  (``T · V · (b + 12)``: the logits, their fp32 copy, log-softmax and its gradient).
+- evaluation: ``W`` + logits (``T · V · (b + 4)``) + the KV cache + one layer's
+  activations; the paired runtime evaluator holds the base model too (``+ W_base``).
+
+Plugins' parameters are read by their common names (``batch_size``, ``max_length``,
+``window``, ``rank``, ``calibration_samples``...), so the estimate follows a spec's
+settings without knowing any plugin by name. Numbers are bytes; reports use GiB.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GIB = 2**30
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+# What the CUDA context, the caching allocator's fragmentation and the libraries take
+# beyond the tensors counted here: a study is refused above this share of the device.
+USABLE_FRACTION = 0.92
+PROCESS_HOST_BYTES = 3 * GIB  # python, torch, transformers, tokenizers, lm-eval loaded
+SHARD_BYTES = 5 * GIB  # save_pretrained's default shard, staged on the host while saving
+# Tokens assumed per request of an extrinsic benchmark with no declared length: the
+# paper's zero-shot tasks stay under it, bar the longest MMLU prompts (peaks grow linearly).
+LONGEST_REQUEST = 1024
+
+# Published configs of the paper's models, so plans work with no hub (config.json fields).
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "Qwen/Qwen2.5-0.5B": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                              num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                              tie_word_embeddings=True, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-1.5B": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                              num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                              tie_word_embeddings=True, max_position_embeddings=131072),
+    "Qwen/Qwen2.5-3B": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                            num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
+                            tie_word_embeddings=True, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-7B": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                            num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                            tie_word_embeddings=False, max_position_embeddings=131072),
+    "Qwen/Qwen2.5-14B": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                             num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
+                             tie_word_embeddings=False, max_position_embeddings=131072),
+    "meta-llama/Llama-3.2-1B": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                    num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                                    tie_word_embeddings=True, max_position_embeddings=131072),
+    "meta-llama/Llama-3.2-3B": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                                    num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                                    tie_word_embeddings=True, max_position_embeddings=131072),
+    "meta-llama/Meta-Llama-3-8B": dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
+                                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                       vocab_size=128256, tie_word_embeddings=False, max_position_embeddings=8192),
+    "HuggingFaceTB/SmolLM2-135M": dict(model_type="llama", hidden_size=576, intermediate_size=1536,
+                                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                       vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192),
+}
+
+
+def known_config(identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The published config of a model a source names by hub id, or None."""
+    repo = identity.get("id")
+    return dict(KNOWN_CONFIGS[repo]) if isinstance(repo, str) and repo in KNOWN_CONFIGS else None
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The sizes of a decoder-only transformer that memory depends on."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    max_positions: int = 4096
+    qkv_bias: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Shapes | None:
+        """From config.json's fields (``text_config`` too); None when sizes are missing."""
+        config = config.get("text_config") or config
+        try:
+            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+            return cls(
+                hidden=hidden,
+                intermediate=int(config["intermediate_size"]),
+                layers=int(config["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                vocab=int(config["vocab_size"]),
+                tied=bool(config.get("tie_word_embeddings", True)),
+                max_positions=int(config.get("max_position_embeddings") or 4096),
+                qkv_bias=config.get("model_type") == "qwen2" or bool(config.get("attention_bias")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def layer_params(self) -> int:
+        q = self.heads * self.head_dim
+        attn = self.hidden * (q + 2 * self.kv_dim) + q * self.hidden
+        if self.qkv_bias:
+            attn += q + 2 * self.kv_dim
+        return attn + 3 * self.hidden * self.intermediate + 2 * self.hidden  # + two norms
+
+    @property
+    def params(self) -> int:
+        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
+        return embeddings + self.layers * self.layer_params + self.hidden
+
+    def lora_params(self, rank: int) -> int:
+        """LoRA on every attention and MLP projection: rank · (in + out) each."""
+        q = self.heads * self.head_dim
+        per_layer = (self.hidden + q) * 2 + (self.hidden + self.kv_dim) * 2 + 3 * (self.hidden + self.intermediate)
+        return self.layers * rank * per_layer
+
+    def train_activation_bytes(self, b: int) -> int:
+        """Bytes saved for backward per token and layer in LoRA training (see module doc)."""
+        return (16 * self.hidden + 5 * self.intermediate + 2 * self.kv_dim) * b + 2 * self.hidden * (4 - b) + 256
+
+    def kv_cache_bytes(self, tokens: int, b: int) -> int:
+        return 2 * self.layers * self.kv_dim * tokens * b
+
+    def layer_forward_bytes(self, tokens: int, b: int) -> int:
+        """One layer's transient activations in inference (residual, q/k/v, MLP)."""
+        return tokens * (4 * self.hidden + 2 * self.kv_dim + 3 * self.intermediate) * b
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    """One stage's estimated peak: device and host bytes, and the device terms by name."""
+
+    stage: str  # "load", "prune slicegpt", "rft lora", "eval cross-entropy"
+    device: int
+    host: int
+    terms: Mapping[str, int] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        return " + ".join(f"{name} {v / GIB:.1f}" for name, v in self.terms.items()) + " GiB"
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """A model's estimates for every stage a study runs on it."""
+
+    model: str
+    params: int
+    dtype: str
+    stages: tuple[StageMemory, ...]
+
+    @property
+    def weights(self) -> int:
+        return self.params * DTYPE_BYTES[self.dtype]
+
+    @property
+    def peak(self) -> StageMemory:
+        return max(self.stages, key=lambda s: s.device)
+
+    @property
+    def peak_device(self) -> int:
+        return self.peak.device
+
+    @property
+    def peak_host(self) -> int:
+        return max(s.host for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "params": self.params,
+            "dtype": self.dtype,
+            "weights_bytes": self.weights,
+            "peak_device_bytes": self.peak_device,
+            "peak_stage": self.peak.stage,
+            "peak_host_bytes": self.peak_host,
+            "stages": [{"stage": s.stage, "device_bytes": s.device, "host_bytes": s.host, "terms": dict(s.terms)}
+                       for s in self.stages],
+        }
+
+    def summary(self) -> str:
+        lines = [f"{self.model}: {self.params / 1e9:.2f}B parameters in {self.dtype}, "
+                 f"peak {self.peak_device / GIB:.1f} GiB on the device ({self.peak.stage}), "
+                 f"{self.peak_host / GIB:.1f} GiB on the host"]
+        lines += [f"  {s.stage:28} {s.device / GIB:7.1f} GiB = {s.explain()}" for s in self.stages]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """A stage to estimate: its kind, the plugin's name, its parameters (a dict or a
+    pydantic model) and what the plugin declares about itself."""
+
+    kind: str  # "prune", "rft" or "eval"
+    plugin: str
+    params: Any = None
+    calibration: bool = False  # pruners: calibration-based
+    evaluator_kind: str = ""  # evaluators: intrinsic, extrinsic, runtime
+
+
+def _param(params: Any, name: str, default: Any) -> Any:
+    if params is None:
+        return default
+    value = params.get(name) if isinstance(params, Mapping) else getattr(params, name, None)
+    return default if value is None else value
+
+
+def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequest]) -> ModelMemory:
+    """Every stage's estimate for one model (the base load first)."""
+    b = DTYPE_BYTES[dtype]
+    weights = shapes.params * b
+    held = weights + min(weights, SHARD_BYTES) + PROCESS_HOST_BYTES  # base on the host, a shard being saved
+    out = [StageMemory("load", weights, weights + PROCESS_HOST_BYTES, {"weights": weights})]
+    for req in stages:
+        terms: dict[str, int] = {"weights": weights}
+        host = held + weights  # the pruned parent waits on the host beside the base
+        if req.kind == "prune":
+            host = held
+            if req.calibration:
+                samples = int(_param(req.params, "calibration_samples", 128))
+                length = int(_param(req.params, "calibration_seqlen", 2048))
+                batch = int(_param(req.params, "batch_size", 8))
+                terms["calibration activations"] = 2 * samples * length * shapes.hidden * b
+                terms["layer forward"] = shapes.layer_forward_bytes(batch * length, b)
+                host += 8 * (shapes.layer_params + 3 * shapes.hidden**2)  # one layer and the PCA in float64
+            else:
+                terms["one FFN rebuilt"] = 3 * shapes.hidden * shapes.intermediate * b
+        elif req.kind == "rft":
+            rank = int(_param(req.params, "rank", 16))
+            tokens = int(_param(req.params, "batch_size", 4)) * int(_param(req.params, "max_length", 1024))
+            terms["LoRA state"] = 16 * shapes.lora_params(rank)
+            terms["activations"] = tokens * shapes.layers * shapes.train_activation_bytes(b)
+            terms["logits"] = tokens * shapes.vocab * (b + 12)
+        elif req.kind == "eval":
+            if req.evaluator_kind == "runtime":
+                batch = int(_param(req.params, "benchmark_batch_size", 8))
+                length = LONGEST_REQUEST if _param(req.params, "benchmark", True) else int(
+                    _param(req.params, "prompt_tokens", 256)) + int(_param(req.params, "decode_tokens", 32))
+                if _param(req.params, "paired", False):
+                    terms["base model"] = weights
+            elif req.evaluator_kind == "intrinsic":
+                batch = int(_param(req.params, "batch_size", 4))
+                length = int(_param(req.params, "window", _param(req.params, "max_length", 1024)))
+            else:
+                batch = int(_param(req.params, "batch_size", 8))
+                length = int(_param(req.params, "max_length", LONGEST_REQUEST))
+            tokens = batch * min(length, shapes.max_positions)
+            terms["logits"] = tokens * shapes.vocab * (b + 4)
+            terms["KV cache"] = shapes.kv_cache_bytes(tokens, b)
+            terms["layer forward"] = shapes.layer_forward_bytes(tokens, b)
+        out.append(StageMemory(f"{req.kind} {req.plugin}", sum(terms.values()), host, terms))
+    return ModelMemory(name, shapes.params, dtype, tuple(out))
+
+
+# --------------------------------------------------------------------------- the device
+
+
+@dataclass(frozen=True)
+class DeviceCapacity:
+    bytes: int
+    source: str  # where the number comes from, for messages
+
+    @property
+    def usable(self) -> int:
+        return int(self.bytes * USABLE_FRACTION)
+
+
+def device_capacity(device_setting: str, declared_gb: float | None) -> DeviceCapacity | None:
+    """The memory of the device a study will run on, when known: as declared in the spec,
+    else the visible NVIDIA GPU's (torch is imported only when the driver is there)."""
+    if declared_gb is not None:
+        return DeviceCapacity(int(declared_gb * GIB), f"{declared_gb:g} GiB declared in execution.device_memory_gb")
+    if device_setting not in ("auto",) and not device_setting.startswith("cuda"):
+        return None
+    if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    index = int(device_setting.split(":")[1]) if ":" in device_setting else (torch.cuda.current_device())
+    props = torch.cuda.get_device_properties(index)
+    return DeviceCapacity(int(props.total_memory), f"{props.total_memory / GIB:.1f} GiB of {props.name} (cuda:{index})")
+
+
+def compute_dtype(dtype_setting: str, on_gpu: bool) -> str:
+    """The dtype estimates assume: as set, else what ``auto`` resolves to (bfloat16 on a
+    GPU, float32 on the CPU)."""
+    if dtype_setting != "auto":
+        return dtype_setting
+    return "bfloat16" if on_gpu else "float32"
