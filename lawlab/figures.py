@@ -208,6 +208,7 @@ def figure_runtime(study: StudyData) -> Drawing:
     by_model = fits_for(study, "runtime", "model")
     pooled = fits_for(study, "runtime", "pooled")
     law_of = {f.group["value"]: f for f in by_model}
+    paired = all(r["metric"] == "relative_time" for r in rows)
     fig, axes = new_figure(1, 2)
     ax_s, ax_x = axes[0]
     grid = ratio_grid(rows)
@@ -223,6 +224,10 @@ def figure_runtime(study: StudyData) -> Drawing:
             if base:
                 ax_x.plot(list(curve), [base / v for v in curve.values()], color=colour(mi), marker=marker(mi),
                           linestyle=linestyle(ki), markersize=4, label=f"{model} · {method}")
+                for r in mine:  # a paired ratio's interval, as a speedup
+                    ci = r["details"].get("ci") if paired and r["method"] else None
+                    if ci:
+                        ax_x.plot([r["ratio"]] * 2, [base / ci[1], base / ci[0]], color=colour(mi), linewidth=1)
         fit = law_of.get(model) or (pooled[0] if pooled else None)
         S0 = next((r["L0"] for r in rows if r["model"] == model and r["L0"]), None)
         if fit is not None and S0:
@@ -231,7 +236,7 @@ def figure_runtime(study: StudyData) -> Drawing:
             ax_s.plot(grid, S, color=colour(mi), linewidth=1.2, alpha=0.8,
                       label=f"{model}: {which} law β = {fit.theta.get('beta', float('nan')):.2f}")
     ax_s.set_xlabel("nominal compression ratio r")
-    ax_s.set_ylabel(UNITS["runtime"])
+    ax_s.set_ylabel("time relative to the unpruned model (×)" if paired else UNITS["runtime"])
     ax_s.set_title("runtime: measured (markers), fitted law (lines)")
     ax_x.axhline(1.0, color="grey", linewidth=0.8)
     ax_x.set_xlabel("nominal compression ratio r")
@@ -239,8 +244,11 @@ def figure_runtime(study: StudyData) -> Drawing:
     ax_x.set_title("speedup over the unpruned model")
     legend_below(fig, [ax_s, ax_x], ncol=3)
     law = "; no runtime law was fitted" if not (by_model or pooled) else ""
-    caption = ("Total forward time over the benchmark for each model and method; lines on the left are the fitted "
-               f"runtime law S = S0·C·(1+r)^β{law}. Right: measured speedup relative to the unpruned model.")
+    what = ("Time of a fixed workload relative to the unpruned model, both timed alternately in the same cell "
+            "(median of the rounds' ratios)" if paired else "Total forward time over the benchmark")
+    caption = (f"{what} for each model and method; lines on the left are the fitted runtime law "
+               f"S = S0·C·(1+r)^β{law}. Right: speedup relative to the unpruned model"
+               + (", with the paired ratio's interval." if paired else "."))
     return Drawing(name, title, caption, fig)
 
 

@@ -425,12 +425,16 @@ def _falls(betas: dict[str, dict[str, Any]]) -> Part:
 
 def _small_model_range(cells: list[dict[str, Any]], seed: int) -> Part:
     name = "24-35% faster at r = 0.5-0.9"
-    mid = [c["reduction"] for c in cells if 0.5 <= c["r"] <= 0.9]
+    chosen = [c for c in cells if 0.5 <= c["r"] <= 0.9]
+    mid = [c["reduction"] for c in chosen]
     if not mid:
         return Part(name, "undetermined", "no runtime results at r = 0.5-0.9", reason="no ratio in 0.5-0.9")
     m, lo, hi = bootstrap_mean(mid, seed)
-    if not math.isfinite(lo):
-        lo = hi = m
+    if len(chosen) == 1:  # one cell: its own paired interval, when it has one
+        lo, hi = chosen[0]["reduction_ci"] or (math.nan, math.nan)
+        if not math.isfinite(lo):
+            reason = "one cell at r = 0.5-0.9 and no interval for it"
+            return Part(name, "undetermined", f"time reduction {m:.1%} ({reason})", reason=reason)
     verdict = "inconsistent" if hi < 0.24 or lo > 0.35 else "consistent"
     summary = f"mean time reduction at r = 0.5-0.9: {_pct(m, lo, hi)} over {len(mid)} cell(s) (paper: 24-35%)"
     reason = "" if verdict == "consistent" else ("less" if hi < 0.24 else "more") + " than the paper's range"

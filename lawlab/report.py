@@ -31,18 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lawlab.figures import GREEK, Drawing, fits_for, preferred
+from lawlab.findings import COMPARED_FORMS, TITLES, Findings, findings
 
 if TYPE_CHECKING:  # pragma: no cover
     from lawlab.fit import ComparisonTable, FitResult
     from lawlab.plugins import Registry
     from lawlab.spec import LawEntry
 
-# The forms the paper puts side by side in Table 1 (eq. 1 and its ablations) and the talk's form.
-COMPARED_FORMS = {
-    "intrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
-    "extrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
-    "runtime": ("runtime-law", "ablation-r"),
-}
 SIGMAS = {"extrinsic": (0.5, 0.6, 0.7, 0.8, 0.9), "intrinsic": (1.1, 1.25, 1.5, 2.0, 3.0)}
 LISTED_CELLS = 40  # cells left or failed shown by name; the rest are counted
 
@@ -165,6 +160,7 @@ class StudyData:
     cells: list[dict[str, Any]]  # every stored cell row, provenance parsed
     plan: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    findings: Findings | None = None
 
     def law_order(self, key: str) -> int:
         keys = [law.key for law in self.laws]
@@ -206,6 +202,7 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
     )
     study.fits, study.fits_source = load_fits(study, registry)
     study.comparisons = compare_all(study, registry)
+    study.findings = findings(rows, source=str(root), seed=int(spec.get("study", {}).get("seed", 0)))
     return study
 
 
@@ -533,6 +530,11 @@ def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], lis
     counts = study.status["counts"]
     total = sum(counts.values())
 
+    if study.findings is not None:
+        sec, table = findings_section(study.findings)
+        sections.append(sec)
+        tables.append(table)
+
     head = Section("summary", "Summary")
     desc = study.spec.get("study", {}).get("description")
     if desc:
@@ -597,6 +599,29 @@ def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], lis
     prov.pre(f"The spec (hash {study.meta.get('spec_hash') or '?'})", json.dumps(study.spec, indent=2))
     sections.append(prov)
     return sections, tables
+
+
+def findings_section(f: Findings) -> tuple[Section, Table]:
+    """The paper's questions answered for this study: a verdict table, then each answer's parts."""
+    sec = Section("findings", "Findings: the paper's questions")
+    sec.p("Each row tests one of the paper's claims on this study's numbers: consistent, inconsistent, or "
+          "undetermined with the reason (docs/findings.md says how each is decided). The same answers, with all "
+          "their numbers, are in findings.json and come from `lawlab findings`.")
+    cells, records = [], []
+    for key, a in f.answers.items():
+        cells.append([TITLES[key], a.verdict, a.claim, a.reason])
+        records.append({"question": key, "verdict": a.verdict, "claim": a.claim, "reason": a.reason,
+                        "intervals": a.ci})
+    table = Table("findings", "Verdicts", ["question", "verdict", "the paper's claim", "reason"], cells, records,
+                  "Verdicts against the paper's claims; intervals are described under each answer.")
+    sec.table(table)
+    for key, a in f.answers.items():
+        sec.p(f"{TITLES[key]}: {a.verdict}.")
+        sec.items([f"{p.name} ({p.verdict}): {p.summary}" for p in a.parts] + list(a.notes)
+                  + ([f"Intervals: {a.ci}."] if a.ci else []))
+    for n in f.notes:
+        sec.warn(n)
+    return sec, table
 
 
 def missing_items(study: StudyData) -> list[str]:
@@ -770,6 +795,8 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
     for t in tables:
         write_atomic(folder / "tables" / f"{t.name}.csv", table_csv(t))
     write_atomic(folder / "report.md", render_markdown(study, sections))
+    if study.findings is not None:
+        write_atomic(folder / "findings.json", json.dumps(study.findings.to_dict(), indent=2))
     path = folder / "index.html"
     write_atomic(path, render_html(study, sections, pngs))
     if console is not None:

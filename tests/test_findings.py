@@ -312,3 +312,21 @@ def test_findings_command_on_a_run_folder(tmp_path, capsys):
 def test_findings_of_a_missing_path_is_a_usage_error(tmp_path, capsys):
     assert main(["findings", str(tmp_path / "nothing")]) == 2
     assert "no such study folder or results CSV" in capsys.readouterr().err
+
+
+def test_the_report_shows_the_findings_first(tmp_path):
+    from test_report import build_store
+
+    from lawlab.report import write_report
+
+    build_store(tmp_path / "run")
+    html = write_report(tmp_path / "run").read_text()
+    assert html.index('id="findings"') < html.index('id="summary"') < html.index('id="figures"')
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Findings: the paper's questions"
+    assert "| RQ2, speed | consistent |" in md
+    saved = json.loads((tmp_path / "run" / "report" / "findings.json").read_text())
+    assert saved["rq2"]["verdict"] == "consistent"
+    with (tmp_path / "run" / "report" / "tables" / "findings.csv").open() as fh:
+        assert [r["question"] for r in csv.DictReader(fh)] == ["rq1", "rq2", "rq3", "rq4", "rq5", "laws"]
