@@ -321,9 +321,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lawlab.report import write_report
+    import contextlib
 
-    path = write_report(args.output, registry=_registry(args))
+    from lawlab.report import write_report
+    from lawlab.store import DB_NAME
+
+    # the fitters' and matplotlib's warnings go to the study's log, as in `lawlab run`
+    is_study = (args.output / DB_NAME).is_file()
+    with terminal.capture(args.output / terminal.LOG_NAME, verbose=args.verbose) if is_study else (
+        contextlib.nullcontext()
+    ):
+        path = write_report(args.output, registry=_registry(args))
     console.print(f"report: {path}")
     return EXIT_OK
 

@@ -152,7 +152,7 @@ def capture(path: Path, *, verbose: bool = False) -> Iterator[RunLog]:
     path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     log = RunLog(path, log_fd)
-    log.write(f"run started (pid {os.getpid()}): {' '.join(sys.argv)}")
+    log.write(f"started: {' '.join(sys.argv)} (pid {os.getpid()})")
     _flush_std()
     try:
         terminal = os.dup(2)
@@ -181,7 +181,7 @@ def capture(path: Path, *, verbose: bool = False) -> Iterator[RunLog]:
             os.dup2(terminal, 2)
         if tee is not None:
             tee.join(timeout=5)  # a child still holding the pipe keeps it open: do not wait for it
-        log.write("run ended")
+        log.write("ended")
         if tee is None or not tee.is_alive():  # a live tee still writes to both: leave them open
             if terminal is not None:
                 os.close(terminal)

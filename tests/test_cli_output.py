@@ -136,7 +136,7 @@ def test_quickstart_shaped_run_prints_no_library_output(quickstart_shaped):
         assert not NOISE_ON_TERMINAL.search(shown), NOISE_ON_TERMINAL.search(shown).group(0) + "\n" + shown
         assert run.stderr == ""
     log = (output / "lawlab.log").read_text()
-    assert log.count("run started") == 2 and log.count("run ended") == 2
+    assert log.count("lawlab: started: ") == 2 and log.count("lawlab: ended") == 2
     assert "start eval lm-eval: tiny-llama / slicegpt@0.5" in log  # each cell, for what follows it
     counts = final_counts(first.stdout)
     assert counts["run"] == counts["total"] and counts["already done"] == 0 and counts["failed"] == 0
@@ -278,3 +278,11 @@ def test_jsonl_export_nests_details(noisy_study, tmp_path):
     with (out / "results.csv").open() as fh:  # the flat formats keep a JSON string
         assert json.loads(next(csv.DictReader(fh))["details"]) == rows[0]["details"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_report_writes_to_the_study_log_too(noisy_study, capsys):
+    out = noisy_study[0]
+    assert main(["report", str(out)]) == 0
+    assert "report: " in capsys.readouterr().out
+    last = (out / "lawlab.log").read_text().splitlines()[-2:]
+    assert last[0].split("lawlab: ")[1].startswith("started: ") and last[1].endswith("lawlab: ended")
