@@ -168,9 +168,23 @@ def test_summary_says_once_why_forms_are_not_ranked(quickstart_shaped):
 # --------------------------------------------------------------------------- where the noise goes
 
 
-def run_noisy(folder: Path, *flags: str, fail: bool = False) -> tuple[subprocess.CompletedProcess, str]:
-    spec = write_spec(folder, NOISY, "noisy", fail=str(fail).lower())
-    done = lawlab(["--plugin", "noisy_plugin", "run", str(spec), *flags], cwd=folder)
+# A method the model does not support, skipped at plan time: the run says so once.
+UNSUPPORTED = """
+[[methods]]
+method = "llama-only"
+ratios = [0.5]
+"""
+
+
+def run_noisy(folder: Path, *flags: str, fail: bool = False, unsupported: bool = False
+              ) -> tuple[subprocess.CompletedProcess, str]:
+    text = NOISY
+    if unsupported:
+        text = text.replace('model_type = "llama"', 'model_type = "qwen2"').replace(
+            'device = "cpu"', 'device = "cpu"\non_unsupported = "skip"') + UNSUPPORTED
+    spec = write_spec(folder, text, "noisy", fail=str(fail).lower())
+    plugins = ["--plugin", "noisy_plugin", "--plugin", "lawlab_test_plugins"]
+    done = lawlab([*plugins, "run", str(spec), *flags], cwd=folder)
     return done, (folder / "noisy" / "lawlab.log").read_text()
 
 
@@ -194,14 +208,15 @@ def test_library_output_goes_to_the_log(noisy_study):
 
 
 def test_verbose_shows_it_too_and_a_failing_cell_is_reported_and_counted(tmp_path):
-    done, log = run_noisy(tmp_path, "-v", fail=True)
+    done, log = run_noisy(tmp_path, "-v", fail=True, unsupported=True)
     assert done.returncode == 1
     for message in NOISE.values():
         assert message in done.stderr and message in log
     assert "the noisy evaluator was told to fail" in done.stdout  # lawlab's own report of it
     assert "Traceback" not in done.stdout + done.stderr
     assert final_counts(done.stdout) == {"total": 2, "run": 1, "already done": 0, "failed": 1}
-    again, _ = run_noisy(tmp_path, "--no-report", fail=True)
+    assert done.stdout.count("not planned: llama-only on tiny-llama: only llama is supported") == 1
+    again, _ = run_noisy(tmp_path, "--no-report", fail=True, unsupported=True)
     assert again.returncode == 1
     assert final_counts(again.stdout) == {
         "total": 2, "run": 0, "already done": 1, "failed": 0, "failed in an earlier run": 1,
