@@ -252,6 +252,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     console.print(t)
     for note in table.notes:
         console.print(f"note: {note}")
+    for scheme in CV_SCHEMES:  # a scheme that cannot apply ("-" in every row) says why, once
+        reasons = {r.cv[scheme].get("reason") for r in table.rows if scheme in r.cv}
+        if len(reasons) == 1 and (reason := reasons.pop()):
+            ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == args.rank_by else ""
+            console.print(f"note: no {scheme} RMSE ({reason}){ranked}")
     path = _out_path(args, f"compare-{args.kind}")
     _write(path, table.to_dict())
     console.print(f"comparison: {path}")

@@ -274,6 +274,20 @@ def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
         assert "…" not in text
 
 
+def test_compare_says_once_why_a_scheme_cannot_apply(tmp_path, capsys):
+    rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models={"only": 0.5},
+                    noise=0.02, seed=3)
+    path = tmp_path / "one-model.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert main(["compare", str(path), "--kind", "extrinsic", "--forms", "compression-law,ablation-r"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no leave-one-model-out RMSE (only one model in the data), so the forms are not ranked") == 1
+    assert "leave-one-ratio-out RMSE (" not in out  # that one applies
+
+
 def test_law_commands_take_the_common_options(results_csv, capsys):
     assert main(["fit", str(results_csv), "--plugin", "lawlab_test_plugins", "-q"]) == 0
     assert main(["compare", str(results_csv), "--kind", "extrinsic", "--forms", "compression-law",
