@@ -148,9 +148,14 @@ def resolve(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
     return _resolved[key]
 
 
+_network_failure: list[str] = []  # the first failure; later requests fail at once, not after more timeouts
+
+
 def _ask(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    if _network_failure:
+        raise _unreachable(repo, _network_failure[0])
     try:
         info = _api().repo_info(  # type: ignore[attr-defined]
             repo.id, revision=repo.revision, repo_type=repo.type, timeout=API_TIMEOUT, files_metadata=True
@@ -174,16 +179,20 @@ def _ask(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
             allowed="an existing repository id (a private one needs `hf auth login` or HF_TOKEN)",
         ) from None
     except Exception as exc:  # the network, a proxy or the mirror failed: this machine's problem
-        raise CannotRunHere(
-            f"the hub ({environment.hub_endpoint()}) did not answer for {repo.type} {repo.label}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            kind=_kind(repo),
-            item=repo.label,
-            fix="check HF_ENDPOINT and the proxy settings, or fetch where the hub answers: `lawlab fetch {spec}`",
-            field=repo.id_field,
-        ) from None
+        _network_failure.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise _unreachable(repo, _network_failure[0]) from None
     files = [(s.rfilename, getattr(s, "size", None)) for s in (info.siblings or [])]
     return str(info.sha), files
+
+
+def _unreachable(repo: Repo, why: str) -> CannotRunHere:
+    return CannotRunHere(
+        f"the hub ({environment.hub_endpoint()}) did not answer for {repo.type} {repo.label}: {why}",
+        kind=_kind(repo),
+        item=repo.label,
+        fix="check HF_ENDPOINT and the proxy settings, or fetch where the hub answers: `lawlab fetch {spec}`",
+        field=repo.id_field,
+    )
 
 
 def download(repo: Repo, progress: Progress | None = None) -> Path:

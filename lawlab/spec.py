@@ -505,14 +505,16 @@ class _Checker:
         self.params[path] = parsed
         return parsed
 
-    def run_check(self, path: str, fn: Any, *args: Any) -> None:
+    def run_check(self, path: str, fn: Any, *args: Any, params_path: str | None = None) -> None:
+        """Run a plugin check; a failure naming a field of the params is reported at
+        ``params_path`` (where those params are written), else at ``path``."""
         try:
             fn(*args)
         except CannotRunHere as exc:
-            where = f"{path}.{exc.field}" if exc.field else path
+            where = f"{params_path or path}.{exc.field}" if exc.field else path
             self.here.append(HereIssue(exc.kind, exc.item, where, exc.message, exc.fix))
         except CheckFailed as exc:
-            where = f"{path}.{exc.field}" if exc.field else path
+            where = f"{params_path or path}.{exc.field}" if exc.field else path
             self.issues.append(SpecIssue(where, exc.message, None, exc.allowed))
 
     def dataset(self, name: str, split: str, path: str) -> None:
@@ -531,7 +533,8 @@ class _Checker:
         if parsed is None:
             return
         # A hub dataset's own check looks in the cache when the hub cannot be reached.
-        self.run_check(path, plugin.check, parsed, split, self.ctx)
+        self.run_check(path, plugin.check, parsed, split, self.ctx,
+                       params_path=key if name in self.spec.datasets else None)
 
 
 def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:

@@ -1,0 +1,282 @@
+"""The hub paths through their real clients (huggingface_hub, transformers, datasets),
+pointed with HF_ENDPOINT at a stand-in for the Hub on 127.0.0.1 (tests/hub_standin.py).
+
+The clients read HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE when they are imported, so the
+lawlab commands run in subprocesses with the environment each case needs: connected
+through a mirror (HF_ENDPOINT and nothing else), a cold cache, a warm cache with the
+stand-in stopped, an endpoint that never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hub_standin import ALPACA, TINY_MODEL, WIKITEXT, StandInHub, model_files, populated
+
+LAWLAB = [sys.executable, "-m", "lawlab.cli"]
+
+HUB_SPEC = """
+[study]
+name = "hub-study"
+seed = 0
+output = "{output}"
+
+[[models]]
+name = "tiny"
+source = "hub"
+params = {{ id = "{model}", revision = "{revision}" }}
+
+[[methods]]
+method = "random-prunenet"
+ratios = [0.25]
+
+[[rft]]
+recipe = "lora"
+datasets = ["wikitext2", "alpaca6"]
+sizes = [0, 4]
+params = {{ max_length = 32, batch_size = 4, rank = 4, epochs = 1 }}
+
+[[evaluators]]
+evaluator = "cross-entropy"
+params = {{ datasets = ["wikitext2"], window = 32, batch_size = 8 }}
+
+[datasets.alpaca6]
+loader = "alpaca"
+params = {{ test_size = 6 }}
+
+[execution]
+device = "cpu"
+"""
+
+# A base model and one evaluation: the cheapest study that loads hub weights.
+MODEL_ONLY_SPEC = """
+[study]
+name = "hub-model"
+output = "{output}"
+
+[[models]]
+name = "tiny"
+source = "hub"
+params = {{ id = "{model}", revision = "{revision}" }}
+
+[[evaluators]]
+evaluator = "cross-entropy"
+params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
+
+[execution]
+device = "cpu"
+"""
+
+
+def hub_env(tmp: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    """The environment of a user with a mirror: HF_ENDPOINT set, nothing else."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "LAWLAB_OFFLINE")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp / "hf"), NO_PROXY="127.0.0.1,localhost",
+               no_proxy="127.0.0.1,localhost", LAWLAB_CACHE=str(tmp / "lawlab-cache"))
+    env.update(extra)
+    return env
+
+
+def lawlab(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAWLAB, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_spec(tmp: Path, text: str = HUB_SPEC, name: str = "spec.toml", revision: str = "main",
+               model: str = TINY_MODEL) -> Path:
+    path = tmp / name
+    path.write_text(text.format(output=(tmp / "out").as_posix(), model=model, revision=revision))
+    return path
+
+
+def stored_cells(output: Path) -> list[tuple[str, dict]]:
+    """(kind, provenance) of every cell that is done."""
+    with sqlite3.connect(output / "lawlab.sqlite") as db:
+        rows = db.execute("SELECT kind, provenance FROM cells WHERE status = 'done'")
+        return [(k, json.loads(p)) for k, p in rows]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with populated(tmp_path_factory.mktemp("standin")) as running:
+        yield running
+
+
+# --------------------------------------------------------------------------- reachability
+
+
+def dead_endpoint() -> tuple[socket.socket, str]:
+    """A port that accepts connections and never answers (a hung proxy or firewall)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+PROBE = "from lawlab import environment; print(environment.is_offline())"
+
+
+def probe(env: dict[str, str]) -> str:
+    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+def test_reachability_is_judged_on_the_endpoint_the_clients_use(hub, tmp_path):
+    assert probe(hub_env(tmp_path, hub.url)) == "False"  # a mirror that answers: online
+    sock, dead = dead_endpoint()
+    with sock:
+        started = time.monotonic()
+        assert probe(hub_env(tmp_path, dead)) == "True"
+        assert time.monotonic() - started < 8  # one bounded request, no retry storm
+        assert probe(hub_env(tmp_path, dead, LAWLAB_OFFLINE="0")) == "False"  # the user's override
+    assert probe(hub_env(tmp_path, hub.url, LAWLAB_OFFLINE="1")) == "True"
+    assert probe(hub_env(tmp_path, hub.url, HF_HUB_OFFLINE="1")) == "True"  # the cache only
+    assert "HEAD /api/models" in hub.requests
+
+
+def test_an_endpoint_that_never_answers_is_reported_within_seconds(hub, tmp_path):
+    spec = write_spec(tmp_path)
+    sock, dead = dead_endpoint()
+    with sock:
+        for extra in ({}, {"LAWLAB_OFFLINE": "0"}):  # judged by the probe, or forced online
+            started = time.monotonic()
+            done = lawlab(hub_env(tmp_path, dead, **extra), "validate", str(spec))
+            assert time.monotonic() - started < 25, extra  # a subprocess that imports torch, plus ≤ 10 s
+            assert done.returncode == 0, done.stderr
+            assert "cannot run on this machine" in done.stdout
+            assert f"models that need the hub: {TINY_MODEL}@main" in done.stdout
+
+
+# --------------------------------------------------------------------------- validate through the hub
+
+
+def test_validate_names_a_missing_repository_or_revision(hub, tmp_path):
+    env = hub_env(tmp_path, hub.url)
+    bad_id = lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, model="lawlab-test/no-such-model")))
+    assert bad_id.returncode == 2
+    assert "models[0].params.id" in bad_id.stderr and "no model repository 'lawlab-test/no-such-model'" in bad_id.stderr
+    bad_rev = lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, revision="v9")))
+    assert bad_rev.returncode == 2
+    assert "models[0].params.revision" in bad_rev.stderr and "'v9' does not exist" in bad_rev.stderr
+    bad_data = lawlab(env, "validate", str(write_spec(
+        tmp_path, HUB_SPEC.replace("test_size = 6 }", 'test_size = 6, revision = "nope" }'))))
+    assert bad_data.returncode == 2 and "datasets.alpaca6.params.revision" in bad_data.stderr
+
+
+def test_a_cold_cache_offline_names_each_missing_item_and_the_fetch_command(hub, tmp_path):
+    spec = write_spec(tmp_path)
+    done = lawlab(hub_env(tmp_path, hub.url, HF_HUB_OFFLINE="1"), "validate", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert f"models that need the hub: {TINY_MODEL}@main" in done.stdout
+    assert f"wikitext2 ({WIKITEXT[0]}@main)" in done.stdout and f"alpaca6 ({ALPACA}@main)" not in done.stdout
+    assert f"alpaca ({ALPACA}@main)" in done.stdout
+    assert f"lawlab fetch {spec}" in done.stdout
+    assert lawlab(hub_env(tmp_path, hub.url, HF_HUB_OFFLINE="1"), "validate", "--here", str(spec)).returncode == 2
+
+
+# --------------------------------------------------------------------------- pinned commits
+
+
+def test_revisions_resolve_to_commits_and_a_moved_branch_stops_a_resume(tmp_path):
+    from lawlab.testing import save_tiny, tiny_model
+
+    standin = StandInHub()
+    first = standin.commit("model", TINY_MODEL, model_files(save_tiny(tiny_model("llama", seed=0), tmp_path / "a")))
+    other = standin.commit("model", TINY_MODEL, model_files(save_tiny(tiny_model("llama", seed=1), tmp_path / "b")),
+                           branch="v2")
+    with standin:
+        env = hub_env(tmp_path, standin.url)
+        assert lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, revision="v2"))).returncode == 0
+        spec = write_spec(tmp_path, MODEL_ONLY_SPEC)
+        done = lawlab(env, "run", "--no-report", str(spec))
+        assert done.returncode == 0, done.stderr
+        (base,) = [p["model"] for kind, p in stored_cells(tmp_path / "out") if kind == "base"]
+        assert base["commit"] == first and base["id"] == TINY_MODEL and base["revision"] == "main"
+
+        moved = standin.commit("model", TINY_MODEL, {"README.md": b"a new commit on main"})
+        assert moved not in (first, other)
+        refused = lawlab(env, "run", "--no-report", str(spec))
+        assert refused.returncode == 2
+        assert "resolves to another commit" in refused.stderr and first[:12] in refused.stderr
+        assert moved[:12] in refused.stderr and "--allow-revision-change" in refused.stderr
+        allowed = lawlab(env, "run", "--no-report", "--allow-revision-change", str(spec))
+        assert allowed.returncode == 0, allowed.stderr
+        assert "new cells use" in allowed.stdout
+
+
+# --------------------------------------------------------------------------- connected, fetch, air-gapped
+
+
+@pytest.mark.slow
+def test_a_hub_study_runs_through_a_mirror_then_air_gapped_after_fetch(tmp_path):
+    """validate, plan and run with HF_ENDPOINT alone; then, in a fresh cache, fetch, stop
+    the stand-in and run the same study with HF_HUB_OFFLINE=1."""
+    standin = populated(tmp_path / "build").start()
+    try:
+        connected = tmp_path / "connected"
+        connected.mkdir()
+        env = hub_env(connected, standin.url)
+        spec = write_spec(connected)
+        for command in ("validate", "plan"):
+            done = lawlab(env, command, str(spec))
+            assert done.returncode == 0, done.stderr
+            assert "cannot run on this machine" not in done.stdout
+        done = lawlab(env, "run", str(spec))
+        assert done.returncode == 0, done.stdout + done.stderr
+        cells = stored_cells(connected / "out")
+        assert len(cells) == 8  # base, prune, two RFTs and their four evaluations
+
+        gapped = tmp_path / "gapped"
+        gapped.mkdir()
+        spec = write_spec(gapped)
+        fetched = lawlab(hub_env(gapped, standin.url), "fetch", str(spec))
+        assert fetched.returncode == 0, fetched.stderr
+        commits = {(t, r): repo.branches["main"] for (t, r), repo in standin.repos.items()}
+        for commit in commits.values():
+            assert commit in fetched.stdout
+    finally:
+        standin.stop()
+    seen = len(standin.requests)
+    offline = hub_env(gapped, standin.url, HF_HUB_OFFLINE="1")
+    here = lawlab(offline, "validate", "--here", str(spec))
+    assert here.returncode == 0, here.stdout + here.stderr
+    done = lawlab(offline, "run", str(spec))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(standin.requests) == seen  # not one request reached the (stopped) stand-in
+
+    cells = stored_cells(gapped / "out")
+    (base,) = [p["model"] for kind, p in cells if kind == "base"]
+    assert base["commit"] == commits[("model", TINY_MODEL)]
+    rft = {p["dataset"]["name"]: p["dataset"]["source"] for kind, p in cells if kind == "rft"}
+    assert set(rft) == {"wikitext2", "alpaca6"}  # the spec's names, not the loader's
+    assert commits[("dataset", WIKITEXT[0])] in rft["wikitext2"]
+    assert commits[("dataset", ALPACA)] in rft["alpaca6"] and "34 of 40 train rows" in rft["alpaca6"]
+    report = (gapped / "out" / "report" / "report.md").read_text()
+    assert f"id={TINY_MODEL}" in report and commits[("model", TINY_MODEL)] in report
+    assert "| test:  |" not in report  # RFT training rows are not labelled as test data
+
+
+def test_the_real_clients_read_the_standin_like_the_hub(hub, tmp_path):
+    """transformers and datasets, by hub id through HF_ENDPOINT: the stand-in is faithful
+    enough for the libraries lawlab's plugins and lm-eval's tasks use."""
+    script = f"""
+from transformers import AutoModelForCausalLM, AutoTokenizer
+import datasets
+model = AutoModelForCausalLM.from_pretrained({TINY_MODEL!r})
+tok = AutoTokenizer.from_pretrained({TINY_MODEL!r})
+test = datasets.load_dataset({WIKITEXT[0]!r}, {WIKITEXT[1]!r}, split="test")
+train = datasets.load_dataset({ALPACA!r}, split="train")
+print(model.config.model_type, len(tok("a b c").input_ids) > 0, len(test), len(train))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=hub_env(tmp_path, hub.url), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-4:] == ["llama", "True", "7", "40"]
