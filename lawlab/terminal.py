@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
 LOG_NAME = "lawlab.log"
@@ -41,7 +41,19 @@ _NUMBER = re.compile(r"^[\s(\[]*[-+−–]?[\d.,]+(e[-+]?\d+)?%?(\s*[±×]\s*[\d
 
 
 class LawlabConsole(Console):
-    """A rich console whose tables wrap names, never numbers."""
+    """A rich console whose tables wrap names, never numbers, and which off a terminal (a
+    pipe, a file, a CI log) is as wide as its content unless ``COLUMNS`` says otherwise."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS"):
+            return ConsoleDimensions(OFF_TERMINAL_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for obj in objects:
@@ -51,11 +63,8 @@ class LawlabConsole(Console):
 
 
 def console(*, stderr: bool = False, file: Any = None) -> LawlabConsole:
-    """lawlab's console: the terminal's width on a terminal; off it (a pipe, a file, a CI
-    log) as wide as the content, unless ``COLUMNS`` says otherwise."""
-    probe = Console(stderr=stderr, file=file)
-    width = None if probe.is_terminal or os.environ.get("COLUMNS") else OFF_TERMINAL_WIDTH
-    return LawlabConsole(stderr=stderr, file=file, soft_wrap=True, width=width)
+    """lawlab's console for stdout (or stderr); text is never wrapped (``soft_wrap``)."""
+    return LawlabConsole(stderr=stderr, file=file, soft_wrap=True)
 
 
 def _plain(cell: Any) -> str:
