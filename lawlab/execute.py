@@ -17,7 +17,6 @@ so a distributed executor reuses it unchanged.
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import gc
 import json
@@ -199,20 +198,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def clone(model: LoadedModel) -> LoadedModel:
-    """A deep copy in the same place, so that changing it never changes ``model``. The
-    executors use :meth:`Residency.working_copy` instead, which copies from the host."""
-    return LoadedModel(
-        model=copy.deepcopy(model.model),
-        tokenizer=model.tokenizer,
-        model_type=model.model_type,
-        provenance=dict(model.provenance),
-        compression=model.compression,
-        format=model.format,
-        history=list(model.history),
-    )
 
 
 def release(*models: LoadedModel | None) -> None:
