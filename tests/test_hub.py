@@ -280,3 +280,21 @@ print(model.config.model_type, len(tok("a b c").input_ids) > 0, len(test), len(t
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-4:] == ["llama", "True", "7", "40"]
+
+
+def test_every_dependency_has_an_upper_bound_that_the_tested_install_meets():
+    """Ranges stop before major versions nobody tested; what is installed here is inside them."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    from lawlab.spec import read_toml
+
+    project = read_toml(Path(__file__).parents[1] / "pyproject.toml")["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    assert any(Requirement(r).name == "datasets" for r in project["dependencies"])
+    for text in requirements:
+        req = Requirement(text)
+        assert any(s.operator == "<" for s in req.specifier), f"{text}: no upper bound"
+        if req.marker is None or req.marker.evaluate():
+            assert req.specifier.contains(md.version(req.name), prereleases=True), text
