@@ -243,3 +243,48 @@ params = {{ train = "train.txt" }}
     text = err.value.render()
     assert "models[0].params.path" in text and "does not exist" in text
     assert "no 'test' file is given" in text
+
+
+# --------------------------------------------------------------------------- the hub cache
+
+
+def warm_cache(root: Path, repo: str, files: dict[str, bytes], commit: str = "c0ffee" * 6 + "c0ff") -> str:
+    """A dataset snapshot laid out as huggingface_hub caches it (refs/main → snapshots/<commit>)."""
+    folder = root / f"datasets--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        path = folder / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return commit
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    root = tmp_path / "hub-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    return root
+
+
+def test_offline_hub_datasets_read_the_warm_cache_and_record_its_commit(tmp_path, registry, hub_cache):
+    from hub_standin import ALPACA, WIKITEXT, alpaca_files, wikitext_files
+
+    wiki_commit = warm_cache(hub_cache, WIKITEXT[0], wikitext_files())
+    warm_cache(hub_cache, ALPACA, alpaca_files(40))
+    ctx = run_ctx(tmp_path, registry)
+    wiki = registry.get("datasets", "wikitext2")
+    wiki.check(wiki.Params(), "test", check_ctx(tmp_path, registry, offline=True))
+    test = wiki.load(wiki.Params(), "test", ctx)
+    assert test.texts[:2] == ["= Robert Boulter =", "Robert Boulter is an English actor ."]
+    assert f"(commit {wiki_commit})" in test.source
+
+    ctx.datasets = {"alpaca6": ("alpaca", {"test_size": 6})}
+    train = ctx.load_dataset("alpaca6", "train")
+    assert train.name == "alpaca6" and len(train) == 34  # the spec's name, 40 rows less 6 held out
+    alpaca = registry.get("datasets", "alpaca")
+    with pytest.raises(CheckFailed, match="test_size 40 holds out every row") as err:
+        alpaca.check(alpaca.Params(test_size=40), "train", check_ctx(tmp_path, registry, offline=True))
+    assert err.value.field == "test_size" and err.value.allowed == "1 to 39"
