@@ -186,8 +186,11 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("ratio", "D", "value", "L0", "params_kept", "params_original"):
         out[key] = _float(row.get(key))
     out["ratio"], out["D"] = out["ratio"] or 0.0, out["D"] or 0.0
-    for key in ("model", "method", "calibration", "kind", "metric", "dataset", "rft_dataset"):
+    for key in ("model", "method", "calibration", "kind", "metric", "dataset", "rft_dataset", "evaluator"):
         out[key] = str(row.get(key) or "")
+    # what one number measures: two evaluators of a kind (lm-eval on five tasks, another on MMLU)
+    # both give a "mean", and each has its own L0
+    out["series"] = f"{out['evaluator']}:{out['dataset']}" if out["evaluator"] else out["dataset"]
     details = row.get("details")
     if isinstance(details, str):
         try:
@@ -281,7 +284,7 @@ def _curves(rows: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, str, s
     acc: dict[tuple[str, str, str], dict[float, list[float]]] = {}
     for p in points(rows, kind):
         if p["D"] == 0:
-            curve = acc.setdefault((p["model"], p["method"], p["dataset"]), {0.0: [p["L0"]]})
+            curve = acc.setdefault((p["model"], p["method"], p["series"]), {0.0: [p["L0"]]})
             curve.setdefault(p["ratio"], []).append(p["value"])
     return {k: {r: sum(v) / len(v) for r, v in sorted(c.items())} for k, c in acc.items()}
 
@@ -293,8 +296,9 @@ def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
     if not curves:
         return Part(name, "undetermined", f"no {kind} results without RFT", reason=f"no {kind} results without RFT")
     tests, short = {}, []
+    several = len({k[2] for k in curves}) > 1
     for (model, method, ds), curve in curves.items():
-        label = f"{model} · {method}" + (f" · {ds}" if kind == "intrinsic" else "")
+        label = f"{model} · {method}" + (f" · {ds}" if several else "")
         if len(curve) < 4:
             short.append(label)
             continue
@@ -317,10 +321,10 @@ def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
 def _retention(rows: Sequence[dict[str, Any]], seed: int) -> Part:
     name = "RFT raises extrinsic retention below r = 0.5"
     low = [p for p in points(rows, "extrinsic") if 0 < p["ratio"] < 0.5]
-    without = {(p["model"], p["method"], p["ratio"]): p["value"] / p["L0"] for p in low if p["D"] == 0}
-    best_D: dict[tuple[str, str, float], tuple[float, float]] = {}
+    without = {(p["model"], p["method"], p["ratio"], p["series"]): p["value"] / p["L0"] for p in low if p["D"] == 0}
+    best_D: dict[tuple[str, str, float, str], tuple[float, float]] = {}
     for p in low:
-        k = (p["model"], p["method"], p["ratio"])
+        k = (p["model"], p["method"], p["ratio"], p["series"])
         if p["D"] > 0 and p["D"] >= best_D.get(k, (-1.0, 0.0))[0]:
             best_D[k] = (p["D"], p["value"] / p["L0"])
     ev: dict[str, Any] = {"paper": {"without_rft": 0.57, "with_rft": 0.84}}
@@ -469,10 +473,10 @@ def _gains(rows: Sequence[dict[str, Any]]) -> dict[str, dict[tuple, float]]:
     out: dict[str, dict[tuple, float]] = {}
     for kind, sign in (("intrinsic", -1), ("extrinsic", +1)):
         pts = points(rows, kind)
-        base = {(p["model"], p["method"], p["ratio"], p["dataset"]): p["value"] for p in pts if p["D"] == 0}
+        base = {(p["model"], p["method"], p["ratio"], p["series"]): p["value"] for p in pts if p["D"] == 0}
         acc: dict[tuple, list[float]] = {}
         for p in pts:
-            v0 = base.get((p["model"], p["method"], p["ratio"], p["dataset"]))
+            v0 = base.get((p["model"], p["method"], p["ratio"], p["series"]))
             if p["D"] > 0 and v0:
                 key = (p["model"], p["method"], p["ratio"], p["rft_dataset"], p["D"])
                 acc.setdefault(key, []).append(sign * (p["value"] - v0) / v0)
@@ -555,6 +559,13 @@ def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     name = "a smaller model at a lower ratio wins"
     params = _param_counts(rows)
     pts = points(rows, "extrinsic")
+    if pts:  # one series (evaluator and dataset), so that each model has one L0
+        counts: dict[str, int] = {}
+        for p in pts:
+            counts[p["series"]] = counts.get(p["series"], 0) + 1
+        main = max(counts, key=lambda k: counts[k])
+        pts = [p for p in pts if p["series"] == main]
+        rows = [r for r in rows if r["kind"] != "extrinsic" or r["series"] == main]
     models = sorted({p["model"] for p in pts})
     if len(models) < 2:
         reason = "one model only" if models else "no extrinsic results"
@@ -674,7 +685,7 @@ def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
         rel = {}
         for p in pts:
             if p["calibration"] in ("free", "based"):
-                key = (p["model"], p["ratio"], p["rft_dataset"], p["D"], p["dataset"])
+                key = (p["model"], p["ratio"], p["rft_dataset"], p["D"], p["series"])
                 rel.setdefault(key, {}).setdefault(p["calibration"], []).append(p["value"] / p["L0"])
         # free − based in L/L0: > 0 means the calibration-free variant has the higher loss or accuracy
         diffs = {k: sum(v["free"]) / len(v["free"]) - sum(v["based"]) / len(v["based"])

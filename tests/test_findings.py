@@ -330,3 +330,14 @@ def test_the_report_shows_the_findings_first(tmp_path):
     assert saved["rq2"]["verdict"] == "consistent"
     with (tmp_path / "run" / "report" / "tables" / "findings.csv").open() as fh:
         assert [r["question"] for r in csv.DictReader(fh)] == ["rq1", "rq2", "rq3", "rq4", "rq5", "laws"]
+
+
+def test_two_extrinsic_evaluators_keep_their_own_baselines():
+    rows = rows_from()
+    mmlu = [{**r, "evaluator": "mmlu", "value": r["value"] * 0.5, "L0": r["L0"] * 0.5}
+            for r in rows if r["kind"] == "extrinsic"]
+    f = findings(rows + mmlu)
+    assert f["rq1"].verdict == "consistent", f["rq1"].reason
+    curves = f["rq1"].evidence["accuracy falls linearly"]["curves"]
+    assert len(curves) == 8 and any(k.endswith("mmlu:mean") for k in curves)
+    assert f["rq4"].verdict == "consistent", f["rq4"].reason
