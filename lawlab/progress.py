@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from lawlab import api
+from lawlab import api, terminal
 
 
 class StudyProgress(api.Progress):
@@ -36,7 +36,7 @@ class StudyProgress(api.Progress):
         verbose: bool = False,
         record: Callable[[str], None] | None = None,
     ):
-        self.console = console or Console()
+        self.console = console or terminal.console()
         self.quiet, self.verbose = quiet, verbose
         self.record = record or (lambda text: None)  # the run's log: which cell was running when
         self.live = self.console.is_terminal and not quiet
