@@ -371,3 +371,33 @@ def test_rft_estimate_grows_with_tokens_per_pass_and_not_with_accumulation():
     act1, act4 = (m.stages[1].terms["activations"] for m in (one, four))
     assert act4 == 4 * act1
     assert four.peak_device > 80 * GIB > one.peak_device  # why the paper spec accumulates
+
+
+def test_a_parent_from_an_artifact_waits_on_the_host_and_is_copied_to_the_device(tmp_path):
+    """The Ray executor's path: a worker loads its parent from shared storage, then runs the cell."""
+    from lawlab.api import CheckContext
+    from lawlab.environment import cache_dir
+    from lawlab.execute import CellWorker, load_model, save_model
+    from lawlab.plan import make_plan
+    from lawlab.spec import load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))
+    registry = get_registry()
+    resolved = load_spec(spec, (), registry=registry)
+    plan = make_plan(resolved, CheckContext(spec.resolve(), resolved.offline, registry, cache_dir()))
+    worker = CellWorker(plan, device="cpu", dtype="float32")
+    base = worker.run(plan.of_kind("base")[0], None).model
+    save_model(base, tmp_path / "artifact", worker.registry)
+
+    events: list[tuple[str, object]] = []
+    with watching_placements(lambda e, m, d: events.append((e, m))):
+        parent = load_model(tmp_path / "artifact", worker.context(tmp_path))
+        loaded = list(events)
+        child = worker.run(plan.of_kind("prune")[0], parent).model
+    assert loaded == [("to_host", parent.model)]
+    moves_of_parent = [e for e, m in events if m is parent.model]
+    assert "to_device" not in moves_of_parent and "copy" not in moves_of_parent
+    assert [e for e, m in events if m is child.model] == ["copy", "to_device"]  # copied from the host, adopted
+    assert child.model is not parent.model
+    assert sum(p.numel() for p in child.model.parameters()) < sum(p.numel() for p in parent.model.parameters())
