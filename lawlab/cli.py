@@ -265,15 +265,17 @@ def print_memory(plan: Any) -> None:
     """Each model's estimated peak memory (lawlab.memory), where its sizes are known."""
     from lawlab.memory import GIB
 
-    if not plan.memory:
-        return
-    t = Table(title="Peak memory (estimated from the config)", title_justify="left")
-    for col in ("model", "parameters", "dtype", "device peak", "stage at the peak", "host peak"):
-        t.add_column(col, justify="left" if col in ("model", "dtype", "stage at the peak") else "right")
-    for name, m in plan.memory.items():
-        t.add_row(name, f"{m.params / 1e9:.2f}B", m.dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
-                  f"{m.peak_host / GIB:.1f} GiB")
-    console.print(t)
+    if plan.memory:
+        t = Table(title="Peak memory (estimated from the config)", title_justify="left")
+        for col in ("model", "parameters", "dtype", "device peak", "stage at the peak", "host peak"):
+            t.add_column(col, justify="left" if col in ("model", "dtype", "stage at the peak") else "right")
+        for name, m in plan.memory.items():
+            t.add_row(name, f"{m.params / 1e9:.2f}B", m.dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
+                      f"{m.peak_host / GIB:.1f} GiB")
+        console.print(t)
+    unknown = [m.name for m in plan.spec.spec.models if m.name not in plan.memory]
+    if unknown:
+        console.print(f"no memory estimate for {', '.join(unknown)}: sizes are known only after loading")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
