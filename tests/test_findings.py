@@ -341,3 +341,23 @@ def test_two_extrinsic_evaluators_keep_their_own_baselines():
     curves = f["rq1"].evidence["accuracy falls linearly"]["curves"]
     assert len(curves) == 8 and any(k.endswith("mmlu:mean") for k in curves)
     assert f["rq4"].verdict == "consistent", f["rq4"].reason
+
+
+# --------------------------------------------------------------------------- the offline study
+
+
+def test_offline_study_spec_validates_without_a_hub_and_has_the_papers_grid(capsys):
+    spec = Path(__file__).parents[1] / "specs" / "offline-laws.toml"
+    assert main(["validate", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(spec), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    cells = plan["cells"]
+    assert not plan["skipped"]
+    # labels read "prune: MODEL / METHOD@RATIO"
+    prunes = [c["label"].removeprefix("prune: ").replace(" / ", "@").split("@") for c in cells if c["kind"] == "prune"]
+    assert {m for model, m, _ in prunes if model == "gemma3-270m"} == {"random-prunenet", "slicegpt"}
+    assert {m for model, m, _ in prunes if model == "smollm2-135m"} == {"random-prunenet", "slicegpt", "prunenet"}
+    assert len(prunes) == 25 and {float(r) for *_, r in prunes} == {0.1, 0.3, 0.5, 0.7, 0.9}
+    assert sum(c["kind"] == "rft" for c in cells) == 50  # two sizes of D per pruned variant
+    assert len(cells) == 2 + 25 + 50 + 77 * 4
