@@ -303,7 +303,7 @@ def device_capacity(device_setting: str, declared_gb: float | None) -> DeviceCap
     else the visible NVIDIA GPU's (torch is imported only when the driver is there)."""
     if declared_gb is not None:
         return DeviceCapacity(int(declared_gb * GIB), f"{declared_gb:g} GiB declared in execution.device_memory_gb")
-    if device_setting not in ("auto",) and not device_setting.startswith("cuda"):
+    if device_setting != "auto" and not device_setting.startswith("cuda"):
         return None
     if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
         return None
@@ -311,7 +311,7 @@ def device_capacity(device_setting: str, declared_gb: float | None) -> DeviceCap
 
     if not torch.cuda.is_available():
         return None
-    index = int(device_setting.split(":")[1]) if ":" in device_setting else (torch.cuda.current_device())
+    index = int(device_setting.split(":")[1]) if ":" in device_setting else torch.cuda.current_device()
     props = torch.cuda.get_device_properties(index)
     return DeviceCapacity(int(props.total_memory), f"{props.total_memory / GIB:.1f} GiB of {props.name} (cuda:{index})")
 
