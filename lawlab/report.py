@@ -821,7 +821,13 @@ def print_summary(output_dir: str | Path, console: Any) -> None:
             t.add_row(f.law, fitted_function(f), _r2(f), fmt_f(f.fstat), str(f.n), _feasible(f))
         console.print(t)
     else:
-        console.print(f"no pooled fits: {study.fits_source if not study.laws else 'no law could be fitted yet'}")
+        if not study.laws:
+            why = study.fits_source
+        elif not any("pooled" in law.group_by for law in study.laws):
+            why = f"the spec's laws are fitted by group only (`lawlab fit {output_dir}` shows them)"
+        else:
+            why = "no law could be fitted to the stored cells yet"
+        console.print(f"no pooled fits: {why}", highlight=False)
     unranked: dict[str, str] = {}  # rank_by -> why it cannot rank, said once for every kind
     for kind, table in study.comparisons.items():
         best = next((r for r in table.rows if not r.fit.skipped), None)
