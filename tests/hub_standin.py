@@ -314,3 +314,23 @@ def populated(tmp: Path) -> StandInHub:
     hub.commit("dataset", WIKITEXT[0], wikitext_files())
     hub.commit("dataset", ALPACA, alpaca_files())
     return hub
+
+
+PIQA = "baber/piqa"  # lm-eval's piqa task reads this repository
+PIQA_README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+  - split: validation
+    path: data/validation-*
+---
+# PIQA (stand-in)
+"""
+
+
+def piqa_files(n: int = 6) -> dict[str, bytes]:
+    rows = [{"goal": f"To open jar {i}", "sol1": "twist the lid", "sol2": "hit it", "label": 0} for i in range(n)]
+    return {"README.md": PIQA_README.encode(), "data/train-00000-of-00001.parquet": parquet(rows),
+            "data/validation-00000-of-00001.parquet": parquet(rows)}

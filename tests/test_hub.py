@@ -298,3 +298,24 @@ def test_every_dependency_has_an_upper_bound_that_the_tested_install_meets():
         assert any(s.operator == "<" for s in req.specifier), f"{text}: no upper bound"
         if req.marker is None or req.marker.evaluate():
             assert req.specifier.contains(md.version(req.name), prereleases=True), text
+
+
+@pytest.mark.slow
+def test_fetch_downloads_lm_eval_task_data_that_an_offline_run_then_reads(tmp_path):
+    from hub_standin import PIQA, piqa_files
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(MODEL_ONLY_SPEC.format(output=(tmp_path / "out").as_posix(), model=TINY_MODEL, revision="main")
+                    + '\n[[evaluators]]\nevaluator = "lm-eval"\nparams = { tasks = ["piqa"], source = "lm-eval" }\n')
+    with populated(tmp_path / "build") as standin:
+        standin.commit("dataset", PIQA, piqa_files())
+        fetched = lawlab(hub_env(tmp_path, standin.url), "fetch", str(spec))
+        assert fetched.returncode == 0, fetched.stderr
+        assert "task data: piqa" in fetched.stdout
+        assert any(r.startswith("GET /datasets/baber/piqa/resolve/") for r in standin.requests)
+    script = "from lm_eval.tasks import TaskManager, get_task_dict\n" \
+             "task = get_task_dict(['piqa'], TaskManager())['piqa']\nprint(len(task.validation_docs()))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=hub_env(tmp_path, standin.url, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "6"
