@@ -245,7 +245,8 @@ class ModelSource(ABC):
     description: ClassVar[str] = ""
 
     def check(self, params: Any, ctx: CheckContext) -> None:
-        """Fail (``CheckFailed``) if the model cannot be had: missing file, hub while offline."""
+        """Fail (``CheckFailed``) if the spec asks for a model that cannot be had (missing
+        file, no such hub id); raise ``CannotRunHere`` for what only this machine lacks."""
 
     def model_type(self, params: Any, ctx: CheckContext) -> str | None:
         """``config.model_type`` if it can be known without loading weights, else None."""
@@ -357,7 +358,8 @@ class Dataset(ABC):
     description: ClassVar[str] = ""
 
     def check(self, params: Any, split: str, ctx: CheckContext) -> None:
-        """Fail if the split cannot be had here (hub-only dataset while offline...)."""
+        """Fail (``CheckFailed``) for a split the dataset does not have; raise
+        ``CannotRunHere`` when only this machine cannot have it (hub data, not cached)."""
 
     def available_offline(self) -> bool:
         return False

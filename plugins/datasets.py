@@ -244,7 +244,7 @@ class WikiTextParams(Params):
 class WikiText2(HubDataset):
     name: ClassVar[str] = "wikitext2"
     Params = WikiTextParams
-    description: ClassVar[str] = "WikiText-2 raw (hub Salesforce/wikitext, wikitext-2-raw-v1); needs the hub"
+    description: ClassVar[str] = "WikiText-2 raw (hub Salesforce/wikitext, wikitext-2-raw-v1), from the hub or its cache"
     repo: ClassVar[str] = "Salesforce/wikitext"
 
     config: ClassVar[str] = "wikitext-2-raw-v1"
