@@ -161,6 +161,7 @@ class StudyData:
     plan: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     findings: Findings | None = None
+    findings_error: str | None = None  # why there are no findings, when they failed
 
     def law_order(self, key: str) -> int:
         keys = [law.key for law in self.laws]
@@ -202,7 +203,10 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
     )
     study.fits, study.fits_source = load_fits(study, registry)
     study.comparisons = compare_all(study, registry)
-    study.findings = findings(rows, source=str(root), seed=int(spec.get("study", {}).get("seed", 0)))
+    try:
+        study.findings = findings(rows, source=str(root), seed=int(spec.get("study", {}).get("seed", 0)))
+    except Exception as exc:  # the report must still be written; it says what went wrong
+        study.findings_error = f"The findings could not be computed: {type(exc).__name__}: {exc}"
     return study
 
 
@@ -534,6 +538,8 @@ def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], lis
         sec, table = findings_section(study.findings)
         sections.append(sec)
         tables.append(table)
+    elif study.findings_error:
+        sections.append(Section("findings", "Findings: the paper's questions", [("warn", study.findings_error)]))
 
     head = Section("summary", "Summary")
     desc = study.spec.get("study", {}).get("description")
