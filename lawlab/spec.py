@@ -303,11 +303,11 @@ def here_lines(issues: Sequence[HereIssue], spec_path: Path | str = "SPEC") -> l
         items = by_kind.setdefault(i.kind, [])
         if i.item not in items:
             items.append(i.item)
-        fix = i.fix.replace("{spec}", str(spec_path)) if i.fix else None
-        if fix and fix not in fixes:
-            fixes.append(fix)
+        for fix in (i.fix or "").replace("{spec}", str(spec_path)).splitlines():  # one line per way out
+            if fix and fix not in fixes:
+                fixes.append(fix)
     lines = [f"{HERE_KINDS.get(kind, kind)}: {', '.join(items)}" for kind, items in by_kind.items()]
-    return lines + [f"fix: {f}" for f in fixes]
+    return lines + [f"{'fix' if n == 0 else 'or'}: {f}" for n, f in enumerate(fixes)]
 
 
 class MachineError(SpecError):

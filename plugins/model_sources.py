@@ -91,7 +91,8 @@ class HubSource(ModelSource):
         except CannotRunHere as exc:
             packs = offline_model_packs(ctx.registry)
             if packs:  # real models that need no hub at all
-                exc.fix = exc.allowed = f"{exc.fix}; or an offline pack: source = \"pack\", pack = one of {', '.join(packs)}"
+                exc.fix = exc.allowed = (f"{exc.fix}\nan offline pack for the models (source = \"pack\", "
+                                         f"pack = one of {', '.join(packs)})")
             raise
         require_adapter(config.get("model_type"), ctx, "id")
 
