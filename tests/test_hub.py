@@ -138,6 +138,10 @@ def test_reachability_is_judged_on_the_endpoint_the_clients_use(hub, tmp_path):
         assert time.monotonic() - started < 8  # one bounded request, no retry storm
         assert probe(hub_env(tmp_path, dead, LAWLAB_OFFLINE="0")) == "False"  # the user's override
     assert probe(hub_env(tmp_path, hub.url, LAWLAB_OFFLINE="1")) == "True"
+    # through the proxy the clients would use: a dead one, unless NO_PROXY exempts the host
+    proxied = hub_env(tmp_path, hub.url, HTTP_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    assert probe(proxied) == "False"  # hub_env sets NO_PROXY=127.0.0.1
+    assert probe({k: v for k, v in proxied.items() if k.lower() != "no_proxy"}) == "True"
     assert probe(hub_env(tmp_path, hub.url, HF_HUB_OFFLINE="1")) == "True"  # the cache only
     assert "HEAD /api/models" in hub.requests
 
