@@ -401,7 +401,13 @@ def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     paired = "relative_time" in metric
     ci = ("per cell: the paired runtime's interval for its median time ratio (order statistics); " if paired else "")
     ci += f"β: t interval of the per-model runtime-law fit; mean reduction: {CELL_CI}"
-    notes = [f"largest speedup: {top['model']} · {top['method']} at r = {top['r']:g}, time × {top['time_ratio']:.3f} "
+    by_ratio: dict[float, list[float]] = {}
+    for c in cells:
+        by_ratio.setdefault(c["r"], []).append(c["reduction"])
+    ev["reduction_by_ratio"] = {r: sum(v) / len(v) for r, v in sorted(by_ratio.items())}
+    notes = ["time reduction by r (mean over models and methods): " + ", ".join(
+                 f"{r:g}: {v:.1%}" for r, v in ev["reduction_by_ratio"].items()),
+             f"largest speedup: {top['model']} · {top['method']} at r = {top['r']:g}, time × {top['time_ratio']:.3f} "
              f"({top['reduction']:.1%} less; paper: up to 60% for models ≥ 7B)"]
     ans = Answer.of("rq2", parts, ci=ci, notes=notes, **ev)
     if not paired:
