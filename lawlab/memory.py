@@ -11,8 +11,9 @@ With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one f
 
 - load: ``W``.
 - prune, calibration-free: ``W`` + one layer's FFN (the replacement is built beside it).
-- prune, calibration-based: ``W`` + the calibration activations (two copies of samples ×
-  length × hidden in the model dtype) + one layer's forward; float64 work on the host.
+- prune, calibration-based: ``W`` + the calibration activations (three copies of samples
+  × length × hidden in the model dtype: a block's inputs, midpoints and outputs) + one
+  layer's forward + a hidden² float64 Gram matrix; the eigendecomposition on the host.
 - RFT (LoRA): ``W`` + LoRA state (16 bytes per LoRA parameter: fp32 weights, gradients,
   two AdamW moments) + activations saved for backward, ``T · layers · A`` with
   ``A = (16·hidden + 5·intermediate + 2·kv_dim)·b + 2·hidden·(4 − b)`` bytes (measured on
@@ -253,9 +254,11 @@ def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequ
                 samples = int(_param(req.params, "calibration_samples", 128))
                 length = int(_param(req.params, "calibration_seqlen", 2048))
                 batch = int(_param(req.params, "batch_size", 8))
-                terms["calibration activations"] = 2 * samples * length * shapes.hidden * b
+                # a block's inputs, its midpoints and its outputs for every window coexist
+                terms["calibration activations"] = 3 * samples * length * shapes.hidden * b
                 terms["layer forward"] = shapes.layer_forward_bytes(batch * length, b)
-                host += 8 * (shapes.layer_params + 3 * shapes.hidden**2)  # one layer and the PCA in float64
+                terms["Gram matrix (float64)"] = 8 * shapes.hidden**2
+                host += 3 * 8 * shapes.hidden**2  # the eigendecomposition in float64 on the CPU
             else:
                 terms["one FFN rebuilt"] = 3 * shapes.hidden * shapes.intermediate * b
         elif req.kind == "rft":
