@@ -357,10 +357,8 @@ class Residency:
         return model
 
     def adopt(self, model: LoadedModel) -> LoadedModel:
-        """A model a stage produced (loaded, pruned, recovered) becomes the working model."""
-        if self.resident is not None and self.resident is not model:
-            # the stage's input (its working copy) may differ from what it returned
-            self._resident = None
+        """A model a stage produced (loaded, pruned, recovered) becomes the working model,
+        in place of the stage's input (its working copy, which the stage consumed)."""
         to_device(model.model, self.device)
         self._resident = weakref.ref(model)
         return model
