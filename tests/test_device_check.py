@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # every stage and three architectures in a fresh process (≈20 s of CPU, 45 s on 2 busy cores)
 def test_device_check_runs_every_stage_and_the_law_on_the_cpu(tmp_path):
     out = tmp_path / "dc"
     done = subprocess.run(

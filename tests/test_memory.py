@@ -144,6 +144,7 @@ def spy_on_stages(monkeypatch: pytest.MonkeyPatch, spy: PlacementSpy) -> None:
     monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", deepcopy)
 
 
+@pytest.mark.slow  # a whole study with every kind of stage (≈30 s of CPU)
 def test_one_working_model_on_the_device_per_stage(tmp_path, monkeypatch):
     spec = tmp_path / "spec.toml"
     spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))
