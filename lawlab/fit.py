@@ -762,8 +762,20 @@ def groups_of(rows: Sequence[dict[str, Any]], by: str) -> list[tuple[str, list[d
     if by not in GROUP_COLUMN:
         raise LawFitError(f"cannot group by {by!r}; use pooled, {', '.join(GROUP_COLUMN)}")
     out: dict[str, list[dict[str, Any]]] = {}
+    shared = []
     for r in rows:
-        out.setdefault(str(r.get(GROUP_COLUMN[by]) or ""), []).append(r)
+        value = str(r.get(GROUP_COLUMN[by]) or "")
+        # The unpruned model recovered with RFT (r = 0, no method) is every method's r = 0
+        # point, so it joins each method's (and calibration's) group instead of its own.
+        if not value and by in ("method", "calibration") and not (r.get("ratio") or 0):
+            shared.append(r)
+            continue
+        out.setdefault(value, []).append(r)
+    if shared:
+        for members in out.values():
+            members.extend(shared)
+        if not out:
+            out[""] = shared
     return sorted(out.items())
 
 

@@ -340,6 +340,20 @@ def test_fit_study_groups_and_reports_skipped_groups(registry):
     assert [(f.method, f.space, f.skipped) for f in both] == [("ols", "log", None), ("nls", "linear", None)]
 
 
+def test_recovered_unpruned_rows_join_every_method_group():
+    """r = 0 with RFT has no method: it is each method's r = 0 point, not a group of its own."""
+    from lawlab.fit import groups_of
+
+    rows = [{"method": "random-prunenet", "ratio": 0.5, "D": 0}, {"method": "slicegpt", "ratio": 0.5, "D": 0},
+            {"method": "", "ratio": 0.0, "D": 32}]
+    groups = dict(groups_of(rows, "method"))
+    assert sorted(groups) == ["random-prunenet", "slicegpt"]
+    assert all(len(members) == 2 and members[-1]["D"] == 32 for members in groups.values())
+    # alone, the shared rows still form a group, and other groupings are untouched
+    assert [v for v, _ in groups_of(rows[2:], "method")] == [""]
+    assert sorted(v for v, _ in groups_of(rows, "model")) == [""]
+
+
 def test_law_rows_selects_the_kind_and_drops_base_rows():
     rows = _study_rows()
     assert len(law_rows(rows, "extrinsic")) == 100
