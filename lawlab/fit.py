@@ -67,9 +67,10 @@ def sign_violations(theta: dict[str, float], metric: str, terms: dict[str, tuple
         value = theta[name]
         if value * need <= 0:
             moves = "rise" if value * base > 0 else ("fall" if value * base < 0 else "not change")
+            what = "runtime" if metric == "runtime" else rule  # runtime takes the rule, not the name
             out.append(
-                f"{name} = {value:.4g}: {rule} would {moves} with {var} "
-                f"({rule}-like metrics need {name} {'>' if need > 0 else '<'} 0)"
+                f"{name} = {value:.4g}: {what} would {moves} with {var} "
+                f"({what if what == 'runtime' else what + '-like metrics'} need {name} {'>' if need > 0 else '<'} 0)"
             )
     return out
 
