@@ -317,19 +317,19 @@ def test_findings_of_a_missing_path_is_a_usage_error(tmp_path, capsys):
 def test_the_report_shows_the_findings_first(tmp_path):
     from test_report import build_store
 
-    from lawlab.report import write_report
+    from lawlab.report import build, gather, render_html, render_markdown
 
     build_store(tmp_path / "run")
-    html = write_report(tmp_path / "run").read_text()
+    study = gather(tmp_path / "run")
+    sections, tables = build(study, [])  # no figures: this is about the document's order
+    html = render_html(study, sections, {})
     assert html.index('id="findings"') < html.index('id="summary"') < html.index('id="figures"')
-    md = (tmp_path / "run" / "report" / "report.md").read_text()
-    sections = [line for line in md.splitlines() if line.startswith("## ")]
-    assert sections[0] == "## Findings: the paper's questions"
+    md = render_markdown(study, sections)
+    assert next(line for line in md.splitlines() if line.startswith("## ")) == "## Findings: the paper's questions"
     assert "| RQ2, speed | consistent |" in md
-    saved = json.loads((tmp_path / "run" / "report" / "findings.json").read_text())
-    assert saved["rq2"]["verdict"] == "consistent"
-    with (tmp_path / "run" / "report" / "tables" / "findings.csv").open() as fh:
-        assert [r["question"] for r in csv.DictReader(fh)] == ["rq1", "rq2", "rq3", "rq4", "rq5", "laws"]
+    table = next(t for t in tables if t.name == "findings")
+    assert [r["question"] for r in table.records] == ["rq1", "rq2", "rq3", "rq4", "rq5", "laws"]
+    assert study.findings is not None and study.findings["rq2"].verdict == "consistent"
 
 
 def test_two_extrinsic_evaluators_keep_their_own_baselines():
