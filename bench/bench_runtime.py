@@ -14,12 +14,12 @@ should not.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import statistics
 import time
 
 from common import offline_context, smollm2
-
-from lawlab.execute import clone
 
 
 def main() -> None:
@@ -35,7 +35,8 @@ def main() -> None:
     ctx = offline_context()
     base = smollm2(ctx)
     pruner = ctx.registry.get("pruners", "random-prunenet")
-    variant = pruner.prune(clone(base), args.ratio, pruner.Params(), ctx)
+    copied = dataclasses.replace(base, model=copy.deepcopy(base.model), history=list(base.history))
+    variant = pruner.prune(copied, args.ratio, pruner.Params(), ctx)
     runtime = ctx.registry.get("evaluators", "runtime")
     params = runtime.Params(benchmark=False, prompt_tokens=args.prompt_tokens, decode_tokens=0,
                             repeats=args.repeats, threads=2)
