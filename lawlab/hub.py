@@ -23,7 +23,7 @@ from lawlab.api import CannotRunHere, CheckFailed, Progress
 
 RepoType = Literal["model", "dataset"]
 COMMIT = re.compile(r"[0-9a-f]{40}")
-API_TIMEOUT = 10.0  # seconds per metadata request; the clients retry a few times on their own
+API_TIMEOUT = 10.0  # seconds per metadata request (after one failure lawlab stops asking: _network_failure)
 
 # What a causal LM needs from its repository: configs, safetensors weights, tokenizer files.
 # Top level only, so "original/consolidated.00.pth" and other formats never download.
