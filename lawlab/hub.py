@@ -136,6 +136,7 @@ def _api() -> object:
 
 
 _resolved: dict[tuple[str, str, str], tuple[str, list[tuple[str, int | None]]]] = {}
+_cards: dict[tuple[str, str, str], dict] = {}  # the repository card's metadata, as the hub parsed it
 
 
 def resolve(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
@@ -181,8 +182,22 @@ def _ask(repo: Repo) -> tuple[str, list[tuple[str, int | None]]]:
     except Exception as exc:  # the network, a proxy or the mirror failed: this machine's problem
         _network_failure.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise _unreachable(repo, _network_failure[0]) from None
+    card = getattr(info, "card_data", None)
+    _cards[(repo.type, repo.id, repo.revision)] = card.to_dict() if card is not None else {}
     files = [(s.rfilename, getattr(s, "size", None)) for s in (info.siblings or [])]
     return str(info.sha), files
+
+
+def card_rows(repo: Repo, split: str) -> int | None:
+    """The rows of a dataset split as its card states them (``dataset_info.splits``),
+    asked of the hub; None when the card does not say."""
+    resolve(repo)
+    info = _cards.get((repo.type, repo.id, repo.revision), {}).get("dataset_info")
+    for config in info if isinstance(info, list) else [info] if isinstance(info, dict) else []:
+        for entry in config.get("splits") or []:
+            if entry.get("name") == split and isinstance(entry.get("num_examples"), int):
+                return entry["num_examples"]
+    return None
 
 
 def _unreachable(repo: Repo, why: str) -> CannotRunHere:

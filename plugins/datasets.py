@@ -333,6 +333,16 @@ class Alpaca(HubDataset):
     def check_rows(self, params: AlpacaParams, snapshot: Path) -> None:
         require_test_size(params.test_size, parquet_rows(snapshot, "data/train-*.parquet"))
 
+    def check(self, params: AlpacaParams, split: str, ctx: CheckContext) -> None:
+        from lawlab import hub
+
+        super().check(params, split, ctx)
+        repo = self.hub_repo(params)
+        if not ctx.offline and hub.cached_snapshot(repo) is None:  # not at hand: the card's count
+            rows = hub.card_rows(repo, "train")
+            if rows is not None:
+                require_test_size(params.test_size, rows)
+
     def load(self, params: AlpacaParams, split: str, ctx: RunContext) -> TextData:
         table, commit = self.read(params, "train", ctx)
         rows = table.select(["instruction", "input", "output"]).to_pylist()

@@ -43,6 +43,7 @@ class StandInHub:
 
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
+        self.cards: dict[tuple[str, str], dict[str, Any]] = {}  # cardData of a repository's info
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -179,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
             }
             if repo_type == "model":
                 info["config"] = json.loads(files.get("config.json", b"{}"))
+            if (repo_type, repo_id) in self.standin.cards:
+                info["cardData"] = self.standin.cards[(repo_type, repo_id)]
             return self._json(info, head)
         if rest[0] == "tree":
             prefix = "/".join(rest[2:]).strip("/")
@@ -313,6 +316,7 @@ def populated(tmp: Path) -> StandInHub:
     hub.commit("model", TINY_MODEL, model_files(folder))
     hub.commit("dataset", WIKITEXT[0], wikitext_files())
     hub.commit("dataset", ALPACA, alpaca_files())
+    hub.cards[("dataset", ALPACA)] = {"dataset_info": {"splits": [{"name": "train", "num_examples": 40}]}}
     return hub
 
 

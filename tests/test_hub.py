@@ -173,6 +173,10 @@ def test_validate_names_a_missing_repository_or_revision(hub, tmp_path):
     bad_data = lawlab(env, "validate", str(write_spec(
         tmp_path, HUB_SPEC.replace("test_size = 6 }", 'test_size = 6, revision = "nope" }'))))
     assert bad_data.returncode == 2 and "datasets.alpaca6.params.revision" in bad_data.stderr
+    # the card says 40 rows: holding out 40 leaves none to train on (known before any download)
+    too_many = lawlab(env, "validate", str(write_spec(tmp_path, HUB_SPEC.replace("test_size = 6", "test_size = 40"))))
+    assert too_many.returncode == 2 and "datasets.alpaca6.params.test_size" in too_many.stderr
+    assert "1 to 39" in too_many.stderr
 
 
 def test_a_cold_cache_offline_names_each_missing_item_and_the_fetch_command(hub, tmp_path):
