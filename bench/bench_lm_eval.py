@@ -1,65 +1,145 @@
-"""lm-eval evaluator on the in-memory model vs the ``lm_eval`` command line on the same
-saved model, tasks and limit. Target: lawlab ≤ 0.7× the command's wall time.
+"""lm-eval with lawlab's loglikelihood scorer (``backend = "lawlab"``) vs lm-eval's HFLM
+(``backend = "hf"``): same process, same model, same requests, the two backends alternating
+task by task so a change in machine load hits both. Prints the median wall-time ratio
+(hf / lawlab) per task and overall (sum of medians), and compares the answers.
 
-    .venv/bin/python bench/bench_lm_eval.py --tasks piqa,arc_easy --limit 100
+Targets on a 2-core CPU, six tasks at limit 200 (MMLU: 5 subjects): >= 2.0x overall on
+SmolLM2 and >= 2.5x on Gemma-3-270M.
+
+    .venv/bin/python bench/bench_lm_eval.py --model smollm2 --limit 200 --repeats 3
+    .venv/bin/python bench/bench_lm_eval.py --model gemma3 --limit 200 --repeats 3
+    .venv/bin/python bench/bench_lm_eval.py --check --limit 100 --mmlu 3   # identity check, asserts
+
+``--check`` compares every request's log-likelihood (within 1e-4) and is_greedy, and each
+task's acc and acc_norm; documents whose best choice is tied within 1e-4 may differ and are
+counted. Exit status 1 when anything else differs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from common import offline_context, smollm2
-from lawlab_plugins.lm_eval_tasks import offline_task_dir
+from lawlab_plugins.lm_eval_tasks import build_lm, run_task, task_manager
+
+TASKS = ("piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande")
+MMLU = ("abstract_algebra", "anatomy", "astronomy", "college_biology", "high_school_geography")
+TOLERANCE = 1e-4
 
 
-def main() -> None:
+def load(name: str, ctx):
+    if name == "smollm2":
+        return smollm2(ctx)
+    source = ctx.registry.get("model_sources", "pack")
+    model = source.load(source.Params(pack="gemma3-270m"), ctx)
+    model.model.to(ctx.device)
+    return model
+
+
+def per_doc(result: dict, task: str) -> dict[int, list[tuple[float, bool]]]:
+    """doc_id -> [(log-likelihood, is_greedy) per choice] from log_samples."""
+    return {s["doc_id"]: [tuple(r[0]) for r in s["resps"]] for s in result["samples"][task]}
+
+
+def compare(task: str, hf: dict, ours: dict) -> tuple[list[str], int]:
+    """Problems found, and the number of near-tied documents (allowed to differ)."""
+    problems, ties = [], 0
+    a, b = per_doc(hf, task), per_doc(ours, task)
+    worst, greedy = 0.0, 0
+    for doc, choices in a.items():
+        mine = b[doc]
+        worst = max(worst, *(abs(x[0] - y[0]) for x, y in zip(choices, mine, strict=True)))
+        greedy += sum(x[1] != y[1] for x, y in zip(choices, mine, strict=True))
+        lls = sorted((c[0] for c in choices), reverse=True)
+        ties += len(lls) > 1 and lls[0] - lls[1] < TOLERANCE
+    if worst >= TOLERANCE:
+        problems.append(f"{task}: max |Δ log-likelihood| {worst:.2e} >= {TOLERANCE}")
+    if greedy:
+        problems.append(f"{task}: is_greedy differs on {greedy} request(s)")
+    for metric in ("acc,none", "acc_norm,none"):
+        x, y = hf["results"][task].get(metric), ours["results"][task].get(metric)
+        if x != y and not ties:
+            problems.append(f"{task}: {metric} {x} (hf) vs {y} (lawlab)")
+    print(f"  {task}: max |Δ ll| {worst:.2e}, greedy mismatches {greedy}, near ties {ties}, "
+          f"acc {hf['results'][task].get('acc,none')} / {ours['results'][task].get('acc,none')}, "
+          f"acc_norm {hf['results'][task].get('acc_norm,none')} / {ours['results'][task].get('acc_norm,none')}")
+    return problems, ties
+
+
+def _time_loglikelihood(lm) -> list[float]:
+    """Record the seconds of each ``lm.loglikelihood`` call (lm-eval looks it up on the instance)."""
+    spent: list[float] = []
+    inner = lm.loglikelihood
+
+    def timed(requests, *a, **kw):
+        start = time.perf_counter()
+        try:
+            return inner(requests, *a, **kw)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    lm.loglikelihood = timed
+    return spent
+
+
+def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tasks", default="piqa,arc_easy")
-    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--mmlu", type=int, default=5, help="MMLU subjects (each a task)")
+    ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--check", action="store_true", help="compare answers; exit 1 on a difference")
     args = ap.parse_args()
     ctx = offline_context()
-    reg = ctx.registry
-    ev = reg.get("evaluators", "lm-eval")
-    model = smollm2(ctx)
-    tasks = args.tasks.split(",")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        model.model.save_pretrained(folder)
-        model.tokenizer.save_pretrained(folder)
-        cmd = [
-            sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-            "--model_args", f"pretrained={folder},dtype=float32", "--device", "cpu", "--tasks", args.tasks,
-            "--include_path", str(offline_task_dir(ctx.cache_dir)), "--limit", str(args.limit),
-            "--batch_size", str(args.batch_size), "--output_path", f"{tmp}/out",
-        ]  # fmt: skip
-        ours_s, cli_s = [], []
-        for _ in range(args.repeats):  # alternate, so a change in machine load hits both
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env={**os.environ})
-            cli_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            ours = ev.evaluate(
-                model, ev.Params(tasks=tasks, limit=args.limit, batch_size=args.batch_size), ctx
-            )
-            ours_s.append(time.perf_counter() - t)
-        cli = json.loads(next(Path(tmp, "out").rglob("results_*.json")).read_text())["results"]
-    for m in ours[:-1]:
-        v = m.details["variant"]
-        print(f"{m.dataset}: lawlab {v} {m.value:.4f}  lm_eval {cli[m.dataset][v + ',none']:.4f}")
-    o, c = statistics.median(ours_s), statistics.median(cli_s)
-    print(f"runs: lawlab {[round(x, 1) for x in ours_s]} s, lm_eval {[round(x, 1) for x in cli_s]} s")
-    print(f"median: lawlab {o:.1f} s   lm_eval command {c:.1f} s   ratio {o / c:.3f} (target <= 0.7)")
+    model = load(args.model, ctx)
+    manager = task_manager(True, ctx.cache_dir)
+    tasks = [t for t in args.tasks.split(",") if t] + [f"mmlu_{s}" for s in MMLU[: args.mmlu]]
+    lms = {b: build_lm(model, args.batch_size, None, b) for b in ("hf", "lawlab")}
+    scoring = {b: _time_loglikelihood(lms[b]) for b in lms}  # seconds inside loglikelihood, per call
+    assert lms["lawlab"].scorer is not None, "the scorer's probe failed: lawlab would fall back to HFLM"
+    seconds: dict[str, dict[str, list[float]]] = {t: {"hf": [], "lawlab": []} for t in tasks}
+    inside: dict[str, dict[str, list[float]]] = {t: {"hf": [], "lawlab": []} for t in tasks}
+    problems: list[str] = []
+    ties = 0
+    print(f"{args.model}, limit {args.limit}, batch {args.batch_size}, {args.repeats} repeat(s), "
+          f"{len(tasks)} tasks", flush=True)
+    for rep in range(args.repeats):
+        for task in tasks:
+            order = ("hf", "lawlab") if rep % 2 == 0 else ("lawlab", "hf")
+            results = {}
+            for backend in order:
+                start = time.perf_counter()
+                results[backend] = run_task(lms[backend], task, manager, args.limit, 0, log_samples=args.check)
+                seconds[task][backend].append(time.perf_counter() - start)
+                inside[task][backend].append(scoring[backend][-1])
+            print(f"  [{rep}] {task}: wall hf {seconds[task]['hf'][-1]:.1f} s, lawlab {seconds[task]['lawlab'][-1]:.1f} s;"
+                  f" in loglikelihood hf {inside[task]['hf'][-1]:.1f} s, lawlab {inside[task]['lawlab'][-1]:.1f} s",
+                  flush=True)
+            if args.check and rep == 0:
+                found, n = compare(task, results["hf"], results["lawlab"])
+                problems += found
+                ties += n
+    target = 2.0 if args.model == "smollm2" else 2.5
+    for title, table in (("wall time of simple_evaluate", seconds), ("time inside loglikelihood", inside)):
+        print(f"\n{title}\ntask                      hf (s)   lawlab (s)   ratio hf/lawlab")
+        total = {"hf": 0.0, "lawlab": 0.0}
+        for task in tasks:
+            med = {b: statistics.median(table[task][b]) for b in total}
+            for b in total:
+                total[b] += med[b]
+            print(f"{task:24} {med['hf']:8.1f} {med['lawlab']:12.1f} {med['hf'] / med['lawlab']:10.2f}")
+        print(f"{'overall':24} {total['hf']:8.1f} {total['lawlab']:12.1f} {total['hf'] / total['lawlab']:10.2f}"
+              f"   (target >= {target}; medians of {args.repeats} run(s) per task)")
+    if args.check:
+        print(f"near-tied documents (best two choices within {TOLERANCE}): {ties}")
+        print("\n".join(problems) or "answers: identical within tolerance")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

