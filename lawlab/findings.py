@@ -299,12 +299,12 @@ def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
     several = len({k[2] for k in curves}) > 1
     for (model, method, ds), curve in curves.items():
         label = f"{model} · {method}" + (f" · {ds}" if several else "")
-        if len(curve) < 4:
+        if len(curve) < 5:  # a quadratic needs 3 coefficients; two residual degrees of freedom at least
             short.append(label)
             continue
         tests[label] = curvature(list(curve), list(curve.values()))
     if not tests:
-        reason = "a curvature test needs at least 3 ratios besides r = 0 per curve"
+        reason = "a curvature test needs at least 4 ratios besides r = 0 per curve"
         return Part(name, "undetermined", reason, {"too_few_ratios": short}, reason)
     shapes = [t["shape"] for t in tests.values()]
     falls = all(t["slope"] < 0 for t in tests.values()) if kind == "extrinsic" else True
@@ -776,7 +776,7 @@ def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
 
 
 def _g(v: float | None) -> str:
-    return "–" if v is None else f"{v:.4g}"
+    return "no held-out error: too few rows per fold" if v is None else f"{v:.4g}"
 
 
 # --------------------------------------------------------------------------- the stage

@@ -141,9 +141,9 @@ def test_rq1_linear_loss_and_curved_accuracy_are_inconsistent():
 
 
 def test_rq1_too_few_ratios_is_undetermined():
-    f = findings(rows_from(ratios=(0.5, 0.9), sizes=(0,)))
+    f = findings(rows_from(ratios=(0.3, 0.6, 0.9), sizes=(0,)))
     part = next(p for p in f["rq1"].parts if p.name == "intrinsic loss rises quadratically")
-    assert part.verdict == "undetermined" and "at least 3 ratios" in part.reason
+    assert part.verdict == "undetermined" and "at least 4 ratios" in part.reason
     assert f["rq1"].verdict == "undetermined"
 
 
