@@ -112,13 +112,14 @@ def pruned_history(loaded):
 def test_paired_ratio_recovers_a_known_slowdown(tmp_path):
     from lawlab.api import LoadedModel
 
-    base = tiny_model("llama", hidden_size=128, intermediate_size=512)
+    # forwards of tens of milliseconds, so that a busy machine's scheduling noise stays small
+    base = tiny_model("llama", hidden_size=256, intermediate_size=1024)
     slow = pruned_history(LoadedModel(Repeated(base.model, 3), base.tokenizer, "llama"))
-    params = EV.Params(benchmark=False, batch=2, prompt_tokens=64, decode_tokens=2, repeats=9, threads=1)
+    params = EV.Params(benchmark=False, batch=4, prompt_tokens=128, decode_tokens=2, repeats=9, threads=1)
     out = {m.metric: m for m in EV.evaluate(slow, params, paired_ctx(tmp_path, base))}
     rel = out["relative_time"]
     assert rel.law_input and rel.dataset == "synthetic"
-    assert 2.0 < rel.value < 4.5  # three forward passes against one; interleaving cancels the load
+    assert 1.8 < rel.value < 5.0  # three forward passes against one; interleaving cancels the load
     low, high = rel.details["ci"]
     assert low <= rel.value <= high
     assert rel.details["ci_level"] == pytest.approx(1 - 2 * 10 / 512)  # n = 9: 2nd and 8th order statistics
