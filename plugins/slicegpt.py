@@ -18,8 +18,8 @@ and the final logit soft-capping are left to the model's own forward.
 Departures from the reference code (microsoft/TransformerCompression): norms are *not*
 preceded by subtracting the embedding mean (that is only exact for LayerNorm), the norm
 keeps dividing by the original width (so r = 0 gives the original logits), and the
-eigendecomposition runs on the CPU in float64 while rotations are applied on the model's
-device in float32 (float64 on a CPU). Calibration windows follow the reference's
+eigendecomposition runs on the CPU in float64 while weights are rotated on the model's
+device in float32 (float64 on a CPU) and activations in float32. Calibration windows follow the reference's
 sampling: each starts at a document drawn with the seed from the whole train split and
 runs over the next unused documents, joined by blank lines, so windows never overlap.
 
@@ -292,10 +292,19 @@ class _Slicer:
         # Rotations are applied in float32 on an accelerator (float64 is slow there) and in
         # float64 on a CPU; either way the result is rounded once, to the model's dtype.
         self.work = torch.float64 if self.device.type == "cpu" else torch.float32
+        self.act = torch.promote_types(self.dtype, torch.float32)
         self.off = float(adapter.norm_weight_offset)
 
     def w(self, t: Any) -> Any:
         return t.detach().to(self.device, self.work)
+
+    def a(self, t: Any) -> Any:
+        """Activations are rotated in float32 (or the model's dtype, if wider): their
+        precision only perturbs the bases, never the exactness of the rotated model."""
+        return t.detach().to(self.device, self.act)
+
+    def rotate(self, h: Any, q: Any) -> Any:
+        return (self.a(h) @ self.a(q)).to(self.dtype)
 
     def product(self, left: Any, right: Any, scale: Any = None) -> Any:
         """(left · diag(scale)) @ right in working precision, rounded to the model's dtype,
@@ -314,9 +323,10 @@ class _Slicer:
         """Σ XᵀX over the batches, accumulated in float64 (as the reference code does)."""
         import torch
 
-        g = torch.zeros(self.d, self.d, dtype=torch.float64, device=self.device)
+        where = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
+        g = torch.zeros(self.d, self.d, dtype=torch.float64, device=where)
         for b in batches:
-            flat = b.reshape(-1, self.d).to(torch.float64)
+            flat = b.reshape(-1, self.d).to(where, torch.float64)
             g += flat.T @ flat
         return g
 
@@ -357,7 +367,7 @@ class _Slicer:
 
     def residual(self, h: Any, q: Any, added: Any) -> Any:
         """The stream back in the original coordinates: h Qᵀ + a sub-block's output."""
-        return (self.w(h) @ q.T + self.w(added)).to(self.dtype)
+        return (self.a(h) @ self.a(q).T + self.a(added)).to(self.dtype)
 
     def run(self, ids: Any, batch_size: int) -> dict[str, Any]:
         import torch
@@ -376,7 +386,7 @@ class _Slicer:
         for owner, name in getattr(adapter, "residual_projections", lambda m: [])(model):
             weight = getattr(owner, name)  # e.g. Gemma 3's image features, written into the stream
             setattr(owner, name, torch.nn.Parameter(self.product(weight, q_prev)))
-        x = [(self.w(b) @ q_prev).to(self.dtype) for b in x]
+        x = [self.rotate(b, q_prev) for b in x]
         eps = _eps(adapter.norms(layers[0])["input"])
         for i, layer in enumerate(layers):
             last = i == len(layers) - 1
@@ -408,7 +418,7 @@ class _Slicer:
         for b, kw in zip(x, kwargs, strict=True):
             attn, _ = layer.self_attn(hidden_states=norm(b), **kw)
             if post is not None:  # the post-norm, with its scale, in the original coordinates
-                attn = self.w(norm(attn)) * self.scale(post[0])
+                attn = self.a(norm(attn)) * self.a(self.scale(post[0]))
             mid.append(self.residual(b, q_prev, attn))
         q_mid = self.basis(mid, q_prev)
         attn_shortcut = (q_prev.T @ q_mid).to(self.dtype)
@@ -417,7 +427,7 @@ class _Slicer:
             self.rotate_output(o, q_mid, layer)
         else:  # o_proj keeps its full width; its normalised output is mapped by diag(1 + w) Q
             attn_post = self.post_map(post[0], q_mid)
-        mid = [(self.w(h) @ q_mid).to(self.dtype) for h in mid]
+        mid = [self.rotate(h, q_mid) for h in mid]
 
         gate, up, down = adapter.mlp(layer)
         self.fold_inputs((gate, up), _mlp_input_norm(adapter, layer), q_mid, layer)
@@ -425,7 +435,7 @@ class _Slicer:
         for h in mid:
             m = layer.mlp(norm(h))
             if post is not None:
-                m = self.w(norm(m)) * self.scale(post[1])
+                m = self.a(norm(m)) * self.a(self.scale(post[1]))
             out.append(self.residual(h, q_mid, m))
         del mid
         # Unless the head is sliced, it reads the stream in the original coordinates.
@@ -439,7 +449,7 @@ class _Slicer:
             self.rotate_output(down, q_out, layer)
         else:
             mlp_post = self.post_map(post[1], q_out)
-        x = [(self.w(h) @ q_out).to(self.dtype) for h in out]
+        x = [self.rotate(h, q_out) for h in out]
 
         eps = _eps(adapter.norms(layer)["input"])
         sliced = SlicedLayer(layer, self.d, eps, attn_shortcut, mlp_shortcut, attn_post, mlp_post)
