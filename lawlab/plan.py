@@ -204,12 +204,15 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         return key
 
     evals = [
-        (e.key, e.evaluator, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind)
+        (e.key, e.evaluator, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind,
+         e.after_rft)
         for i, e in enumerate(spec.evaluators)
     ]
 
     def add_evals(variant: Variant, parent: str) -> None:
-        for label, plugin, params, kind in evals:
+        for label, plugin, params, kind, after_rft in evals:
+            if variant.size and not after_rft:
+                continue
             add("eval", variant, plugin, params, parent, evaluator=label, evaluator_kind=kind)
 
     def add_rft(variant: Variant, parent: str) -> None:

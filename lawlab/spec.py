@@ -113,6 +113,11 @@ class EvaluatorEntry(Strict):
     evaluator: str = Field(description="Evaluator plugin: cross-entropy, lm-eval, runtime, ...")
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the evaluator name.")
     params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
+    after_rft: bool = Field(
+        True,
+        description="Evaluate the RFT-recovered variants too; false for what RFT cannot change, such as the "
+        "runtime of a model whose LoRA adapter is merged back (same shapes, same speed).",
+    )
 
     @property
     def key(self) -> str:

@@ -57,6 +57,15 @@ def test_keys_are_stable_and_change_only_where_a_parameter_acts(tiny_spec):
     assert {a.cell(k).kind for k in unchanged} == {"base", "eval"}  # base and its evaluation only
 
 
+def test_an_evaluator_can_leave_out_the_recovered_variants(tiny_spec):
+    a = plan_of(tiny_spec())
+    b = plan_of(tiny_spec(), ["evaluators[0].after_rft=false"])
+    evals = [c for c in b if c.kind == "eval"]
+    assert len(evals) == 3 and all(not c.variant.size for c in evals)  # base and the two prunes
+    # the evaluations that remain are the same cells: nothing reruns on resume
+    assert {c.key for c in evals} <= {c.key for c in a}
+
+
 def test_shared_work_is_planned_once(tiny_spec):
     def two_methods(text: str) -> str:
         return text.replace(
