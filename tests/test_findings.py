@@ -360,4 +360,4 @@ def test_offline_study_spec_validates_without_a_hub_and_has_the_papers_grid(caps
     assert {m for model, m, _ in prunes if model == "smollm2-135m"} == {"random-prunenet", "slicegpt", "prunenet"}
     assert len(prunes) == 25 and {float(r) for *_, r in prunes} == {0.1, 0.3, 0.5, 0.7, 0.9}
     assert sum(c["kind"] == "rft" for c in cells) == 50  # two sizes of D per pruned variant
-    assert len(cells) == 2 + 25 + 50 + 77 * 4
+    assert len(cells) == 2 + 25 + 50 + 77 * 3 + 27  # runtime only on the unrecovered 27 (after_rft = false)
