@@ -107,7 +107,7 @@ def compare(args: argparse.Namespace, ctx: Any, base: Any) -> None:
     variants = [(label, method, json.loads(p)) for label, method, p in args.variant] or [
         (m, m, METHOD_PARAMS.get(m, {})) for m in args.methods]
     adapter = ctx.registry.get("architectures", base.model_type)
-    fresh_cache = Path(tempfile.mkdtemp(prefix="bench-prune-cache-"))
+    fresh_cache = Path(args.policy_cache or tempfile.mkdtemp(prefix="bench-prune-cache-"))
     rows: list[dict[str, Any]] = []
     print(f"compare: seeds {args.seeds}, ratios {args.ratios}, PTB CE on the first {args.ce_tokens} test "
           f"tokens (512-token windows, BOS first); variants {[v[0] for v in variants]}", flush=True)
@@ -178,6 +178,8 @@ def main() -> None:
                     help="with --compare: a method with parameter overrides (repeatable)")
     ap.add_argument("--summarize", nargs="+", metavar="JSON",
                     help="print the --compare table from the --json files of several runs (e.g. one per seed)")
+    ap.add_argument("--policy-cache", help="with --compare: reuse PruneNet policies from this cache folder "
+                    "(default: a fresh one, so policies are trained and timed)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 on a busy machine")
     args = ap.parse_args()
     if args.summarize:
