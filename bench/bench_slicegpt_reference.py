@@ -68,7 +68,7 @@ def check(args: argparse.Namespace) -> None:
     print(f"{args.check}: PTB calibration {args.samples}×{args.seqlen}, seed {args.seed}; "
           f"PTB-test CE on the first {args.tokens} tokens; unpruned CE {ptb_ce(base, ctx, None, args.tokens):.3f}",
           flush=True)
-    for r in [0.0, *args.ratios]:
+    for r in args.ratios:
         model = pruner.prune(copy.deepcopy(base), r, params, ctx)
         out = logits(model)
         line = f"r={r:.1f} max|Δlogit| {float((out - reference).abs().max()):.2e} (logits up to " \
@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.check:
         if args.ratios == sorted(REFERENCE):
-            args.ratios = [0.1, 0.3, 0.5, 0.7, 0.9]
+            args.ratios = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
         if args.threads:
             import torch
 

@@ -203,10 +203,11 @@ def test_eigendecomposition_runs_in_float64_on_the_cpu():
 
 @pytest.mark.slow
 @pytest.mark.pack
-def test_gemma3_pack_is_exact_at_zero_and_reloads(tmp_path):
+def test_gemma3_pack_is_exact_at_zero(tmp_path):
     """Gemma-3-270M (18 layers, 5 sliding : 1 full, a 262k vocabulary): r = 0 within 1e-4 of the
-    original logits, identical after save and reload. bench/bench_slicegpt_reference.py
-    --check gemma3-270m also measures CE at r = 0.1 … 0.9."""
+    original logits. Saving and reloading (1.4 GB once the head is untied) is
+    left to bench/bench_slicegpt_reference.py --check gemma3-270m, which also measures CE at
+    r = 0.1 … 0.9; tiny models test it here."""
     from lawlab import environment
     from lawlab.packs import registered_packs
     from lawlab.plugins import get_registry
@@ -229,5 +230,3 @@ def test_gemma3_pack_is_exact_at_zero_and_reloads(tmp_path):
         zero = pruner.prune(model, 0.0, params, ctx)
         out = logits(zero, probe)
     assert float((out - reference).abs().max()) <= 1e-4
-    pruner.save_model(zero, tmp_path / "saved")
-    assert torch.equal(logits(pruner.load_model(tmp_path / "saved", ctx), probe), out)
