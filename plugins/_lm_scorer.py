@@ -14,8 +14,9 @@ build (``(context + continuation)[-(max_length + 1):][:-1]``) is cut in two:
   continuation minus its last token).
 
 Requests are grouped by prefix. A group whose requests all have the same suffix (MMLU's
-one-token answers; a context scored once) runs once as one sequence. A group with several
-suffixes (PIQA, ARC, HellaSwag) runs its prefix once, left-padded, keeping the KV cache;
+one-token answers; a context scored once), or whose prefix is short next to its suffixes
+(PIQA), runs as one sequence per suffix. A group whose shared prefix saves more tokens than
+its suffixes hold (ARC, HellaSwag) runs its prefix once, left-padded, keeping the KV cache;
 each suffix then runs against a copy of its group's cache rows, right-padded, with explicit
 position ids and attention mask, so every real token sees exactly the tokens and positions
 it would see in HFLM's sequence (left padding keeps cache slots contiguous, so sliding-window
@@ -224,7 +225,10 @@ class Scorer:
                 slots[j].append((r, target))
         whole, groups = [], []
         for prefix, suffixes in tree.items():
-            if len(suffixes) == 1 or not prefix:  # nothing to share: one sequence per suffix
+            # Sharing pays when the prefix tokens it saves outnumber the suffix tokens (ARC,
+            # HellaSwag); a short prefix (PIQA) costs more in a second pass and padding than it saves.
+            saved = (len(suffixes) - 1) * len(prefix)
+            if saved < sum(len(s) for s in suffixes):  # one sequence per suffix
                 whole += [(prefix + suffix, len(suffix), pairs) for suffix, pairs in suffixes.items()]
             else:
                 groups.append((prefix, list(suffixes.items())))

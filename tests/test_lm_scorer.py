@@ -123,12 +123,16 @@ def test_a_model_whose_head_is_not_plain_falls_back_to_hflms_scoring(requests):
     assert_same(tiny_model("llama", seed=6, final_logit_softcapping=1.0), requests, active=False)
 
 
-def test_bfloat16_is_close_to_hflm_with_a_float32_softmax(requests):
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))],
+)
+def test_bfloat16_is_close_to_hflm_with_a_float32_softmax(device, requests):
     from lawlab_plugins._lm_scorer import LawlabLM
     from lm_eval.models.huggingface import HFLM
 
     model = tiny_model("llama", seed=7)
-    model.model.to(torch.bfloat16)
+    model.model.to(device=device, dtype=torch.bfloat16)
     hf = HFLM(pretrained=model.model, tokenizer=model.tokenizer, batch_size=4, softmax_dtype="float32")
     ours = LawlabLM(model.model, model.tokenizer, 4)
     assert ours.scorer is not None
