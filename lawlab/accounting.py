@@ -19,15 +19,22 @@ Definitions (recorded with every result, in ``details["accounting"]``):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lawlab.api import Compression, LoadedModel
+from lawlab.api import CheckFailed, Compression, LoadedModel
 
 DEFAULT_CONTEXT = 512  # tokens of context assumed by the attention term of the FLOPs estimate
+
+
+def check_ratios(ratios: Sequence[float]) -> None:
+    """Refuse a nominal ratio outside [0, 1): the check every pruner's ``check()`` shares."""
+    for r in ratios:
+        if not 0.0 <= r < 1.0:
+            raise CheckFailed(f"ratio {r} is outside [0, 1)", allowed="0 <= r < 1")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,17 @@ GGUF_MAGIC = b"GGUF"
 CONVERSION_RECORD = "lawlab-gguf.json"
 
 
+def replace_module(root: Any, old: Any, new: Any) -> None:
+    """Put ``new`` where ``old`` sits inside ``root``: architecture adapters hand pruners
+    modules, not their attribute names."""
+    for _, parent in root.named_modules():
+        for child_name, child in parent.named_children():
+            if child is old:
+                setattr(parent, child_name, new)
+                return
+    raise ValueError(f"module {old!r} not found in the model")
+
+
 # --------------------------------------------------------------------------- hashing
 
 

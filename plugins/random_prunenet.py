@@ -15,7 +15,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
+from lawlab.accounting import check_ratios
+from lawlab.api import CheckContext, LoadedModel, Params, Pruner, RunContext
+from lawlab.models import replace_module
 
 
 class ChannelParams(Params):
@@ -25,22 +27,6 @@ class ChannelParams(Params):
     rounding: Literal["nearest", "down"] = Field(
         "nearest", description="Round (1 - r)·n to the nearest multiple (ties down) or always down."
     )
-
-
-def check_ratios(ratios: Sequence[float]) -> None:
-    for r in ratios:
-        if not 0.0 <= r < 1.0:
-            raise CheckFailed(f"ratio {r} is outside [0, 1)", allowed="0 <= r < 1")
-
-
-def replace_module(root: Any, old: Any, new: Any) -> None:
-    """Put ``new`` where ``old`` sits inside ``root`` (adapters hand out modules, not names)."""
-    for _, parent in root.named_modules():
-        for child_name, child in parent.named_children():
-            if child is old:
-                setattr(parent, child_name, new)
-                return
-    raise ValueError(f"module {old!r} not found in the model")
 
 
 def sliced_linear(linear: Any, index: Any, dim: int) -> Any:

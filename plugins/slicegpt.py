@@ -38,7 +38,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from lawlab import hookimpl
+from lawlab.accounting import check_ratios
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
+from lawlab.models import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 FORMAT_VERSION = 1
@@ -130,16 +132,6 @@ def _modules() -> tuple[type, type]:
 
 _RMSN: Any = None
 _SlicedLayer: Any = None
-
-
-def _replace_module(root: Any, old: Any, new: Any) -> None:
-    """Put ``new`` where ``old`` sits inside ``root`` (adapters hand out modules, not names)."""
-    for _, parent in root.named_modules():
-        for child_name, child in parent.named_children():
-            if child is old:
-                setattr(parent, child_name, new)
-                return
-    raise ValueError(f"module {old!r} not found in the model")
 
 
 def _eps(norm: Any) -> float:
@@ -348,12 +340,12 @@ class _Slicer:
         # y = (x Q) Qᵀ diag(w) Wᵀ: the new weight is W diag(w) Q, sliced to the kept columns
         s = self.scale(norm)
         for lin in linears:
-            _replace_module(owner, lin, _linear(self.product(lin.weight, q, s), lin.bias, lin))
+            replace_module(owner, lin, _linear(self.product(lin.weight, q, s), lin.bias, lin))
 
     def rotate_output(self, lin: Any, q: Any, owner: Any) -> None:
         # Qᵀ W, computed as (Wᵀ Q)ᵀ so that blocks run over W's input columns.
         bias = None if lin.bias is None else self.w(lin.bias) @ q
-        _replace_module(owner, lin, _linear(self.product(lin.weight.T, q).T.contiguous(), bias, lin))
+        replace_module(owner, lin, _linear(self.product(lin.weight.T, q).T.contiguous(), bias, lin))
 
     def post_map(self, norm: Any, q: Any) -> Any:
         """The d×d' matrix diag(1 + w) Q that carries a post-norm's scale and the rotation,
@@ -395,8 +387,8 @@ class _Slicer:
         # Final norm folds into the head, which gets its own (untied) weight.
         final = adapter.final_norm(model)
         new_head = self.product(head.weight, q_prev, self.scale(final))
-        _replace_module(model, final, RMSN(self.d, _eps(final)))
-        _replace_module(model, head, _linear(new_head, head.bias, head))
+        replace_module(model, final, RMSN(self.d, _eps(final)))
+        replace_module(model, head, _linear(new_head, head.bias, head))
         model.config.tie_word_embeddings = False
         if hasattr(model.config, "get_text_config"):
             model.config.get_text_config().tie_word_embeddings = False
@@ -453,7 +445,7 @@ class _Slicer:
 
         eps = _eps(adapter.norms(layer)["input"])
         sliced = SlicedLayer(layer, self.d, eps, attn_shortcut, mlp_shortcut, attn_post, mlp_post)
-        _replace_module(self.model, layer, sliced)
+        replace_module(self.model, layer, sliced)
         return x, q_out
 
 
@@ -476,26 +468,26 @@ def _skeleton(model: Any, adapter: Any, shape: dict[str, Any]) -> None:
         q, k, v, o = adapter.attention(layer)
         gate, up, down = adapter.mlp(layer)
         for lin in (q, k, v, gate, up):
-            _replace_module(layer, lin, resized(lin, in_f=keep))
+            replace_module(layer, lin, resized(lin, in_f=keep))
         attn_post = mlp_post = None
         if post:  # output projections keep their width; the post maps carry the rotation
             attn_post = torch.nn.Linear(d, keep, bias=False)
             mlp_post = torch.nn.Linear(d, width_out, bias=False)
         else:
-            _replace_module(layer, o, resized(o, out_f=keep))
-            _replace_module(layer, down, resized(down, out_f=width_out))
+            replace_module(layer, o, resized(o, out_f=keep))
+            replace_module(layer, down, resized(down, out_f=width_out))
         sliced = SlicedLayer(layer, d, eps, torch.zeros(keep, keep), torch.zeros(keep, width_out),
                              attn_post, mlp_post)
-        _replace_module(model, layer, sliced)
+        replace_module(model, layer, sliced)
     emb = adapter.embeddings(model)
     emb.weight = torch.nn.Parameter(torch.zeros(emb.weight.shape[0], keep, dtype=emb.weight.dtype))
     emb.embedding_dim = keep
     for owner, name in getattr(adapter, "residual_projections", lambda m: [])(model):
         rows = getattr(owner, name).shape[0]
         setattr(owner, name, torch.nn.Parameter(torch.zeros(rows, keep)))
-    _replace_module(model, adapter.final_norm(model), RMSN(d, eps))
+    replace_module(model, adapter.final_norm(model), RMSN(d, eps))
     head = adapter.head(model)
-    _replace_module(model, head, torch.nn.Linear(final_w, head.out_features, bias=head.bias is not None))
+    replace_module(model, head, torch.nn.Linear(final_w, head.out_features, bias=head.bias is not None))
 
 
 class SliceGPT(Pruner):
@@ -513,9 +505,7 @@ class SliceGPT(Pruner):
         return f"slicegpt supports {', '.join(SUPPORTED)}, not {model_type!r}"
 
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
-        for r in ratios:
-            if not 0.0 <= r < 1.0:
-                raise CheckFailed(f"ratio {r} is outside [0, 1)", allowed="0 <= r < 1")
+        check_ratios(ratios)
         name = params.calibration_dataset
         if not ctx.has_dataset(name):
             raise CheckFailed(
