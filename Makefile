@@ -11,11 +11,13 @@ EXTRAS ?= dev,ray
 
 .PHONY: install packs quickstart test browser bench lint
 
+# pip's and setuptools' own chatter goes to $(VENV)/install.log, shown whole if it fails.
 $(BIN)/lawlab: pyproject.toml constraints-cpu.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"
-	touch $@
+	@echo "installing lawlab and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q $(CONSTRAINTS) -e ".[$(EXTRAS)]"; } \
+		> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 install: $(BIN)/lawlab
 

@@ -27,7 +27,7 @@ def registered_packs(registry: Any = None) -> dict[str, Pack]:
 
 
 def pip_install(requirements: Sequence[str]) -> None:
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *requirements]
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *requirements]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     importlib.invalidate_caches()  # so find_spec sees the new packages in this process
