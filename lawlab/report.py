@@ -812,12 +812,10 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
 
 
 def print_summary(output_dir: str | Path, console: Any) -> None:
-    """A terminal summary: progress, the pooled fits, the form ranking, and what is missing."""
+    """A terminal summary: the pooled fits, the form ranking, and what is missing."""
     from rich.table import Table as RichTable
 
-    study = gather(output_dir)
-    c = study.status["counts"]
-    console.print(f"[bold]{study.name}[/bold]: {c['done']} done, {c['failed']} failed, {c['left']} left")
+    study = gather(output_dir)  # the run's own closing line gives the cell counts
     pooled = [f for f in preferred(study.fits) if f.group.get("by") == "pooled"]
     if pooled:
         t = RichTable(title="main fits (pooled)", title_justify="left")
