@@ -226,19 +226,6 @@ def test_verbose_shows_it_too_and_a_failing_cell_is_reported_and_counted(tmp_pat
 # --------------------------------------------------------------------------- tables and exports
 
 
-@pytest.fixture
-def results_csv(tmp_path):
-    models = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
-    rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=models,
-                    noise=0.02, seed=3)
-    path = tmp_path / "results.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_path):
     out_file = tmp_path / "out.txt"
     with out_file.open("w") as fh:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -11,18 +10,6 @@ from lawlab.cli import main
 from lawlab.fit import simulate
 
 MODELS = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
-
-
-@pytest.fixture
-def results_csv(tmp_path):
-    rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=MODELS,
-                    noise=0.02, seed=3)
-    path = tmp_path / "results.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
 
 
 @pytest.fixture
