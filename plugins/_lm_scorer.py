@@ -6,26 +6,28 @@ handling, the empty-context prefix token) is HFLM's own code, so the tokens scor
 HFLM's by construction. ``loglikelihood_rolling`` and ``generate_until`` stay HFLM's.
 
 HFLM runs every (context, continuation) pair as one sequence, then computes the vocabulary
-head and a log-softmax at every position. Here, for each request, the input HFLM would
-build (``(context + continuation)[-(max_length + 1):][:-1]``) is cut in two:
+head and a log-softmax at every position. Here each request is the input HFLM would build
+(``(context + continuation)[-(max_length + 1):][:-1]``), whose last ``len(continuation)``
+positions are scored, and requests are run as a *prefix tree*:
 
-- the *prefix*: every token before the first scored position, and
-- the *suffix*: the positions whose next token is scored (the last context token and the
-  continuation minus its last token).
+- Requests are sorted by their tokens, so requests sharing a start (a question and its
+  choices; a task's instruction header; WinoGrande's sentence up to the blank) are adjacent.
+- They are packed into rows of about ``ROW_TOKENS`` tokens. A request adds to its row only
+  the tokens after its longest common prefix with the row's previous request, so every
+  shared token runs once per row. Each token gets its depth in its own sequence as
+  position id and a 4-D attention mask row that lets it see exactly its own sequence's
+  earlier tokens: what it sees in HFLM's sequence, at the same positions. No padding inside
+  a row, no KV cache to copy.
+- The head, any final soft-capping and a float32 log-softmax are applied only to the
+  scored positions, a bounded number of rows at a time, so no batch × sequence × vocabulary
+  tensor exists. Requests scored at the same position (MMLU's four one-token answers)
+  share its logits.
 
-Requests are grouped by prefix. A group whose requests all have the same suffix (MMLU's
-one-token answers; a context scored once), or whose prefix is short next to its suffixes
-(PIQA), runs as one sequence per suffix. A group whose shared prefix saves more tokens than
-its suffixes hold (ARC, HellaSwag) runs its prefix once, left-padded, keeping the KV cache;
-each suffix then runs against a copy of its group's cache rows, right-padded, with explicit
-position ids and attention mask, so every real token sees exactly the tokens and positions
-it would see in HFLM's sequence (left padding keeps cache slots contiguous, so sliding-window
-layers see the same window). The head, any final soft-capping and a float32 log-softmax
-are applied only to the scored positions, a bounded number of rows at a time, so no
-batch × sequence × vocabulary tensor exists.
-
-The model is used through ``get_decoder()`` (hidden states after the final norm) and
-``get_output_embeddings()``: stock HF models, PEFT wrappers (which forward both) and
+A token may only see its own sequence, so a sliding-window layer agrees with the full mask
+as long as the sequence fits in the window; a longer sequence, and every sequence of a model
+whose attention takes no 4-D additive mask, runs on its own, right-padded, with the model's
+own masks. The model is used through ``get_decoder()`` (hidden states after the final norm)
+and ``get_output_embeddings()``: stock HF models, PEFT wrappers (which forward both) and
 SliceGPT's model (a stock class with replaced layers). A one-sequence probe checks that
 head(decoder(x)) equals the model's own logits; a model that fails it is scored by HFLM's
 code instead, so an unusual architecture is slow, never wrong.
@@ -33,8 +35,6 @@ code instead, so an unusual architecture is slow, never wrong.
 
 from __future__ import annotations
 
-import copy
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +44,13 @@ from lm_eval.models.huggingface import HFLM
 # Rows of vocabulary logits alive at once: bounds the head's memory (≈64 MB in float32).
 LOGIT_ELEMENTS = 1 << 24
 # Tokens per forward pass, per unit of the evaluator's batch_size (HFLM's batch_size counts
-# whole sequences; these passes carry prefixes or short suffixes, so tokens are the fair unit).
+# whole sequences; a packed row holds several, so tokens are the fair unit).
 TOKENS_PER_BATCH_ROW = 128
+# Tokens per packed row. Attention spans the whole row (masked), so a longer row wastes
+# attention FLOPs on pairs the mask drops; a shorter one shares a common header less often.
+ROW_TOKENS = 256
+# Attention implementations that take a ready 4-D additive mask as it is.
+MASKABLE = ("sdpa", "eager")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,41 @@ class _Job:
     pairs: list[list[tuple[int, int]]] = field(default_factory=list)  # per position
 
 
+@dataclass
+class _Row:
+    """Requests packed as a prefix tree: each token once, seeing only its own sequence."""
+
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # depth in its sequence = HFLM's position
+    # (ancestors, start, end): tokens[start:end] see the ancestors and each other causally
+    blocks: list[tuple[list[int], int, int]] = field(default_factory=list)
+    scored: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # index -> [(request, target)]
+    path: list[int] = field(default_factory=list)  # row index at each depth of the last sequence
+    last: tuple[int, ...] = ()
+
+    def shared(self, tokens: tuple[int, ...]) -> int:
+        """Length of the common prefix with the row's last sequence (sorted order makes it the
+        longest with any sequence in the row)."""
+        n = 0
+        for x, y in zip(self.last, tokens, strict=False):
+            if x != y:
+                break
+            n += 1
+        return min(n, len(self.path))
+
+    def add(self, tokens: tuple[int, ...], targets: tuple[int, ...], request: int, shared: int) -> None:
+        start = len(self.tokens)
+        self.tokens += tokens[shared:]
+        self.positions += range(shared, len(tokens))
+        if len(tokens) > shared:
+            self.blocks.append((self.path[:shared], start, len(self.tokens)))
+        self.path = self.path[:shared] + list(range(start, len(self.tokens)))
+        self.last = tokens
+        first = len(tokens) - len(targets)
+        for j, target in enumerate(targets):
+            self.scored.setdefault(self.path[first + j], []).append((request, target))
+
+
 class Scorer:
     """Runs a causal LM's decoder and head for :func:`Split` requests (see module doc)."""
 
@@ -103,7 +143,11 @@ class Scorer:
         self.head = model.get_output_embeddings()
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
+        window = getattr(config, "sliding_window", None)
+        self.window = window if isinstance(window, int) and window > 0 else None
+        self.packs = getattr(config, "_attn_implementation", None) in MASKABLE
         self.device = self.head.weight.device
+        self.dtype = self.head.weight.dtype
         self.tokens = max(1, batch_size) * TOKENS_PER_BATCH_ROW
         self.max_rows = max(1, batch_size) * 4
 
@@ -123,10 +167,6 @@ class Scorer:
             want = self.model(input_ids=ids).logits.float()
             got = self.logits(self.decoder(input_ids=ids).last_hidden_state)
         return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3))
-
-    def _forward(self, ids: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        out = self.decoder(input_ids=ids, **kwargs)
-        return out.last_hidden_state, out["cache"] if kwargs.get("use_cache") else None
 
     def _score(self, hidden: torch.Tensor, job: _Job, scores: _Scores) -> None:
         """Head + log-softmax on the job's positions only, a bounded chunk at a time."""
@@ -160,92 +200,75 @@ class Scorer:
                 out.append([item])
         return out
 
-    def _run_whole(self, seqs: list[tuple[tuple[int, ...], int, list[list[tuple[int, int]]]]], scores: _Scores) -> None:
-        """Sequences run once, right-padded (causal attention never looks right, so no mask)."""
-        for batch in self._batches(seqs, lambda s: len(s[0])):
-            width = max(len(s[0]) for s in batch)
+    def _pack(self, splits: list[Split], which: list[int]) -> list[_Row]:
+        """Requests in token order, each row filled until the next request's new tokens
+        would pass ``ROW_TOKENS`` (a longer request gets a row of its own)."""
+        rows: list[_Row] = []
+        for r in sorted(which, key=lambda i: splits[i].prefix + splits[i].suffix):
+            tokens = splits[r].prefix + splits[r].suffix
+            shared = rows[-1].shared(tokens) if rows else 0
+            if not rows or (len(rows[-1].tokens) + len(tokens) - shared > ROW_TOKENS and rows[-1].tokens):
+                rows.append(_Row())
+                shared = 0
+            rows[-1].add(tokens, splits[r].targets, r, shared)
+        return rows
+
+    def _run_packed(self, rows: list[_Row], scores: _Scores) -> None:
+        low = torch.finfo(self.dtype).min
+        for batch in self._batches(rows, lambda row: len(row.tokens)):
+            width = max(len(row.tokens) for row in batch)
             ids = torch.zeros(len(batch), width, dtype=torch.long)
+            positions = torch.zeros(len(batch), width, dtype=torch.long)
+            # padding sees only itself (a row with nothing to see would be NaN in some kernels)
+            see = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)
             job = _Job()
-            for b, (tokens, n_scored, pairs) in enumerate(batch):
-                ids[b, : len(tokens)] = torch.tensor(tokens)
-                for j in range(n_scored):
+            for b, row in enumerate(batch):
+                n = len(row.tokens)
+                ids[b, :n] = torch.tensor(row.tokens)
+                positions[b, :n] = torch.tensor(row.positions)
+                for ancestors, start, end in row.blocks:
+                    see[b, start:end, ancestors] = True
+                    see[b, start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+                for col, pairs in row.scored.items():
                     job.rows.append(b)
-                    job.cols.append(len(tokens) - n_scored + j)
-                    job.pairs.append(pairs[j])
-            hidden, _ = self._forward(ids.to(self.device), use_cache=False)
+                    job.cols.append(col)
+                    job.pairs.append(pairs)
+            mask = torch.zeros(see.shape, dtype=self.dtype).masked_fill_(~see, low).unsqueeze(1)
+            hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  position_ids=positions.to(self.device), use_cache=False).last_hidden_state
             self._score(hidden, job, scores)
 
-    def _run_groups(self, groups: list[tuple[tuple[int, ...], list[tuple[tuple[int, ...], list]]]],
-                    scores: _Scores) -> None:
-        """Each prefix once (left-padded, cached), then its suffixes against the cache."""
-        for batch in self._batches(groups, lambda g: len(g[0]) + max(len(s) for s, _ in g[1])):
-            width = max(len(p) for p, _ in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for b, (prefix, _) in enumerate(batch):
-                ids[b, width - len(prefix) :] = torch.tensor(prefix)
-                mask[b, width - len(prefix) :] = 1
-            lengths = mask.sum(1)
-            positions = (torch.arange(width).unsqueeze(0) - (width - lengths).unsqueeze(1)).clamp(min=0)
-            ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-            _, cache = self._forward(ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            items = [(b, suffix, pairs) for b, (_, suffixes) in enumerate(batch) for suffix, pairs in suffixes]
-            for sub in self._batches(items, lambda it, width=width: width + len(it[1])):
-                self._run_suffixes(sub, cache, mask, lengths.to(self.device), scores)
-
-    def _run_suffixes(self, sub: list[tuple[int, tuple[int, ...], list]], cache: Any, prefix_mask: torch.Tensor,
-                      lengths: torch.Tensor, scores: _Scores) -> None:
-        width = max(len(s) for _, s, _ in sub)
-        rows = torch.tensor([b for b, _, _ in sub], device=self.device)
-        ids = torch.zeros(len(sub), width, dtype=torch.long)
-        mask = torch.zeros(len(sub), width, dtype=torch.long)
-        job = _Job()
-        for i, (_, suffix, pairs) in enumerate(sub):
-            ids[i, : len(suffix)] = torch.tensor(suffix)
-            mask[i, : len(suffix)] = 1
-            for j in range(len(suffix)):
-                job.rows.append(i)
-                job.cols.append(j)
-                job.pairs.append(pairs[j])
-        mask = torch.cat([prefix_mask[rows], mask.to(self.device)], dim=1)
-        positions = lengths[rows].unsqueeze(1) + torch.arange(width, device=self.device).unsqueeze(0)
-        hidden, _ = self._forward(ids.to(self.device), attention_mask=mask, position_ids=positions,
-                                  cache=_select(cache, rows), use_cache=True)
-        self._score(hidden, job, scores)
+    def _run_alone(self, splits: list[Split], which: list[int], scores: _Scores) -> None:
+        """One sequence per request, right-padded, with the model's own causal (and sliding)
+        masks: causal attention never looks right, so padding changes nothing."""
+        for batch in self._batches(which, lambda r: len(splits[r].prefix) + len(splits[r].suffix)):
+            seqs = [splits[r].prefix + splits[r].suffix for r in batch]
+            ids = torch.zeros(len(batch), max(len(s) for s in seqs), dtype=torch.long)
+            job = _Job()
+            for b, (r, tokens) in enumerate(zip(batch, seqs, strict=True)):
+                ids[b, : len(tokens)] = torch.tensor(tokens)
+                first = len(tokens) - len(splits[r].targets)
+                for j, target in enumerate(splits[r].targets):
+                    job.rows.append(b)
+                    job.cols.append(first + j)
+                    job.pairs.append([(r, target)])
+            hidden = self.decoder(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
+            self._score(hidden, job, scores)
 
     # ------------------------------------------------------------------ entry
 
     def score(self, splits: list[Split]) -> list[tuple[float, bool]]:
         """(log-likelihood, is_greedy) per request, in order."""
-        # prefix -> suffix -> per suffix position, the (request, target) pairs scored there
-        tree: dict[tuple[int, ...], dict[tuple[int, ...], list[list[tuple[int, int]]]]] = defaultdict(dict)
+        limit = self.window if self.window is not None else float("inf")
+        packed, alone = [], []
         for r, s in enumerate(splits):
-            slots = tree[s.prefix].setdefault(s.suffix, [[] for _ in s.suffix])
-            for j, target in enumerate(s.targets):
-                slots[j].append((r, target))
-        whole, groups = [], []
-        for prefix, suffixes in tree.items():
-            # Sharing pays when the prefix tokens it saves outnumber the suffix tokens (ARC,
-            # HellaSwag); a short prefix (PIQA) costs more in a second pass and padding than it saves.
-            saved = (len(suffixes) - 1) * len(prefix)
-            if saved < sum(len(s) for s in suffixes):  # one sequence per suffix
-                whole += [(prefix + suffix, len(suffix), pairs) for suffix, pairs in suffixes.items()]
-            else:
-                groups.append((prefix, list(suffixes.items())))
+            fits = self.packs and len(s.prefix) + len(s.suffix) <= limit
+            (packed if fits else alone).append(r)
         scores = _Scores.empty(len(splits))
         with torch.inference_mode():
-            self._run_whole(whole, scores)
-            self._run_groups(groups, scores)
+            self._run_packed(self._pack(splits, packed), scores)
+            self._run_alone(splits, alone, scores)
         return scores.answers()
-
-
-def _select(cache: Any, rows: torch.Tensor) -> Any:
-    """A new cache holding ``rows`` of ``cache`` (which stays untouched for the next suffixes)."""
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in new.layers:
-        layer.batch_select_indices(rows)
-    return new
 
 
 class LawlabLM(HFLM):

@@ -87,6 +87,44 @@ def test_same_answers_as_hflm_on_every_architecture(model_type, requests):
     assert rolled == pytest.approx(want, rel=1e-6, abs=1e-4)  # sums of ~250 tokens
 
 
+def test_gemma3_prompts_inside_the_window_are_packed_with_its_masks(requests):
+    # a window longer than every prompt: the packed path runs all of them, soft-capping and all
+    model = tiny_model("gemma3_text", seed=9, **{**GEMMA, "sliding_window": 1024})
+    _, ours = assert_same(model, requests)
+    assert ours.scorer.packs and ours.scorer.window == 1024
+
+
+def test_eager_attention_takes_the_packed_mask(requests):
+    model = tiny_model("llama", seed=10, attn_implementation="eager")
+    assert model.model.config._attn_implementation == "eager"
+    _, ours = assert_same(model, requests)
+    assert ours.scorer.packs
+
+
+def test_packing_runs_each_shared_token_once():
+    from lawlab_plugins._lm_scorer import Scorer, split_request
+
+    model = tiny_model("llama", seed=11)
+    head = list(range(10, 30))  # a shared header, then two questions with two choices each
+    reqs = [(head + q, c) for q in ([40, 41, 42], [50, 51]) for c in ([60, 61], [70])]
+    splits = [split_request(ctx, cont, 1000) for ctx, cont in reqs]
+    scorer = Scorer(model.model, 4)
+    rows = scorer._pack(splits, list(range(len(splits))))
+    assert len(rows) == 1
+    # header 20 + questions 3 and 2 + choices' scored inputs (cont minus its last token): 1 and 0
+    assert len(rows[0].tokens) == 20 + 3 + 2 + 1 + 1
+    assert sorted(rows[0].positions) == sorted([*range(20), 20, 21, 22, 20, 21, 23, 22])
+    # every request's scored positions: one per continuation token, the 1-token ones shared
+    assert sum(len(p) for p in rows[0].scored.values()) == sum(len(c) for _, c in reqs)
+    assert len(rows[0].scored) == 4  # each question's last token serves both its choices
+    got = scorer.score(splits)
+    alone = Scorer(model.model, 4)
+    alone.packs = False
+    want = alone.score(splits)
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert [g[0] for g in got] == pytest.approx([w[0] for w in want], abs=1e-5)
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gemma3_text"])
 def test_left_truncation_to_max_length_is_hflms(model_type, requests):
     model = tiny_model(model_type, seed=3, **(GEMMA if model_type == "gemma3_text" else {}))
