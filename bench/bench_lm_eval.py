@@ -4,7 +4,8 @@ task by task so a change in machine load hits both. Prints the median wall-time 
 (hf / lawlab) per task and overall (sum of medians), and compares the answers.
 
 Targets on a 2-core CPU, six tasks at limit 200 (MMLU: 5 subjects): >= 2.0x overall on
-SmolLM2 and >= 2.5x on Gemma-3-270M.
+SmolLM2 and >= 2.5x on Gemma-3-270M. Measured 2026-12-01 (one run per task): SmolLM2 at
+limit 200, 2.17x; Gemma-3 at limit 30, 3.29x (docs/evaluation.md has the tables).
 
     .venv/bin/python bench/bench_lm_eval.py --model smollm2 --limit 200 --repeats 3
     .venv/bin/python bench/bench_lm_eval.py --model gemma3 --limit 200 --repeats 3
