@@ -248,11 +248,12 @@ def test_a_study_stores_the_same_accuracies_with_either_backend(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_pack_same_answers(cache):
-    """The SmolLM2 pack on the paper's tasks (3 MMLU subjects), lm-eval's requests at limit 20:
-    every request within 1e-4 and the same is_greedy. bench/bench_lm_eval.py --check runs the
-    same comparison at limit 100 and compares accuracies."""
-    from lm_eval.tasks import get_task_dict
+def test_smollm2_pack_same_answers_and_accuracies_at_limit_100(cache):
+    """The SmolLM2 pack on the paper's tasks (3 MMLU subjects) at limit 100, through lm-eval's
+    simple_evaluate with each backend: every request within 1e-4, the same is_greedy, and
+    the same acc and acc_norm per task. bench/bench_lm_eval.py --check does the same at any
+    limit and also times it."""
+    from lawlab_plugins.lm_eval_tasks import build_lm, run_task
 
     from lawlab import environment
     from lawlab.packs import registered_packs
@@ -265,11 +266,17 @@ def test_smollm2_pack_same_answers(cache):
     rctx = tiny_run_context(cache, get_registry())
     source = rctx.registry.get("model_sources", "pack")
     model = source.load(source.Params(pack="smollm2-135m"), rctx)
-    tasks = ["piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "mmlu_anatomy", "mmlu_astronomy",
-             "mmlu_virology"]
-    reqs = []
-    for task in get_task_dict(tasks, task_manager(True, cache)).values():
-        task.build_all_requests(limit=20, rank=0, world_size=1)
-        reqs += task.instances
-    assert_same(model, reqs)
-
+    lms = {b: build_lm(model, 8, None, b) for b in ("hf", "lawlab")}
+    assert lms["lawlab"].scorer is not None
+    manager = task_manager(True, cache)
+    for task in ["piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "mmlu_anatomy",
+                 "mmlu_astronomy", "mmlu_virology"]:
+        out = {b: run_task(lm, task, manager, 100, 0, log_samples=True) for b, lm in lms.items()}
+        docs = {b: {d["doc_id"]: [tuple(r[0]) for r in d["resps"]] for d in o["samples"][task]}
+                for b, o in out.items()}
+        assert docs["hf"].keys() == docs["lawlab"].keys() and len(docs["hf"]) == 100
+        pairs = [(x, y) for d in docs["hf"] for x, y in zip(docs["hf"][d], docs["lawlab"][d], strict=True)]
+        assert max(abs(x[0] - y[0]) for x, y in pairs) < 1e-4, task
+        assert all(x[1] == y[1] for x, y in pairs), task
+        for metric in ("acc,none", "acc_norm,none"):
+            assert out["hf"]["results"][task].get(metric) == out["lawlab"]["results"][task].get(metric), (task, metric)
