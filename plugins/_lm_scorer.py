@@ -24,9 +24,9 @@ positions are scored, and requests are run as a *prefix tree*:
   share its logits.
 
 A token may only see its own sequence, so a sliding-window layer agrees with the full mask
-as long as the sequence fits in the window; a longer sequence, and every sequence of a model
-whose attention takes no 4-D additive mask, runs on its own, right-padded, with the model's
-own masks. The model is used through ``get_decoder()`` (hidden states after the final norm)
+as long as the sequence fits in the window; a longer sequence (or one over ``PACK_AT_MOST``
+tokens, which bounds the mask), and every sequence of a model whose attention takes no 4-D
+additive mask, runs on its own, right-padded, with the model's own masks. The model is used through ``get_decoder()`` (hidden states after the final norm)
 and ``get_output_embeddings()``: stock HF models, PEFT wrappers (which forward both) and
 SliceGPT's model (a stock class with replaced layers). A one-sequence probe checks that
 head(decoder(x)) equals the model's own logits; a model that fails it is scored by HFLM's
@@ -51,6 +51,9 @@ TOKENS_PER_BATCH_ROW = 128
 ROW_TOKENS = 256
 # Attention implementations that take a ready 4-D additive mask as it is.
 MASKABLE = ("sdpa", "eager")
+# Longer sequences run alone: a row's mask is row² elements, and a long sequence (a rolling
+# perplexity window) rarely shares a start with another request anyway.
+PACK_AT_MOST = 1024
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ class Scorer:
 
     def score(self, splits: list[Split]) -> list[tuple[float, bool]]:
         """(log-likelihood, is_greedy) per request, in order."""
-        limit = self.window if self.window is not None else float("inf")
+        limit = min(self.window or PACK_AT_MOST, PACK_AT_MOST)
         packed, alone = [], []
         for r, s in enumerate(splits):
             fits = self.packs and len(s.prefix) + len(s.suffix) <= limit

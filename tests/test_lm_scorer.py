@@ -101,6 +101,13 @@ def test_eager_attention_takes_the_packed_mask(requests):
     assert ours.scorer.packs
 
 
+def test_sequences_over_the_packing_limit_run_alone_with_the_same_answers(requests, monkeypatch):
+    from lawlab_plugins import _lm_scorer
+
+    monkeypatch.setattr(_lm_scorer, "PACK_AT_MOST", 24)  # most prompts alone, the short ones packed
+    assert_same(tiny_model("qwen2", seed=12), requests)
+
+
 def test_packing_runs_each_shared_token_once():
     from lawlab_plugins._lm_scorer import Scorer, split_request
 
