@@ -443,6 +443,17 @@ class RFTRecipe(ABC):
         measured (loss curve, tokens seen, seconds)."""
 
 
+@dataclass(frozen=True)
+class ForwardSize:
+    """The most one forward pass of an evaluator holds, when it knows better than the memory
+    plan's default (``batch_size`` × the longest request, with vocabulary logits at every token)."""
+
+    tokens: int  # tokens in one forward pass; a request longer than this runs alone
+    # vocabulary logits alive at once (counted in the model's dtype plus two float32 copies:
+    # a float32 copy and its log-softmax); None: every token's, as HFLM holds them
+    logit_elements: int | None = None
+
+
 class Evaluator(ABC):
     """Measures a model. ``kind`` says which law it feeds: intrinsic (loss-like),
     extrinsic (accuracy-like) or runtime."""
@@ -466,6 +477,11 @@ class Evaluator(ABC):
     def check_model(self, config: dict[str, Any], params: Any) -> str | None:
         """At plan time, when the model's config is known: why these params cannot work on
         it (a window longer than its context...), or None."""
+        return None
+
+    def forward_size(self, params: Any) -> ForwardSize | None:
+        """For the memory plan: the most one forward pass holds with these params, or None
+        for the plan's default (see :mod:`lawlab.memory`)."""
         return None
 
     @abstractmethod

@@ -20,7 +20,9 @@ With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one f
   CPU with autograd's saved-tensor hooks, LoRA on every projection, dropout on) + logits
   (``T · V · (b + 12)``: the logits, their fp32 copy, log-softmax and its gradient).
 - evaluation: ``W`` + logits (``T · V · (b + 4)``) + the KV cache + one layer's
-  activations; the paired runtime evaluator holds the base model too (``+ W_base``).
+  activations; the paired runtime evaluator holds the base model too (``+ W_base``). An
+  evaluator that knows its passes better (lm-eval's packed scorer: ``batch_size`` × 128
+  tokens, 2²⁴ logits at a time) declares it with ``forward_size`` (:class:`lawlab.api.ForwardSize`).
 
 Plugins' parameters are read by their common names (``batch_size``, ``max_length``,
 ``window``, ``rank``, ``calibration_samples``...), so the estimate follows a spec's
@@ -230,6 +232,7 @@ class StageRequest:
     params: Any = None
     calibration: bool = False  # pruners: calibration-based
     evaluator_kind: str = ""  # evaluators: intrinsic, extrinsic, runtime
+    forward_size: Any = None  # evaluators: their own ForwardSize, if they declare one
 
 
 def _param(params: Any, name: str, default: Any) -> Any:
@@ -280,8 +283,15 @@ def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequ
             else:
                 batch = int(_param(req.params, "batch_size", 8))
                 length = int(_param(req.params, "max_length", LONGEST_REQUEST))
-            tokens = batch * min(length, shapes.max_positions)
-            terms["logits"] = tokens * shapes.vocab * (b + 4)
+            longest = min(length, shapes.max_positions)
+            size = req.forward_size
+            # An evaluator that packs requests says how many tokens a pass holds; the
+            # longest request, run alone, may still hold more.
+            tokens = batch * longest if size is None else max(size.tokens, longest)
+            if size is None or size.logit_elements is None:
+                terms["logits"] = tokens * shapes.vocab * (b + 4)
+            else:  # a bounded chunk: the head's output, a float32 copy and its log-softmax
+                terms["logits"] = min(tokens * shapes.vocab, size.logit_elements) * (b + 8)
             terms["KV cache"] = shapes.kv_cache_bytes(tokens, b)
             terms["layer forward"] = shapes.layer_forward_bytes(tokens, b)
         out.append(StageMemory(f"{req.kind} {req.plugin}", sum(terms.values()), host, terms))

@@ -323,9 +323,10 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
         ]
         stages += [StageRequest("rft", r.recipe, resolved.params[f"rft[{i}].params"])
                    for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes)]
-        stages += [StageRequest("eval", e.evaluator, resolved.params[f"evaluators[{i}].params"],
-                                evaluator_kind=registry.get("evaluators", e.evaluator).kind)
-                   for i, e in enumerate(spec.evaluators)]
+        for i, e in enumerate(spec.evaluators):
+            evaluator, params = registry.get("evaluators", e.evaluator), resolved.params[f"evaluators[{i}].params"]
+            stages.append(StageRequest("eval", e.evaluator, params, evaluator_kind=evaluator.kind,
+                                       forward_size=evaluator.forward_size(params)))
         out[m.name] = estimate_model(m.name, shapes, dtype, stages)
     return out
 

@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+# The two sizes the memory plan reads live with the evaluator, which imports no torch:
+# LOGIT_ELEMENTS (vocabulary logits alive at once) and TOKENS_PER_BATCH_ROW (tokens per
+# forward pass per unit of batch_size).
+from lawlab_plugins.lm_eval_tasks import LOGIT_ELEMENTS, TOKENS_PER_BATCH_ROW
 from lm_eval.models.huggingface import HFLM
 
-# Rows of vocabulary logits alive at once: bounds the head's memory (≈64 MB in float32).
-LOGIT_ELEMENTS = 1 << 24
-# Tokens per forward pass, per unit of the evaluator's batch_size (HFLM's batch_size counts
-# whole sequences; a packed row holds several, so tokens are the fair unit).
-TOKENS_PER_BATCH_ROW = 128
 # Tokens per packed row. Attention spans the whole row (masked), so a longer row wastes
 # attention FLOPs on pairs the mask drops; a shorter one shares a common header less often.
 ROW_TOKENS = 256

@@ -41,7 +41,23 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, CheckFailed, Evaluator, LoadedModel, Measurement, Params, RunContext
+from lawlab.api import (
+    CheckContext,
+    CheckFailed,
+    Evaluator,
+    ForwardSize,
+    LoadedModel,
+    Measurement,
+    Params,
+    RunContext,
+)
+
+# The packed scorer's sizes (plugins/_lm_scorer.py), here so that the memory plan reads them
+# without importing torch. Vocabulary logits alive at once bound the head's memory (≈64 MB
+# in float32); tokens per forward pass count per unit of batch_size, since a packed row holds
+# several requests (HFLM's batch_size counts whole sequences).
+LOGIT_ELEMENTS = 1 << 24
+TOKENS_PER_BATCH_ROW = 128
 
 TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge", "mmlu")
 METRICS: dict[str, str] = {
@@ -389,6 +405,13 @@ class LmEval(Evaluator):
             ctx.progress.advance()
         ctx.progress.done()
         return "task data: " + ", ".join(params.tasks)
+
+    def forward_size(self, params: LmEvalParams) -> ForwardSize | None:
+        """lawlab's scorer packs requests into batch_size × 128 tokens a pass and keeps 2²⁴
+        logits at a time; HFLM (``backend = "hf"``) is the plan's default shape."""
+        if params.backend != "lawlab":
+            return None
+        return ForwardSize(tokens=params.batch_size * TOKENS_PER_BATCH_ROW, logit_elements=LOGIT_ELEMENTS)
 
     def evaluate(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> list[Measurement]:
         offline = uses_offline(params, ctx.offline)

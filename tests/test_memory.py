@@ -402,3 +402,40 @@ def test_a_parent_from_an_artifact_waits_on_the_host_and_is_copied_to_the_device
     assert [e for e, m in events if m is child.model] == ["copy", "to_device"]  # copied from the host, adopted
     assert child.model is not parent.model
     assert sum(p.numel() for p in child.model.parameters()) < sum(p.numel() for p in parent.model.parameters())
+
+
+# Gemma-3-270M's sizes (its config.json): a 262k vocabulary makes logits most of an eval's peak.
+GEMMA3_270M = {"model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 18,
+               "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
+               "tie_word_embeddings": True, "max_position_embeddings": 32768}
+
+
+def test_lm_eval_estimate_follows_the_backend_the_spec_chose():
+    """HFLM holds logits for batch × sequence tokens; lawlab's packed scorer declares its own
+    pass (batch_size × 128 tokens, 2²⁴ logits at a time), and the plan uses it."""
+    shapes = Shapes.from_config(GEMMA3_270M)
+    evaluator = get_registry().get("evaluators", "lm-eval")
+
+    def eval_stage(backend: str):
+        params = evaluator.Params(backend=backend)
+        req = StageRequest("eval", "lm-eval", params, evaluator_kind="extrinsic",
+                           forward_size=evaluator.forward_size(params))
+        return estimate_model("gemma", shapes, "float32", [req]).stages[1]
+
+    hf, lawlab = eval_stage("hf"), eval_stage("lawlab")
+    assert hf.terms["logits"] == 8 * 1024 * 262144 * 8  # batch 8 × the longest request assumed, float32 + its copy
+    assert lawlab.terms["logits"] == 2**24 * 12  # a float32 chunk, its copy and its log-softmax
+    # 8 × 128 packed tokens a pass, but a 1,024-token request runs alone: the layer sees 1,024
+    assert lawlab.terms["layer forward"] == shapes.layer_forward_bytes(1024, 4)
+    assert hf.device > 17 * GIB > 2 * GIB > lawlab.device
+
+
+def test_an_evaluator_without_a_forward_size_keeps_the_default_shape():
+    shapes = Shapes.from_config(GEMMA3_270M)
+    evaluator = get_registry().get("evaluators", "cross-entropy")
+    params = evaluator.Params()
+    assert evaluator.forward_size(params) is None
+    req = StageRequest("eval", "cross-entropy", params, evaluator_kind="intrinsic")
+    stage = estimate_model("gemma", shapes, "float32", [req]).stages[1]
+    tokens = params.batch_size * params.window
+    assert stage.terms["logits"] == tokens * 262144 * 8
