@@ -172,6 +172,11 @@ def family_of(name: str, declared: str | None) -> str:
     return "-".join(parts)
 
 
+def applies(entry: Any, model: str) -> bool:
+    """Does a method, RFT or evaluator entry (``models = [...]`` or all) apply to this model?"""
+    return entry.models is None or model in entry.models
+
+
 def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
     """Resolve the spec into cells. Raises ``SpecError`` for a method asked to prune an
     architecture it cannot (unless ``execution.on_unsupported = "skip"``)."""
@@ -204,19 +209,20 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         return key
 
     evals = [
-        (e.key, e.evaluator, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind,
-         e.after_rft)
+        (e, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind)
         for i, e in enumerate(spec.evaluators)
     ]
 
     def add_evals(variant: Variant, parent: str) -> None:
-        for label, plugin, params, kind, after_rft in evals:
-            if variant.size and not after_rft:
+        for e, params, kind in evals:
+            if (variant.size and not e.after_rft) or not applies(e, variant.model):
                 continue
-            add("eval", variant, plugin, params, parent, evaluator=label, evaluator_kind=kind)
+            add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 
     def add_rft(variant: Variant, parent: str) -> None:
         for i, r in enumerate(spec.rft):
+            if not applies(r, variant.model):
+                continue
             params = resolved.params_json(f"rft[{i}].params")
             for ds in r.datasets:
                 ds_plugin, ds_raw = dataset_ref(spec, ds)
@@ -242,6 +248,8 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         configs[m.name] = config
         if config is not None:
             for i, e in enumerate(spec.evaluators):
+                if not applies(e, m.name):
+                    continue
                 evaluator = registry.get("evaluators", e.evaluator)
                 if reason := evaluator.check_model(config, resolved.params[f"evaluators[{i}].params"]):
                     issues.append(SpecIssue(f"evaluators[{i}].params", f"on model {m.name!r}: {reason}"))
@@ -249,11 +257,11 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
         base = add("base", base_v, m.source, src_params.model_dump(mode="json"), None, identity=identity, model_type=model_type)
         add_evals(base_v, base)
         # RFT of the unpruned model only when a method asks for r = 0 (the reference point).
-        if any(0.0 in meth.ratios for meth in spec.methods if meth.models is None or m.name in meth.models):
+        if any(0.0 in meth.ratios for meth in spec.methods if applies(meth, m.name)):
             add_rft(base_v, base)
 
         for j, meth in enumerate(spec.methods):
-            if meth.models is not None and m.name not in meth.models:
+            if not applies(meth, m.name):
                 continue
             pruner = registry.get("pruners", meth.method)
             reason = pruner.supports(model_type) if model_type else None
@@ -318,12 +326,13 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
             StageRequest("prune", meth.method, resolved.params[f"methods[{j}].params"],
                          calibration=registry.get("pruners", meth.method).calibration)
             for j, meth in enumerate(spec.methods)
-            if (meth.models is None or m.name in meth.models) and meth.key not in not_here
-            and any(r > 0 for r in meth.ratios)
+            if applies(meth, m.name) and meth.key not in not_here and any(r > 0 for r in meth.ratios)
         ]
         stages += [StageRequest("rft", r.recipe, resolved.params[f"rft[{i}].params"])
-                   for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes)]
+                   for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes) and applies(r, m.name)]
         for i, e in enumerate(spec.evaluators):
+            if not applies(e, m.name):
+                continue
             evaluator, params = registry.get("evaluators", e.evaluator), resolved.params[f"evaluators[{i}].params"]
             stages.append(StageRequest("eval", e.evaluator, params, evaluator_kind=evaluator.kind,
                                        forward_size=evaluator.forward_size(params)))

@@ -85,6 +85,7 @@ class RFTEntry(Strict):
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the recipe name.")
     datasets: list[str] = Field(default_factory=list, description="Training datasets.")
     sizes: list[int] = Field(description="Sample counts D; 0 means no RFT (planned once).")
+    models: list[str] | None = Field(None, description="Only these models (default: all).")
     params: dict[str, Any] = Field(default_factory=dict, description="The recipe's parameters.")
 
     @field_validator("sizes")
@@ -112,6 +113,9 @@ class RFTEntry(Strict):
 class EvaluatorEntry(Strict):
     evaluator: str = Field(description="Evaluator plugin: cross-entropy, lm-eval, runtime, ...")
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the evaluator name.")
+    models: list[str] | None = Field(
+        None, description="Only these models (default: all); a law then fits the models it has."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
     after_rft: bool = Field(
         True,
@@ -555,20 +559,24 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
         if m.model_type is not None and not c.registry.has("architectures", m.model_type):
             c.plugin("architectures", m.model_type, f"{p}.model_type")
 
-    for i, meth in enumerate(spec.methods):
-        p = f"methods[{i}]"
-        pruner = c.plugin("pruners", meth.method, f"{p}.method")
-        for j, name in enumerate(meth.models or []):
+    def known_models(entry: Any, p: str) -> None:
+        for j, name in enumerate(entry.models or []):
             if name not in model_names:
                 c.issues.append(
                     SpecIssue(f"{p}.models[{j}]", f"no model is named {name!r}", None, ", ".join(sorted(model_names)))
                 )
+
+    for i, meth in enumerate(spec.methods):
+        p = f"methods[{i}]"
+        pruner = c.plugin("pruners", meth.method, f"{p}.method")
+        known_models(meth, p)
         if pruner is not None and (parsed := c.parse_params(pruner, meth.params, f"{p}.params")) is not None:
             c.run_check(f"{p}.params", pruner.check, parsed, meth.ratios, ctx)
 
     for i, r in enumerate(spec.rft):
         p = f"rft[{i}]"
         recipe = c.plugin("rft_recipes", r.recipe, f"{p}.recipe")
+        known_models(r, p)
         for j, ds in enumerate(r.datasets):
             c.dataset(ds, "train", f"{p}.datasets[{j}]")
         if recipe is not None and (parsed := c.parse_params(recipe, r.params, f"{p}.params")) is not None:
@@ -580,6 +588,7 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
     for i, e in enumerate(spec.evaluators):
         p = f"evaluators[{i}]"
         ev = c.plugin("evaluators", e.evaluator, f"{p}.evaluator")
+        known_models(e, p)
         if ev is not None and (parsed := c.parse_params(ev, e.params, f"{p}.params")) is not None:
             for ds in ev.datasets(parsed):
                 c.dataset(ds, "test", f"{p}.params")

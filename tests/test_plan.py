@@ -66,6 +66,37 @@ def test_an_evaluator_can_leave_out_the_recovered_variants(tiny_spec):
     assert {c.key for c in evals} <= {c.key for c in a}
 
 
+def two_models(text: str) -> str:
+    """The tiny spec with a second model (qwen2), and a second evaluator."""
+    text = text.replace("[[methods]]", '[[models]]\nname = "tiny-qwen"\nsource = "tiny"\n'
+                        'params = { model_type = "qwen2" }\n\n[[methods]]', 1)
+    return text.replace("[[laws]]", '[[evaluators]]\nevaluator = "cross-entropy"\nlabel = "ce-long"\n'
+                        'params = { datasets = ["tiny-corpus"], window = 48 }\n\n[[laws]]', 1)
+
+
+def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, capsys):
+    full = plan_of(tiny_spec(two_models))
+    assert len(full.of_kind("rft")) == 6 and len(full.of_kind("eval")) == 24
+    path = tiny_spec(two_models)
+    limited = plan_of(path, ['evaluators[1].models=["tiny-qwen"]', 'rft[0].models=["tiny-llama"]'])
+    rft = limited.of_kind("rft")
+    assert {c.variant.model for c in rft} == {"tiny-llama"} and len(rft) == 3
+    long = [c for c in limited.of_kind("eval") if c.evaluator == "ce-long"]
+    assert {c.variant.model for c in long} == {"tiny-qwen"} and len(long) == 3  # base and 2 prunes, no RFT there
+    others = [c for c in limited.of_kind("eval") if c.evaluator == "cross-entropy"]
+    assert len(others) == 6 + 3  # tiny-llama with its RFT, tiny-qwen without
+    # the cells that remain are the full plan's: limiting an entry reruns nothing
+    assert {c.key for c in limited} <= {c.key for c in full}
+    # the memory plan sizes only the stages a model has (the paper's models have known configs)
+    paper = plan_of(ROOT / "specs/compression-laws-paper.toml", ['rft[0].models=["qwen2.5-0.5b"]'])
+    stages = {name: [s.stage for s in m.stages] for name, m in paper.memory.items()}
+    assert "rft lora" in stages["qwen2.5-0.5b"] and "rft lora" not in stages["llama-3-8b"]
+
+    assert main(["validate", str(path), "--set", 'evaluators[1].models=["tiny-mistral"]']) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "evaluators[1].models[0]" in err and "no model is named 'tiny-mistral'" in err and "tiny-qwen" in err
+
+
 def test_shared_work_is_planned_once(tiny_spec):
     def two_methods(text: str) -> str:
         return text.replace(
