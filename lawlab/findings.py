@@ -261,7 +261,12 @@ def curvature(r: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
         out[f"r2_{name}"] = 1 - rss / tss
         out[f"aic_{name}"] = n * math.log(max(rss, 1e-300) / n) + 2 * X.shape[1]
         if name == "linear":
-            out["slope"] = float(coef[1])
+            # the slope's t test (scipy's linregress), to tell a fall from a wobble
+            dof = n - 2
+            se = float(math.sqrt(max((rss / dof) * np.linalg.inv(X.T @ X)[1, 1], 0.0)))
+            t = coef[1] / se if se > 0 else math.copysign(math.inf, coef[1])
+            out["slope"], out["slope_se"] = float(coef[1]), se
+            out["slope_p"] = float(2 * stats.t.sf(abs(t), dof)) if math.isfinite(t) else 0.0
         else:
             dof = n - 3
             s2 = rss / dof
@@ -307,14 +312,28 @@ def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
         reason = "a curvature test needs at least 4 ratios besides r = 0 per curve"
         return Part(name, "undetermined", reason, {"too_few_ratios": short}, reason)
     shapes = [t["shape"] for t in tests.values()]
-    falls = all(t["slope"] < 0 for t in tests.values()) if kind == "extrinsic" else True
     hits = shapes.count(want)
+    # Accuracy falls when most curves fall and none rises significantly: a curve that only
+    # wobbles at chance (a 57-question MMLU) neither confirms nor refutes the claim.
+    rises = [k for k, t in tests.items() if t["slope"] > 0 and t["slope_p"] < ALPHA] if kind == "extrinsic" else []
+    falling = sum(t["slope"] < 0 for t in tests.values())
+    falls = kind == "intrinsic" or (not rises and falling * 2 > len(tests))
     verdict = "consistent" if hits * 2 > len(shapes) and falls else "inconsistent"
     counts = ", ".join(f"{shapes.count(s)} {s}" for s in ("convex", "linear", "concave") if s in shapes)
     detail = "; ".join(f"{k}: c = {t['quadratic_term']:.3g} (p = {t['quadratic_p']:.2g}), R² lin {t['r2_linear']:.3f} "
                        f"/ quad {t['r2_quadratic']:.3f}" for k, t in tests.items())
-    summary = f"{len(shapes)} curve(s) without RFT: {counts} (quadratic term at p < {ALPHA}). {detail}"
-    reason = "" if verdict == "consistent" else (f"most curves are not {want}" if falls else "accuracy does not fall")
+    summary = f"{len(shapes)} curve(s) without RFT: {counts} (quadratic term at p < {ALPHA})"
+    if kind == "extrinsic":
+        summary += f"; {falling} fall, {len(rises)} rise{'s' if len(rises) == 1 else ''} at p < {ALPHA}"
+    summary += f". {detail}"
+    if verdict == "consistent":
+        reason = ""
+    elif rises:
+        reason = "accuracy rises significantly with r on " + ", ".join(rises)
+    elif not falls:
+        reason = "most accuracy curves do not fall"
+    else:
+        reason = f"most curves are not {want}"
     return Part(name, verdict, summary, {"curves": tests, "too_few_ratios": short}, reason)
 
 

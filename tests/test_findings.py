@@ -140,6 +140,43 @@ def test_rq1_linear_loss_and_curved_accuracy_are_inconsistent():
     assert shapes == {"concave"}
 
 
+def test_curvature_slope_test_equals_scipy_linregress():
+    from scipy import stats
+
+    r, y = [0, 0.1, 0.3, 0.5, 0.7, 0.9], [0.5, 0.49, 0.47, 0.46, 0.41, 0.40]
+    ours, ref = curvature(r, y), stats.linregress(r, y)
+    assert ours["slope"] == pytest.approx(ref.slope, rel=1e-12)
+    assert ours["slope_se"] == pytest.approx(ref.stderr, rel=1e-9)
+    assert ours["slope_p"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def one_curve(change: Callable[[float], float]) -> Curve:
+    """Paper-like accuracy, except the large model under the calibration-based method."""
+
+    def curve(model, method, r, D):
+        if model == LARGE and method == "based":
+            return L0_ACC[model] * change(r)
+        return linear_accuracy(model, method, r, D)
+
+    return curve
+
+
+def test_rq1_a_curve_that_only_wobbles_does_not_refute_falling_accuracy():
+    """One curve flat at its L0 (a benchmark at chance) among falling ones: accuracy still
+    falls; a curve that rises significantly with r refutes it, and is named."""
+    flat = findings(rows_from(extrinsic=one_curve(lambda r: 1.0), noise=0.01))
+    part = next(p for p in flat["rq1"].parts if p.name == "accuracy falls linearly")
+    curve = part.evidence["curves"][f"{LARGE} · based"]
+    assert curve["slope_p"] > 0.05  # no significant trend
+    assert part.verdict == "consistent", part.reason
+    assert "3 fall, 0 rise" in part.summary
+
+    rising = findings(rows_from(extrinsic=one_curve(lambda r: 1 + 0.3 * r)))
+    part = next(p for p in rising["rq1"].parts if p.name == "accuracy falls linearly")
+    assert part.verdict == "inconsistent"
+    assert part.reason == f"accuracy rises significantly with r on {LARGE} · based"
+
+
 def test_rq1_too_few_ratios_is_undetermined():
     f = findings(rows_from(ratios=(0.3, 0.6, 0.9), sizes=(0,)))
     part = next(p for p in f["rq1"].parts if p.name == "intrinsic loss rises quadratically")
