@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import gc
 import json
-import os
 import random
 import shutil
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 from lawlab import environment
 from lawlab.api import LoadedModel, Measurement, RunContext
+from lawlab.files import write_json
 from lawlab.models import HOST, Residency, to_host
 from lawlab.plan import Cell, Plan, stage_order
 from lawlab.progress import StudyProgress
@@ -532,9 +532,7 @@ def prepare_store(plan: Plan, store: Store) -> None:
     store.set_meta("experiments", plan.experiment_count())
     store.set_meta("skipped", [s.__dict__ for s in plan.skipped])
     store.save_plan([cell_row(c) for c in stage_order(plan)])
-    tmp = store.root / "spec.json.tmp"
-    tmp.write_text(json.dumps(spec.canonical(), indent=2))
-    os.replace(tmp, store.root / "spec.json")
+    write_json(store.root / "spec.json", spec.canonical())
 
 
 def run_study(
@@ -632,11 +630,7 @@ def write_fits(plan: Plan, output: Path, console: Any) -> Path | None:
 
     rows = load_table(output)
     fits = fit_study(rows, plan.spec.spec.laws, plan_registry(plan), seed=plan.spec.spec.study.seed)
-    path = output / "fits.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps([f.to_dict() for f in fits], indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_json(output / "fits.json", [f.to_dict() for f in fits])
 
 
 def remove_study(output: Path) -> None:

@@ -29,12 +29,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_bytes(path: str | Path, data: bytes | str) -> Path:
+    """``data`` (text as UTF-8), creating the folder if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
-def write_json(path: str | Path, payload: Any, *, indent: int | None = 2) -> Path:
+def write_json(path: str | Path, payload: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """``payload`` as JSON; what JSON cannot hold (paths, dates) is written as text."""
-    return write_text(path, json.dumps(payload, indent=indent, default=str))
+    return write_text(path, json.dumps(payload, indent=indent, sort_keys=sort_keys, default=str))

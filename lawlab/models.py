@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lawlab.api import LoadedModel, RunContext
+from lawlab.files import write_json
 
 GGUF_MAGIC = b"GGUF"
 CONVERSION_RECORD = "lawlab-gguf.json"
@@ -65,7 +66,7 @@ def file_sha256(path: str | Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     index[key] = digest.hexdigest()
-    _write_json_atomic(index_path, index)
+    write_json(index_path, index, indent=1, sort_keys=True)
     return index[key]
 
 
@@ -82,10 +83,6 @@ def combined_sha256(hashes: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- HF folders

@@ -21,7 +21,6 @@ import csv
 import html
 import io
 import json
-import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lawlab.figures import GREEK, Drawing, fits_for, preferred
+from lawlab.files import write_bytes
 from lawlab.findings import COMPARED_FORMS, TITLES, Findings, findings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -753,11 +753,6 @@ def _md_block(kind: str, value: Any) -> list[str]:
 # --------------------------------------------------------------------------- files
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def table_csv(table: Table) -> str:
@@ -780,7 +775,7 @@ def save_figures(drawings: list[Drawing], folder: Path) -> dict[str, bytes]:
         for ext in ("png", "svg"):
             buf = io.BytesIO()
             d.figure.savefig(buf, format=ext, dpi=150, metadata={"Date": None} if ext == "svg" else None)
-            write_atomic(folder / f"{d.name}.{ext}", buf.getvalue())
+            write_bytes(folder / f"{d.name}.{ext}", buf.getvalue())
             if ext == "png":
                 pngs[d.name] = buf.getvalue()
     return pngs
@@ -799,12 +794,12 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
         pngs = save_figures(drawings, folder / "figures")
     sections, tables = build(study, drawings)
     for t in tables:
-        write_atomic(folder / "tables" / f"{t.name}.csv", table_csv(t))
-    write_atomic(folder / "report.md", render_markdown(study, sections))
+        write_bytes(folder / "tables" / f"{t.name}.csv", table_csv(t))
+    write_bytes(folder / "report.md", render_markdown(study, sections))
     if study.findings is not None:
-        write_atomic(folder / "findings.json", json.dumps(study.findings.to_dict(), indent=2))
+        write_bytes(folder / "findings.json", json.dumps(study.findings.to_dict(), indent=2))
     path = folder / "index.html"
-    write_atomic(path, render_html(study, sections, pngs))
+    write_bytes(path, render_html(study, sections, pngs))
     if console is not None:
         drawn = sum(d.figure is not None for d in drawings)
         console.print(f"report: {drawn} figure(s), {len(tables)} table(s) → {path}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lawlab.files import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -101,7 +102,6 @@ def _save(path: Path, docs: TokenizedDocuments) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    save_file({"ids": docs.ids, "starts": docs.starts}, str(tmp),
-              metadata={"format_version": str(FORMAT_VERSION), "separator": docs.separator})
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    with atomic_path(path) as tmp:  # a concurrent reader never sees half a file
+        save_file({"ids": docs.ids, "starts": docs.starts}, str(tmp),
+                  metadata={"format_version": str(FORMAT_VERSION), "separator": docs.separator})
