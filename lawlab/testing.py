@@ -167,6 +167,19 @@ class ConformanceReport:
         return "\n".join(lines)
 
 
+def write_rows_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Rows (simulated, or the export's) as the results CSV a law command reads; a nested
+    value (``details``) is written as JSON, as ``lawlab export`` writes it."""
+    import csv
+    import json
+
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()} for r in rows)
+    return path
+
+
 def tiny_registry(*plugin_modules: Any) -> Any:
     """A registry with the built-in architectures and datasets plus ``plugin_modules``
     (modules or objects with ``register_*`` hooks), without loading every installed plugin."""

@@ -67,16 +67,10 @@ def tiny_spec(tmp_path: Path):
 @pytest.fixture
 def results_csv(tmp_path):
     """A results CSV in the export format, simulated from the paper's LLaMA-3-8B extrinsic law."""
-    import csv
-
     from lawlab.fit import simulate
+    from lawlab.testing import write_rows_csv
 
     models = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
     rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=models,
                     noise=0.02, seed=3)
-    path = tmp_path / "results.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows_csv(rows, tmp_path / "results.csv")

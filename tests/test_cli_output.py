@@ -19,6 +19,7 @@ from noisy_plugin import NOISE
 from lawlab.cli import main
 from lawlab.fit import simulate
 from lawlab.store import load_table
+from lawlab.testing import write_rows_csv
 
 REPO = TESTS.parent
 NOISE_ON_TERMINAL = re.compile(r"Warning|fatal:|Traceback")
@@ -264,11 +265,7 @@ def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
 def test_compare_says_once_why_a_scheme_cannot_apply(tmp_path, capsys):
     rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models={"only": 0.5},
                     noise=0.02, seed=3)
-    path = tmp_path / "one-model.csv"
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    path = write_rows_csv(rows, tmp_path / "one-model.csv")
     assert main(["compare", str(path), "--kind", "extrinsic", "--forms", "compression-law,ablation-r"]) == 0
     out = capsys.readouterr().out
     assert out.count("no leave-one-model-out RMSE (only one model in the data), so the forms are not ranked") == 1

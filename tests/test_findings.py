@@ -7,7 +7,6 @@ with small noise, so every verdict, and every "undetermined", is known in advanc
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -19,7 +18,7 @@ import pytest
 
 from lawlab.cli import main
 from lawlab.findings import Findings, curvature, findings, study_findings
-from lawlab.store import TABLE_COLUMNS
+from lawlab.testing import write_rows_csv
 
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SIZES = (0, 100, 1000)
@@ -317,17 +316,8 @@ def test_no_compressed_variant_leaves_everything_undetermined():
     assert {a.verdict for a in f.answers.values()} == {"undetermined"}
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(TABLE_COLUMNS), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "details": json.dumps(r["details"])})
-    return path
-
-
 def test_findings_command_on_a_csv(tmp_path, capsys):
-    path = write_csv(rows_from(), tmp_path / "results.csv")
+    path = write_rows_csv(rows_from(), tmp_path / "results.csv")
     assert main(["findings", str(path), "--json", str(tmp_path / "f.json")]) == 0
     out = capsys.readouterr().out
     assert "RQ1, shape: CONSISTENT" in out and "RQ5, calibration: CONSISTENT" in out
