@@ -479,6 +479,12 @@ class Evaluator(ABC):
         it (a window longer than its context...), or None."""
         return None
 
+    def resolve(self, params: Any, ctx: CheckContext) -> Any:
+        """The params with every choice this machine makes (an ``"auto"``) made concrete,
+        once, before planning: the cell key then says what ran, and a study resumed on a
+        machine that would choose otherwise reruns those cells instead of mixing them."""
+        return params
+
     def forward_size(self, params: Any) -> ForwardSize | None:
         """For the memory plan: the most one forward pass holds with these params, or None
         for the plan's default (see :mod:`lawlab.memory`)."""

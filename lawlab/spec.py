@@ -593,6 +593,7 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
             for ds in ev.datasets(parsed):
                 c.dataset(ds, "test", f"{p}.params")
             c.run_check(f"{p}.params", ev.check, parsed, ctx)
+            c.params[f"{p}.params"] = ev.resolve(parsed, ctx)
 
     for i, law in enumerate(spec.laws):
         p = f"laws[{i}]"

@@ -406,6 +406,13 @@ class LmEval(Evaluator):
         ctx.progress.done()
         return "task data: " + ", ".join(params.tasks)
 
+    def resolve(self, params: LmEvalParams, ctx: CheckContext) -> LmEvalParams:
+        """``source = "auto"`` becomes the copy this machine reads ("offline" or "lm-eval"),
+        so offline and hub task copies never share a cell key."""
+        if params.source != "auto":
+            return params
+        return params.model_copy(update={"source": "offline" if uses_offline(params, ctx.offline) else "lm-eval"})
+
     def forward_size(self, params: LmEvalParams) -> ForwardSize | None:
         """lawlab's scorer packs requests into batch_size × 128 tokens a pass and keeps 2²⁴
         logits at a time; HFLM (``backend = "hf"``) is the plan's default shape."""

