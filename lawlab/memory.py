@@ -21,8 +21,8 @@ With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one f
   (``T · V · (b + 12)``: the logits, their fp32 copy, log-softmax and its gradient).
 - evaluation: ``W`` + logits (``T · V · (b + 4)``) + the KV cache + one layer's
   activations; the paired runtime evaluator holds the base model too (``+ W_base``). An
-  evaluator that knows its passes better (lm-eval's packed scorer: ``batch_size`` × 128
-  tokens, 2²⁴ logits at a time) declares it with ``forward_size`` (:class:`lawlab.api.ForwardSize`).
+  evaluator that knows its passes better (one that packs requests, or scores a bounded
+  chunk of logits at a time) declares them with ``forward_size`` (:class:`lawlab.api.ForwardSize`).
 
 Plugins' parameters are read by their common names (``batch_size``, ``max_length``,
 ``window``, ``rank``, ``calibration_samples``...), so the estimate follows a spec's
