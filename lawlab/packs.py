@@ -29,7 +29,11 @@ def registered_packs(registry: Any = None) -> dict[str, Pack]:
 def pip_install(requirements: Sequence[str]) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *requirements]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    # pip's own chatter (notices about this machine's pip config) is shown only if it fails
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise subprocess.CalledProcessError(done.returncode, cmd, done.stdout, done.stderr)
     importlib.invalidate_caches()  # so find_spec sees the new packages in this process
 
 

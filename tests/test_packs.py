@@ -110,3 +110,24 @@ def test_missing_pack_error_names_the_install_command():
     assert not Ghost().installed()
     with pytest.raises(PackMissing, match="lawlab packs install ghost"):
         Ghost().require()
+
+
+def test_pip_says_nothing_unless_it_fails(capfd, tmp_path, monkeypatch):
+    """pip's notices (about a machine's pip config, say) stay off the terminal; when it
+    fails, what it said is shown and the failure raised. A stand-in for python -m pip
+    prints a notice and exits with the code it is given."""
+    import subprocess
+    import sys
+
+    from lawlab.packs import pip_install
+
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "WARNING: Location ignored" >&2\nexit "$6"\n')  # $6: the requirement
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    pip_install(["0"])
+    out, err = capfd.readouterr()
+    assert out.startswith("$ ") and out.count("\n") == 1 and err == ""
+    with pytest.raises(subprocess.CalledProcessError):
+        pip_install(["3"])
+    assert "WARNING: Location ignored" in capfd.readouterr().err
