@@ -38,9 +38,7 @@ def write_bytes(path: str | Path, data: bytes | str) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    return write_bytes(path, text)
 
 
 def write_json(path: str | Path, payload: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
