@@ -24,6 +24,7 @@ from lawlab.api import CannotRunHere, CheckFailed, Progress
 RepoType = Literal["model", "dataset"]
 COMMIT = re.compile(r"[0-9a-f]{40}")
 API_TIMEOUT = 10.0  # seconds per metadata request (after one failure lawlab stops asking: _network_failure)
+DOWNLOAD_WORKERS = 8  # files downloaded at once (huggingface_hub's own default for a snapshot)
 
 # What a causal LM needs from its repository: configs, safetensors weights, tokenizer files.
 # Top level only, so "original/consolidated.00.pth" and other formats never download.
@@ -70,16 +71,18 @@ def cache_root() -> Path:
 
 def cached_snapshot(repo: Repo) -> Path | None:
     """The cached snapshot folder the revision points at (``snapshots/<commit>``), or None
-    when the revision was never resolved on this machine."""
-    folder = cache_root() / f"{repo.type}s--{repo.id.replace('/', '--')}"
-    commit = repo.revision
-    if not COMMIT.fullmatch(commit):
-        ref = folder / "refs" / repo.revision
-        if not ref.is_file():
-            return None
-        commit = ref.read_text().strip()
-    snapshot = folder / "snapshots" / commit
-    return snapshot if snapshot.is_dir() else None
+    when the revision was never resolved on this machine. Asked of huggingface_hub
+    (``snapshot_download(local_files_only=True)``: no request leaves the machine), so the
+    cache's layout is the library's business. A snapshot the library knows is incomplete is
+    still returned: the plugin's ``needed`` check names what it lacks."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo.id, revision=repo.revision, repo_type=repo.type, local_files_only=True))
+    except LocalEntryNotFoundError as exc:
+        partial = getattr(exc, "snapshot_path", None)  # IncompleteSnapshotError (huggingface_hub >= 1.x)
+        return Path(partial) if partial else None
 
 
 def missing_model_files(folder: Path) -> list[str]:
@@ -212,28 +215,51 @@ def _unreachable(repo: Repo, why: str) -> CannotRunHere:
 
 def download(repo: Repo, progress: Progress | None = None) -> Path:
     """Download the files the repo wants at its revision (cached ones are not fetched
-    again) and return the snapshot folder, named by its commit. ``progress`` counts bytes."""
-    from huggingface_hub import hf_hub_download
+    again), ``DOWNLOAD_WORKERS`` at a time, and return the snapshot folder, named by its
+    commit. ``progress`` counts files."""
+    import glob
+
+    from huggingface_hub import snapshot_download
 
     _, listing = resolve(repo)
-    wanted = [(name, size) for name, size in listing if repo.wants(name)]
+    wanted = [name for name, _ in listing if repo.wants(name)]
     if not wanted:
         raise CheckFailed(
             f"the {repo.type} {repo.label} has no file matching {', '.join(repo.patterns)}",
             field=repo.id_field,
         )
     if progress is not None:
-        progress.start(f"{repo.type} {repo.label}", total=sum(size or 0 for _, size in wanted) or None)
-    snapshot: Path | None = None
-    for name, size in wanted:
-        path = hf_hub_download(repo.id, name, revision=repo.revision, repo_type=repo.type, etag_timeout=API_TIMEOUT)
-        snapshot = Path(path).parents[len(Path(name).parts) - 1]
-        if progress is not None:
-            progress.advance(size or 0)
+        progress.start(f"{repo.type} {repo.label}", total=len(wanted))
+    folder = snapshot_download(
+        repo.id,
+        revision=repo.revision,
+        repo_type=repo.type,
+        allow_patterns=[glob.escape(name) for name in wanted],  # exactly these files, even with [ or * in a name
+        max_workers=DOWNLOAD_WORKERS,
+        etag_timeout=API_TIMEOUT,
+        tqdm_class=_files_counter(progress) if progress is not None else None,
+    )
     if progress is not None:
         progress.done()
-    assert snapshot is not None
-    return snapshot
+    return Path(folder)
+
+
+def _files_counter(progress: Progress) -> type:
+    """A tqdm class for ``snapshot_download`` that passes its count of finished files on to
+    ``progress`` (the byte bars some versions also draw with it are left alone)."""
+    from huggingface_hub.utils import tqdm
+
+    class FilesDone(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object):
+            self.counts_files = kwargs.get("unit", "it") == "it"  # tqdm's default unit; bytes are "B"
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if self.counts_files and n:
+                progress.advance(int(n))
+            return super().update(n)
+
+    return FilesDone
 
 
 def snapshot(repo: Repo, offline: bool, needed: Callable[[Path], list[str]], item: str | None = None) -> Path:

@@ -15,14 +15,31 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from lawlab import api, terminal
+
+
+class RateColumn(ProgressColumn):
+    """Mean steps per second since the start of a task that asks for it (the inner loops).
+
+    A column is handed the task it draws, so no lookup by task id is needed (the task list
+    is not indexed by id once a task is removed). The mean since the start, not rich's
+    ``Task.speed``, because that one looks back only ``speed_estimate_period`` (30 s) and
+    stays blank while a training step takes longer than that."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("show_rate") or not task.elapsed:
+            return Text("")
+        return Text(f"{task.completed / task.elapsed:.1f}/s")
 
 
 class StudyProgress(api.Progress):
@@ -62,7 +79,7 @@ class StudyProgress(api.Progress):
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
+                RateColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
@@ -71,7 +88,7 @@ class StudyProgress(api.Progress):
                 redirect_stderr=False,
             )
             self._bars.start()
-            self._study = self._bars.add_task(f"[bold]{name}", total=total, rate="")
+            self._study = self._bars.add_task(f"[bold]{name}", total=total)
         elif not self.quiet:
             self._line(f"study {name}: {total} cell(s) to run" + (f", {already} already done" if already else ""))
 
@@ -108,17 +125,13 @@ class StudyProgress(api.Progress):
         if self._bars is not None:
             if self._inner is not None:
                 self._bars.remove_task(self._inner)
-            self._inner = self._bars.add_task(f"  {description}", total=total, rate="")
+            self._inner = self._bars.add_task(f"  {description}", total=total, show_rate=True)
         elif self.verbose and not self.quiet:
             self._line(f"  {description}" + (f" ({total} steps)" if total else ""))
 
     def advance(self, n: int = 1) -> None:
         if self._bars is not None and self._inner is not None:
-            task = self._bars.tasks[self._inner] if self._inner < len(self._bars.tasks) else None
-            rate = ""
-            if task is not None and task.elapsed:
-                rate = f"{(task.completed + n) / task.elapsed:.1f}/s"
-            self._bars.update(self._inner, advance=n, rate=rate)
+            self._bars.update(self._inner, advance=n)
 
     def done(self) -> None:
         if self._bars is not None and self._inner is not None:

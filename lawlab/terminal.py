@@ -42,18 +42,37 @@ _NUMBER = re.compile(r"^[\s(\[]*[-+−–]?[\d.,]+(e[-+]?\d+)?%?(\s*[±×]\s*[\d
 
 class LawlabConsole(Console):
     """A rich console whose tables wrap names, never numbers, and which off a terminal (a
-    pipe, a file, a CI log) is as wide as its content unless ``COLUMNS`` says otherwise."""
+    pipe, a file, a CI log) is as wide as its content unless ``COLUMNS`` says otherwise.
+
+    Whether a width was fixed (the ``width`` argument, ``COLUMNS`` when it is built, as rich
+    reads it, or the ``width``/``size`` setters) is kept here, so no private rich state is
+    read; whether it is a terminal is asked on each use, as stdout may be swapped."""
+
+    def __init__(self, *args: Any, width: int | None = None, **kwargs: Any):
+        super().__init__(*args, width=width, **kwargs)
+        columns = os.environ.get("COLUMNS", "")
+        self.fixed_width = width is not None or columns.isdigit()
 
     @property
     def size(self) -> ConsoleDimensions:
         size = Console.size.fget(self)  # type: ignore[attr-defined]
-        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS"):
+        if not self.fixed_width and not self.is_terminal:
             return ConsoleDimensions(OFF_TERMINAL_WIDTH, size.height)
         return size
 
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
+        self.fixed_width = True
         Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    @property
+    def width(self) -> int:
+        return self.size.width
+
+    @width.setter
+    def width(self, width: int) -> None:
+        self.fixed_width = True
+        Console.width.fset(self, width)  # type: ignore[attr-defined]
 
     def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for obj in objects:

@@ -141,6 +141,36 @@ def batches(samples: list[list[int]], batch_size: int, pad_id: int) -> list[tupl
     return out
 
 
+def attach_adapters(net: Any, config: Any) -> Any:
+    """``net`` wrapped with LoRA adapters in float32 whatever the base's dtype.
+
+    peft upcasts bf16/fp16 adapters to fp32 only when a ``PeftModel`` is built
+    (``get_peft_model(..., autocast_adapter_dtype=True)``); a bare ``LoraModel`` keeps them
+    in the base's dtype, so on a GPU (dtype "auto" = bf16) AdamW would update bf16 adapter
+    weights. peft's warnings here (a deprecation it triggers in transformers) go to the
+    ``peft`` logger, which a run's capture sends to the study's log."""
+    import logging
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped = get_peft_model(net, config, autocast_adapter_dtype=True)
+    for w in caught:
+        logging.getLogger("peft").warning("%s: %s", w.category.__name__, w.message)
+    return wrapped
+
+
+def keep_dtypes(net: Any, dtypes: dict[str, Any]) -> None:
+    """Cast back any parameter whose dtype the merge changed (an fp32 delta added to a
+    bf16 weight must leave a bf16 weight), so the merged model is the base's dtype."""
+    for name, p in net.named_parameters():
+        want = dtypes.get(name)
+        if want is not None and p.dtype != want:
+            p.data = p.data.to(want)
+
+
 class LoRA(RFTRecipe):
     name: ClassVar[str] = "lora"
     Params: ClassVar[type[Params]] = LoraParams
@@ -173,7 +203,6 @@ class LoRA(RFTRecipe):
     ) -> tuple[LoadedModel, list[Measurement]]:
         import torch
         from peft import LoraConfig
-        from peft.tuners.lora import LoraModel
         from transformers import get_scheduler
 
         tok = model.tokenizer
@@ -200,7 +229,8 @@ class LoRA(RFTRecipe):
         net = model.model
         for p in net.parameters():
             p.requires_grad_(False)
-        lora = LoraModel(net, config, "default")
+        base_dtypes = {name: p.dtype for name, p in net.named_parameters()}
+        lora = attach_adapters(net, config)
         trainable = [p for p in lora.parameters() if p.requires_grad]
 
         use_bf16 = params.bf16
@@ -250,6 +280,7 @@ class LoRA(RFTRecipe):
         ctx.progress.done()
 
         merged = lora.merge_and_unload()
+        keep_dtypes(merged, base_dtypes)
         merged.eval()
         for p in merged.parameters():
             p.requires_grad_(False)
@@ -267,6 +298,7 @@ class LoRA(RFTRecipe):
             "targets": len(targets),
             "trainable_params": sum(p.numel() for p in trainable),
             "bf16": use_bf16,
+            "adapter_dtype": str(trainable[0].dtype).removeprefix("torch."),
             "params": params.model_dump(mode="json"),
         }
         model.history.append({"step": "rft", **record})

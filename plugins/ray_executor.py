@@ -81,9 +81,9 @@ class RayExecutor(Executor):
         started_here = not ray.is_initialized()
         if started_here:
             address = None if params.address == "auto" else params.address
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=job_runtime_env())
         try:
-            return RayScheduler(plan, store, params, **options).run()
+            return RayScheduler(plan, store, params, shipped=started_here, **options).run()
         finally:
             if started_here:
                 ray.shutdown()
@@ -94,15 +94,18 @@ class RayExecutor(Executor):
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What a worker process needs before it can read the plan: the plugins (``--plugin``
-    modules and where they live, the driver's LAWLAB_* variables) and the plan itself,
-    pickled by Ray's cloudpickle."""
+    """What a worker process needs before it can read the plan: the ``--plugin`` modules to
+    import and the plan itself, pickled by Ray's cloudpickle. The driver's LAWLAB_*
+    variables reach the worker through the task's ``runtime_env`` (:func:`task_runtime_env`),
+    the modules' files through the job's (:func:`job_runtime_env`), so no node needs the
+    driver's file system. Ray uploads local files only for a job's runtime_env, set when
+    the job starts: where the caller started Ray itself (a notebook, a test), ``paths`` are
+    the driver's folders of those modules instead, which the nodes must share."""
 
     token: str
     plan_blob: bytes
     modules: tuple[str, ...]
-    paths: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()
 
 
 _workers: dict[str, Any] = {}  # token -> CellWorker, so a worker process sets up once per run
@@ -111,18 +114,21 @@ _workers: dict[str, Any] = {}  # token -> CellWorker, so a worker process sets u
 def _cell_worker(setup: WorkerSetup) -> Any:
     if setup.token in _workers:
         return _workers[setup.token]
+    import ray
     from ray import cloudpickle
 
     from lawlab import environment
     from lawlab.execute import CellWorker
     from lawlab.plugins import get_registry
 
-    for k in [k for k in os.environ if _forwarded(k) and k not in setup.env]:
-        del os.environ[k]  # unset on the driver: unset here too
-    os.environ.update(setup.env)
-    for p in setup.paths:
-        if p not in sys.path:
-            sys.path.insert(0, p)
+    # runtime_env sets variables but cannot unset one: a LAWLAB_* variable this worker
+    # inherited from its node (`ray start`'s shell) and the driver lacks is removed here.
+    sent = ray.get_runtime_context().runtime_env.env_vars()
+    for k in [k for k in os.environ if _forwarded(k) and k not in sent]:
+        del os.environ[k]
+    for path in setup.paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
     get_registry(setup.modules)  # CellWorker reads the process-wide registry
     plan = cloudpickle.loads(setup.plan_blob)
     if plan.spec.offline:
@@ -138,6 +144,42 @@ def _forwarded(var: str) -> bool:
     """The driver's LAWLAB_* settings (plugin lists...) hold on every worker; the cache
     folder is each machine's own."""
     return var.startswith("LAWLAB_") and var != "LAWLAB_CACHE"
+
+
+def task_runtime_env() -> dict[str, Any]:
+    """Ray's ``runtime_env`` of every cell task: the driver's LAWLAB_* variables."""
+    return {"env_vars": {k: v for k, v in os.environ.items() if _forwarded(k)}}
+
+
+def job_runtime_env() -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` of a job lawlab starts: the files of the ``--plugin`` modules
+    (``py_modules``: Ray uploads them to the cluster and puts them on each worker's path)."""
+    files = sorted({f for f in map(_module_file, _plugin_modules()) if f is not None})
+    return {"py_modules": files} if files else None
+
+
+def _plugin_modules() -> list[str]:
+    """The ``--plugin`` modules of this run: imported by name, not installed (entry-point
+    plugins are installed on every node like lawlab itself)."""
+    from lawlab.plugins import get_registry
+
+    return [info.module for info in get_registry().plugins if info.distribution is None and info.module in sys.modules]
+
+
+def _module_file(module: str) -> str | None:
+    """The file or package folder that ``py_modules`` ships for ``module``: its top-level
+    package, so ``import a.b`` works on the worker as it does here. None for a package
+    installed from a distribution: nodes install those as they install lawlab."""
+    from importlib.metadata import packages_distributions
+
+    name = module.split(".", 1)[0]
+    top = sys.modules.get(name)
+    if top is None or name in packages_distributions():
+        return None
+    folders = list(getattr(top, "__path__", []))
+    if folders:
+        return folders[0] if len(folders) == 1 else None  # a namespace package over several folders: not shippable
+    return getattr(top, "__file__", None)
 
 
 def _worker_device(setting: str) -> str:
@@ -241,11 +283,12 @@ class RayScheduler(ResumeRules):
 
     def __init__(
         self, plan: Any, store: Any, params: RayParams, *, run_id: int, progress: Any,
-        fail_fast: bool = False, retry_failed: bool = False,
+        fail_fast: bool = False, retry_failed: bool = False, shipped: bool = True,
     ):
         super().__init__(plan, store, retry_failed=retry_failed)
         spec = plan.spec.spec
         self.store, self.params, self.run_id = store, params, run_id
+        self.shipped = shipped  # the --plugin modules travel in the job's runtime_env (lawlab started the job)
         self.progress = progress
         self.fail_fast = fail_fast
         self.keep = spec.execution.keep_artifacts
@@ -265,7 +308,8 @@ class RayScheduler(ResumeRules):
         from lawlab.execute import ExecutionSummary
 
         summary = ExecutionSummary()
-        self.remote = ray.remote(max_retries=0)(run_cell_task)  # our loop retries, and records each try
+        # our loop retries, and records each try
+        self.remote = ray.remote(max_retries=0, runtime_env=task_runtime_env())(run_cell_task)
         self.resources = {kind: self.stage_resources(kind) for kind in ("base", "prune", "rft", "eval")}
         self.setup = ray.put(self.worker_setup())
         self.clean_partial()
@@ -435,18 +479,12 @@ class RayScheduler(ResumeRules):
     def worker_setup(self) -> WorkerSetup:
         from ray import cloudpickle
 
-        from lawlab.plugins import get_registry
-
-        # --plugin modules are not entry points: a worker imports them from the same path
-        modules, paths = [], []
-        for info in get_registry().plugins:
-            if info.distribution is None and info.module in sys.modules:
-                modules.append(info.module)
-                file = getattr(sys.modules[info.module], "__file__", None)
-                if file:
-                    paths.append(str(Path(file).resolve().parents[info.module.count(".")]))
-        env = {k: v for k, v in os.environ.items() if _forwarded(k)}
-        return WorkerSetup(uuid.uuid4().hex, cloudpickle.dumps(self.plan), tuple(modules), tuple(paths), env)
+        modules = tuple(_plugin_modules())
+        paths: tuple[str, ...] = ()
+        if not self.shipped:  # the caller's Ray job: its runtime_env is fixed, the folders must be shared
+            files = {f for f in map(_module_file, modules) if f is not None}
+            paths = tuple(sorted({str(Path(f).resolve().parent) for f in files}))
+        return WorkerSetup(uuid.uuid4().hex, cloudpickle.dumps(self.plan), modules, paths)
 
     def driver_provenance(self, cell: Any) -> dict[str, Any]:
         from lawlab import environment

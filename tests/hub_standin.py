@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +47,16 @@ class StandInHub:
         self.cards: dict[tuple[str, str], dict[str, Any]] = {}  # cardData of a repository's info
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
+        # A file download takes at least this long, so overlapping downloads show in most_at_once.
+        self.download_delay = 0.0
+        self.most_at_once = 0
+        self._at_once = 0
+        self._lock = threading.Lock()
+
+    def downloading(self, delta: int) -> None:
+        with self._lock:
+            self._at_once += delta
+            self.most_at_once = max(self.most_at_once, self._at_once)
 
     # ----------------------------------------------------------------- content
 
@@ -201,7 +212,14 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             return self._error("EntryNotFound", head)
         headers = {"ETag": f'"{_etag(data)}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
-        self._send(200, data, headers, head, content_type="application/octet-stream")
+        if head or not self.standin.download_delay:
+            return self._send(200, data, headers, head, content_type="application/octet-stream")
+        self.standin.downloading(+1)
+        try:
+            time.sleep(self.standin.download_delay)
+            self._send(200, data, headers, head, content_type="application/octet-stream")
+        finally:
+            self.standin.downloading(-1)
 
 
 def _tree(files: dict[str, bytes], prefix: str, recursive: bool) -> list[dict[str, Any]]:

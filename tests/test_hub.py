@@ -327,3 +327,56 @@ def test_fetch_downloads_lm_eval_task_data_that_an_offline_run_then_reads(tmp_pa
                           env=hub_env(tmp_path, standin.url, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "6"
+
+
+DOWNLOAD = """
+import json
+import sys
+from lawlab import hub
+from lawlab.api import Progress
+
+class Count(Progress):
+    def start(self, description, total=None):
+        self.total, self.done_files = total, 0
+    def advance(self, n=1):
+        self.done_files += n
+
+repo = hub.Repo({model!r})
+count = Count()
+folder = hub.download(repo, count) if sys.argv[1] == "download" else hub.cached_snapshot(repo)
+print(folder.name, json.dumps(sorted(p.name for p in folder.iterdir())), hub.missing_model_files(folder),
+      getattr(count, "total", None), getattr(count, "done_files", None), sep="\\n")
+"""
+
+
+def test_a_sharded_model_downloads_in_parallel_and_is_found_in_the_warm_cache(tmp_path):
+    from lawlab.testing import save_tiny, tiny_model
+
+    folder = save_tiny(tiny_model("llama"), tmp_path / "sharded")
+    for shard in folder.glob("*.safetensors"):
+        shard.unlink()
+    tiny_model("llama").model.save_pretrained(folder, max_shard_size="100KB")
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert len(shards) >= 3
+    standin = StandInHub()
+    commit = standin.commit("model", TINY_MODEL, {**model_files(folder), "original/params.json": b"{}"})
+    standin.download_delay = 0.3
+    script = DOWNLOAD.format(model=TINY_MODEL)
+    with standin:
+        env = hub_env(tmp_path, standin.url)
+        done = subprocess.run([sys.executable, "-c", script, "download"], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        name, files, missing, total, counted = done.stdout.strip().splitlines()[-5:]
+        assert name == commit and missing == "[]"
+        assert set(shards) <= set(json.loads(files)) and "original" not in json.loads(files)  # top level only
+        assert int(total) == int(counted) == len(model_files(folder))  # the progress counted every file
+        assert standin.most_at_once >= 3  # shards downloaded side by side, not one after another
+    # The stand-in is gone: the cache alone answers, through huggingface_hub, with no request.
+    seen = len(standin.requests)
+    warm = subprocess.run([sys.executable, "-c", script, "cached"], env=hub_env(tmp_path, standin.url,
+                          HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=300)
+    assert warm.returncode == 0, warm.stderr
+    name, files, missing = warm.stdout.strip().splitlines()[-5:-2]
+    assert name == commit and missing == "[]" and set(shards) <= set(json.loads(files))
+    assert len(standin.requests) == seen

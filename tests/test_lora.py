@@ -8,6 +8,7 @@ from lawlab_plugins.architectures import DecoderAdapter
 from lawlab_plugins.cross_entropy import windowed_cross_entropy
 from lawlab_plugins.datasets import TinyCorpus
 from lawlab_plugins.lora import LoRA, chunk_samples
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, RunContext
 from lawlab.plugins import PluginInfo, Registry
@@ -135,3 +136,28 @@ def test_size_larger_than_the_dataset(tmp_path):
     _, out = RECIPE.train(tiny_model("llama"), train_split(ctx), 500, capped, ctx)
     rec = next(x for x in out if x.metric == "rft_loss").details
     assert rec["size_requested"] == 500 and rec["size"] == rec["available"] == 200
+
+
+def test_fp32_adapters_on_a_bf16_base_merge_back_to_bf16(tmp_path):
+    """On a bf16 base (a GPU's dtype "auto") AdamW must update fp32 adapters, and the
+    merged model must come back bf16 with the adapters' update in it."""
+    ctx = run_ctx(tmp_path)
+    m = tiny_model("llama")
+    m.model.to(torch.bfloat16)
+    before = {k: v.clone() for k, v in m.model.state_dict().items()}
+    stepped: list[set[torch.dtype]] = []
+
+    def watch(optimizer, args, kwargs):  # what AdamW is about to update, step by step
+        stepped.append({p.dtype for group in optimizer.param_groups for p in group["params"]})
+
+    handle = register_optimizer_step_pre_hook(watch)
+    try:
+        m, out = RECIPE.train(m, train_split(ctx), 8, RECIPE.Params(**FAST), ctx)
+    finally:
+        handle.remove()
+    assert stepped and all(dtypes == {torch.float32} for dtypes in stepped)
+    assert next(x for x in out if x.metric == "rft_loss").details["adapter_dtype"] == "float32"
+    assert {p.dtype for p in m.model.parameters()} == {torch.bfloat16}
+    after = m.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == 2 * 7 and all(k.endswith("_proj.weight") for k in changed)

@@ -232,3 +232,23 @@ def test_a_cell_no_node_can_take_is_refused_not_left_waiting(local_ray, tiny_spe
     assert main(["run", str(spec), "--no-report", "-q"]) == 2  # Ray would wait for such a node forever
     err = capsys.readouterr().err
     assert "no node of the Ray cluster can run a rft cell" in err and "0 GPUs" in err
+
+
+def test_cell_tasks_carry_the_drivers_variables_and_plugin_files(monkeypatch):
+    """What reaches a worker travels in the task's runtime_env, not by a shared file system."""
+    import lawlab_test_plugins
+    from lawlab_plugins.ray_executor import job_runtime_env, task_runtime_env
+
+    from lawlab.plugins import get_registry, reset_registry
+
+    monkeypatch.setenv("LAWLAB_TEST_FAIL", "1")
+    monkeypatch.setenv("LAWLAB_CACHE", "/this/machine/only")
+    get_registry(["lawlab_test_plugins"])
+    try:
+        env, job = task_runtime_env(), job_runtime_env()
+    finally:
+        reset_registry()
+    assert env["env_vars"]["LAWLAB_TEST_FAIL"] == "1" and "LAWLAB_CACHE" not in env["env_vars"]
+    assert not any(k.startswith(("HF_", "PATH")) for k in env["env_vars"])  # only lawlab's own settings
+    # the --plugin module's file is shipped with the job lawlab starts; installed plugins (lawlab_plugins) are not
+    assert job == {"py_modules": [lawlab_test_plugins.__file__]}
