@@ -42,8 +42,9 @@ def linear_accuracy(model: str, method: str, r: float, D: float) -> float:
 
 
 def runtime(model: str, method: str, r: float, D: float) -> float:
-    """Relative time (1+r)^β, the larger model gaining more (β −0.45 and −0.9)."""
-    return (1 + r) ** (-0.45 if model == SMALL else -0.9)
+    """Relative time (1+r)^β, the larger model gaining more (β −0.55 and −0.7: each model's
+    mean reduction at r = 0.5-0.9 inside the paper's 24-35%, 25% and 31%)."""
+    return (1 + r) ** (-0.55 if model == SMALL else -0.7)
 
 
 def rows_from(
@@ -163,17 +164,18 @@ def one_curve(change: Callable[[float], float]) -> Curve:
 def test_rq1_a_curve_that_only_wobbles_does_not_refute_falling_accuracy():
     """One curve flat at its L0 (a benchmark at chance) among falling ones: accuracy still
     falls; a curve that rises significantly with r refutes it, and is named."""
-    flat = findings(rows_from(extrinsic=one_curve(lambda r: 1.0), noise=0.01))
+    flat = findings(rows_from(extrinsic=one_curve(lambda r: 1.0), noise=0.002))
     part = next(p for p in flat["rq1"].parts if p.name == "accuracy falls linearly")
     curve = part.evidence["curves"][f"{LARGE} · based"]
     assert curve["slope_p"] > 0.05  # no significant trend
+    assert curve["verdict"] == "undetermined"  # a flat curve neither confirms nor refutes
     assert part.verdict == "consistent", part.reason
-    assert "3 fall, 0 rise" in part.summary
+    assert "3 consistent, 0 inconsistent, 1 undetermined" in part.summary
 
     rising = findings(rows_from(extrinsic=one_curve(lambda r: 1 + 0.3 * r)))
     part = next(p for p in rising["rq1"].parts if p.name == "accuracy falls linearly")
     assert part.verdict == "inconsistent"
-    assert part.reason == f"accuracy rises significantly with r on {LARGE} · based"
+    assert part.reason.startswith(f"{LARGE} · based: accuracy rises with r")
 
 
 def test_rq1_too_few_ratios_is_undetermined():
@@ -189,10 +191,10 @@ def test_rq1_too_few_ratios_is_undetermined():
 def test_rq2_speedup_beta_per_model_and_bigger_gains_more(paper_like):
     a = paper_like["rq2"]
     assert a.verdict == "consistent", a.reason
-    assert a.evidence["beta"][SMALL]["beta"] == pytest.approx(-0.45, abs=0.02)
-    assert a.evidence["beta"][LARGE]["beta"] == pytest.approx(-0.9, abs=0.02)
+    assert a.evidence["beta"][SMALL]["beta"] == pytest.approx(-0.55, abs=0.02)
+    assert a.evidence["beta"][LARGE]["beta"] == pytest.approx(-0.7, abs=0.02)
     assert a.evidence["largest"]["model"] == LARGE and a.evidence["largest"]["r"] == 0.9
-    assert a.evidence["largest"]["reduction"] == pytest.approx(1 - 1.9**-0.9, abs=0.01)
+    assert a.evidence["largest"]["reduction"] == pytest.approx(1 - 1.9**-0.7, abs=0.01)
 
 
 def test_rq2_one_model_cannot_say_whether_bigger_models_gain_more():
