@@ -475,8 +475,16 @@ def _shape_verdict(t: dict[str, Any], kind: str) -> tuple[str, str]:
     return "undetermined", f"falls, but the test could not rule out a curvature of the slope's size (c = {c:.3g} ± {half:.2g})"
 
 
-def _retention(rows: Sequence[dict[str, Any]], seed: int) -> Part:
-    name = "RFT raises extrinsic retention below r = 0.5"
+def _retentions(rows: Sequence[dict[str, Any]], seed: int) -> list[Part]:
+    """Retention per series: the five-task mean and MMLU are different things, never pooled."""
+    series = sorted({p["series"] for p in points(rows, "extrinsic")})
+    if len(series) <= 1:
+        return [_retention(rows, seed)]
+    return [_retention([r for r in rows if r["kind"] != "extrinsic" or r["series"] == s], seed, s) for s in series]
+
+
+def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> Part:
+    name = "RFT raises extrinsic retention below r = 0.5" + (f" ({series})" if series else "")
     low = [p for p in points(rows, "extrinsic") if 0 < p["ratio"] < 0.5]
     without = {(p["model"], p["method"], p["ratio"], p["series"]): p["value"] / p["L0"] for p in low if p["D"] == 0}
     seeds = {(p["model"], p["method"], p["ratio"], p["series"]): p.get("seed", "") for p in low}
@@ -500,7 +508,7 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int) -> Part:
     ev["l0_relative_stderr"] = l0_se
     if math.isfinite(lo) and (hi - lo) / 2 > 0.03:
         ev["power"] = (f"retention is known to ±{(hi - lo) / 2:.1%}; about "
-                       f"{_questions_for_retention(rows, (hi - lo) / 2, 0.03)} questions a task would give ±3 points")
+                       f"{_questions_for_retention(rows, (hi - lo) / 2, 0.03)} questions a task would give ±3 points, if all of its width is question noise")
     summary = f"retention without RFT {_pct(m, lo, hi)} (best {max(without.values()):.0%}; paper 57%)"
     if not best_D:
         return Part(name, "undetermined", summary + "; no RFT cells", ev, "no RFT cells")
@@ -535,7 +543,7 @@ def _pct(m: float, lo: float, hi: float) -> str:
 
 
 def rq1(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    parts = [_shape_part(rows, "intrinsic"), _shape_part(rows, "extrinsic"), _retention(rows, seed)]
+    parts = [_shape_part(rows, "intrinsic"), _shape_part(rows, "extrinsic"), *_retentions(rows, seed)]
     return Answer.of("rq1", parts, ci=f"curvature: t test of the r² term in a quadratic least-squares fit per "
                                       f"curve; retention: {CLUSTER_CI}")
 
@@ -758,7 +766,78 @@ def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[s
 # --------------------------------------------------------------------------- RQ4
 
 
+MATCH_TOLERANCE = 0.10  # two variants are "of a size" when their kept sizes differ by at most 10%
+SIZE_MEASURE = "non-embedding parameters kept"
+
+
+def size_of(row: dict[str, Any], originals: dict[str, float]) -> float | None:
+    """A variant's non-embedding parameters kept; an unpruned model's from its pruned rows."""
+    kept = _float(row.get("params_kept_no_embed"))
+    if kept is not None and row["method"]:
+        return kept
+    return originals.get(row["model"]) if not row["method"] else None
+
+
+def _original_sizes(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rows:
+        kept, removed = _float(r.get("params_kept_no_embed")), _float(r.get("fraction_removed_no_embed"))
+        if r["method"] and kept and removed is not None and removed < 1:
+            out[r["model"]] = kept / (1 - removed)
+    return out
+
+
 def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+    """Measured, at matched size: every pair of variants of two models, by the same method,
+    whose non-embedding parameters kept are within 10% of each other (same D), the smaller
+    model's accuracy minus the larger's. The law's prediction at budgets between the sizes is evidence, marked as such."""
+    name = "a smaller model at a lower ratio wins"
+    predicted = _rq4_predicted(rows, seed)
+    pts = [r for r in rows if r["kind"] == "extrinsic" and r.get("law_input", True) and r["value"] is not None]
+    if pts:
+        counts: dict[str, int] = {}
+        for p in pts:
+            counts[p["series"]] = counts.get(p["series"], 0) + 1
+        main = max(counts, key=lambda k: counts[k])
+        pts = [p for p in pts if p["series"] == main]
+    originals = _original_sizes(rows)
+    sized = [(p, size_of(p, originals)) for p in pts]
+    sized = [(p, z) for p, z in sized if z]
+    pairs = []
+    for a, za in sized:
+        for b, zb in sized:
+            # the same method (or the smaller model unpruned): a pair compares sizes, not methods
+            if (originals.get(a["model"], 0) < originals.get(b["model"], 0) and a["D"] == b["D"]
+                    and a["method"] in ("", b["method"]) and b["method"]
+                    and abs(za / zb - 1) <= MATCH_TOLERANCE and a["ratio"] < b["ratio"]):
+                pairs.append({"small": a["model"], "small_r": a["ratio"], "small_method": a["method"],
+                              "large": b["model"], "large_r": b["ratio"], "large_method": b["method"], "D": a["D"],
+                              "size_ratio": za / zb, "difference": a["value"] - b["value"],
+                              "cluster": cluster(a) + "~" + cluster(b)})
+    ev: dict[str, Any] = {"size_measure": SIZE_MEASURE, "tolerance": MATCH_TOLERANCE, "pairs": pairs,
+                          "predicted": {"note": "law predictions, not measurements", **predicted.evidence,
+                                        "verdict": predicted.verdict, "summary": "; ".join(
+                                            p.summary for p in predicted.parts)}}
+    if len({p["model"] for p in pts}) < 2:
+        reason = "one model only" if pts else "no extrinsic results"
+        return Answer.of("rq4", [Part(name, "undetermined", reason, reason=reason)], **ev)
+    if not pairs:
+        reason = (f"no two models' variants within {MATCH_TOLERANCE:.0%} of each other's {SIZE_MEASURE} at the same D "
+                  "(with the smaller model at the lower ratio); choose ratios whose kept sizes match")
+        return Answer.of("rq4", [Part(name, "undetermined", reason, reason=reason)], notes=predicted.notes,
+                         ci="no measured pair", **ev)
+    m, lo, hi = bootstrap_mean([p["difference"] for p in pairs], seed, clusters=[p["cluster"] for p in pairs])
+    verdict = side(lo, hi, +1)
+    summary = (f"measured at matched size ({SIZE_MEASURE} within {MATCH_TOLERANCE:.0%}), over {len(pairs)} pair(s): "
+               f"smaller − larger model accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paper: the smaller wins by about 8%)")
+    reason = "" if verdict == "consistent" else ("the larger model wins" if verdict == "inconsistent" else
+                                                 "the difference's interval includes 0")
+    part = Part(name, verdict, summary, {"mean": m, "ci": [lo, hi], "pairs": len(pairs)}, reason)
+    notes = ["predicted, not measured: " + n for n in predicted.notes]
+    return Answer.of("rq4", [part], notes=notes, ci=CLUSTER_CI.replace("clusters (", "pairs of clusters (", 1), **ev)
+
+
+def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     from lawlab.critical import CriticalRangeError, best_configuration
     from lawlab.fit import LawFitError, fit_law
 
@@ -881,43 +960,77 @@ def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     cals = {p["calibration"] for p in rows if p["method"]}
     parts = []
     ev: dict[str, Any] = {}
-    for kind, claim in (("intrinsic", "calibration-based is better on loss"),
-                        ("extrinsic", "calibration-free is better on accuracy")):
+    claims = {"intrinsic": "calibration-based is better on loss", "extrinsic": "calibration-free is better on accuracy"}
+    # one part per series: an average of tasks and MMLU are decided apart, never pooled
+    jobs = [(kind, series) for kind in claims
+            for series in (sorted({p["series"] for p in points(rows, kind)}) or [""])]
+    for kind, series in jobs:
+        several = sum(k == kind for k, _ in jobs) > 1
+        claim = claims[kind] + (f" ({series})" if several else "")
         if "based" not in cals or "free" not in cals:
             reason = "no calibration-based method" if "based" not in cals else "no calibration-free method"
             parts.append(Part(claim, "undetermined", reason, reason=reason))
             continue
-        pts = points(rows, kind)
-        rel = {}
-        for p in pts:
-            if p["calibration"] in ("free", "based"):
-                key = (p["model"], p["ratio"], p["rft_dataset"], p["D"], p["series"])
-                rel.setdefault(key, {}).setdefault(p["calibration"], []).append(p["value"] / p["L0"])
-        # free − based in L/L0: > 0 means the calibration-free variant has the higher loss or accuracy
-        diffs = {k: sum(v["free"]) / len(v["free"]) - sum(v["based"]) / len(v["based"])
-                 for k, v in rel.items() if "free" in v and "based" in v}
-        if not diffs:
-            parts.append(Part(claim, "undetermined", f"no {kind} results at equal r for both kinds",
-                              reason="no ratio where both kinds were measured"))
+        pts = [p for p in points(rows, kind) if p["series"] == series or not series]
+        matched = _matched_differences(pts, _original_sizes(rows))
+        if not matched:
+            parts.append(Part(claim, "undetermined", f"no {kind} results where both kinds reach the same size",
+                              reason=f"the two kinds' {SIZE_MEASURE} do not overlap at any model and D"))
             continue
-        m, lo, hi = bootstrap_mean(list(diffs.values()), seed)
+        diffs = {k: v["difference"] for k, v in matched.items()}
+        l0_se: dict[str, float] = {}
+        for series in {k[4] for k in matched}:
+            l0_se |= l0_errors(rows, series)
+        m, lo, hi = bootstrap_mean(list(diffs.values()), seed, clusters=[v["cluster"] for v in matched.values()],
+                                   models=[k[0] for k in matched], l0_rel_se=l0_se)
+        ev[f"{kind}_matched" + (f":{series}" if several else "")] = {"size_measure": SIZE_MEASURE, "pairs": [
+            {"model": k[0], "r": k[1], "rft_dataset": k[2], "D": k[3], "series": k[4], **v} for k, v in matched.items()]}
         by_rft = {}
         for label, test in (("without_rft", lambda d: d == 0), ("with_rft", lambda d: d > 0)):
-            sel = [v for k, v in diffs.items() if test(k[3])]
-            if sel:
-                by_rft[label] = dict(zip(("mean", "low", "high"), bootstrap_mean(sel, seed), strict=True)) | {
-                    "cells": len(sel)}
+            keys = [k for k in diffs if test(k[3])]
+            if keys:
+                by_rft[label] = dict(zip(("mean", "low", "high"), bootstrap_mean(
+                    [diffs[k] for k in keys], seed, clusters=[matched[k]["cluster"] for k in keys]), strict=True)) | {
+                    "cells": len(keys)}
         verdict = side(lo, hi, +1)
         unit = "loss" if kind == "intrinsic" else "accuracy"
-        summary = (f"(free − based) in {unit} relative to the unpruned model, at equal r and D: {m:+.3f} "
-                   f"[{lo:+.3f}, {hi:+.3f}] over {len(diffs)} cell(s)")
+        series = sorted({k[4] for k in matched})
+        summary = (f"(free − based) in {unit} relative to the unpruned model, at matched {SIZE_MEASURE} and equal D "
+                   f"(the calibration-based curve interpolated at each calibration-free variant's size): {m:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}] over {len(diffs)} variant(s) of {', '.join(series)}")
         for label, v in by_rft.items():
             summary += f"; {label.replace('_', ' ')} {v['mean']:+.3f}"
         reason = "" if verdict != "undetermined" else "the difference's interval includes 0"
         parts.append(Part(claim, verdict, summary, {"mean": m, "ci": [lo, hi], "cells": len(diffs), **by_rft},
                           reason))
     ev["by_calibration"] = _calibration_laws(rows)
-    return Answer.of("rq5", parts, ci=CELL_CI + "; differences paired at equal model, r, RFT data and D", **ev)
+    return Answer.of("rq5", parts, ci=CLUSTER_CI + f"; differences at matched {SIZE_MEASURE}, equal model, RFT data "
+                                       "and D", **ev)
+
+
+def _matched_differences(pts: Sequence[dict[str, Any]], originals: dict[str, float]) -> dict[tuple, dict[str, Any]]:
+    """For each calibration-free variant, the calibration-based curve of the same model, RFT
+    data, D and series interpolated (linearly, never extrapolated) at its size: the
+    difference free − based in L/L0."""
+    curves: dict[tuple, list[tuple[float, float]]] = {}
+    for p in pts:
+        size = size_of(p, originals)
+        if p["calibration"] == "based" and size:
+            curves.setdefault((p["model"], p["rft_dataset"], p["D"], p["series"]), []).append(
+                (size, p["value"] / p["L0"]))
+    out: dict[tuple, dict[str, Any]] = {}
+    for p in pts:
+        size = size_of(p, originals)
+        curve = sorted(curves.get((p["model"], p["rft_dataset"], p["D"], p["series"]), []))
+        if p["calibration"] != "free" or not size or len(curve) < 2 or not curve[0][0] <= size <= curve[-1][0]:
+            continue
+        for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+            if x0 <= size <= x1:
+                based = y0 if x1 == x0 else y0 + (y1 - y0) * (size - x0) / (x1 - x0)
+                out[(p["model"], p["ratio"], p["rft_dataset"], p["D"], p["series"])] = {
+                    "difference": p["value"] / p["L0"] - based, "size": size, "cluster": cluster(p)}
+                break
+    return out
 
 
 def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from lawlab.testing import write_rows_csv
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SIZES = (0, 100, 1000)
 SMALL, LARGE = "small", "large"
-PARAMS = {SMALL: 100e6, LARGE: 300e6}
+PARAMS = {SMALL: 100e6, LARGE: 150e6}  # the large model at r = 0.5-0.7 is the small one's size
 L0_CE = {SMALL: 3.0, LARGE: 2.5}
 L0_ACC = {SMALL: 0.50, LARGE: 0.60}
 
@@ -72,6 +72,8 @@ def rows_from(
             "calibration": methods.get(method, ""), "ratio": r, "ratio_effective": 0.6 * r,
             "params_kept": PARAMS[model] * kept if method else None,
             "params_original": PARAMS[model] if method else None, "rft": "lora" if D else "",
+            "params_kept_no_embed": PARAMS[model] * kept if method else None,
+            "fraction_removed_no_embed": 1 - kept if method else 0.0,
             "rft_dataset": "ptb" if D else "", "D": D, "evaluator": kind, "kind": kind,
             "metric": {"intrinsic": "cross_entropy", "extrinsic": "accuracy", "runtime": "relative_time"}[kind],
             "dataset": {"intrinsic": "ptb", "extrinsic": "mean", "runtime": "synthetic"}[kind],
@@ -246,7 +248,14 @@ def test_rq3_accuracy_recovering_more_is_inconsistent():
 def test_rq4_prefers_the_smaller_model_when_the_law_says_so(paper_like):
     a = paper_like["rq4"]
     assert a.verdict == "consistent", a.reason
-    assert all(b["best"]["model"] == SMALL for b in a.evidence["budgets"] if "best" in b)
+    # measured pairs of equal size: the small model at r = 0 / 0.1 against the large one at 0.5 / 0.7
+    pairs = a.evidence["pairs"]
+    assert pairs and all(p["small"] == SMALL and abs(p["size_ratio"] - 1) <= 0.1 for p in pairs)
+    assert all(p["difference"] > 0 for p in pairs)
+    # the law's own prediction is kept, and labelled as one
+    predicted = a.evidence["predicted"]
+    assert predicted["note"].startswith("law predictions")
+    assert all(b["best"]["model"] == SMALL for b in predicted["budgets"] if "best" in b)
 
 
 def test_rq4_one_model_is_undetermined():
