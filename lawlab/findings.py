@@ -56,7 +56,9 @@ CLAIMS = {
     "laws": "Eq. 1, L = L0^α (1+r)^β (1 + 1/(D+ε))^γ, describes the results with feasible signs (loss: β, γ > 0; "
             "accuracy: β, γ < 0), and runtime follows S = C (1+r)^β with β < 0.",
 }
-CELL_CI = f"{LEVEL:.0%} percentile bootstrap over cells ({N_BOOT} resamples; a cell is one variant: model, method, r, D)"
+CELL_CI = f"{LEVEL:.0%} BCa bootstrap over cells ({N_BOOT} resamples; a cell is one variant: model, method, r, D)"
+CLUSTER_CI = (f"{LEVEL:.0%} bootstrap over clusters (a cluster is one pruned model: model, method, r, seed, with its D "
+              f"cells), each model's L0 drawn from its recorded standard error ({N_BOOT} resamples)")
 
 
 # --------------------------------------------------------------------------- results
@@ -120,16 +122,19 @@ class Findings:
     source: str
     answers: dict[str, Answer]
     notes: list[str] = field(default_factory=list)
+    chance: dict[str, Any] = field(default_factory=dict)  # each task against chance, and what was left out
 
     def __getitem__(self, key: str) -> Answer:
         return self.answers[key]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "notes": self.notes, **{k: a.to_dict() for k, a in self.answers.items()}}
+        return {"source": self.source, "notes": self.notes, "chance": _jsonable(self.chance),
+                **{k: a.to_dict() for k, a in self.answers.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Findings:
-        return cls(d.get("source", ""), {k: Answer.from_dict(d[k]) for k in QUESTIONS if k in d}, d.get("notes", []))
+        return cls(d.get("source", ""), {k: Answer.from_dict(d[k]) for k in QUESTIONS if k in d}, d.get("notes", []),
+                   d.get("chance", {}))
 
     def summary(self) -> str:
         lines = [f"Findings for {self.source}", "=" * 78]
@@ -190,7 +195,6 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
         out[key] = str(row.get(key) or "")
     # what one number measures: two evaluators of a kind (lm-eval on five tasks, another on MMLU)
     # both give a "mean", and each has its own L0
-    out["series"] = f"{out['evaluator']}:{out['dataset']}" if out["evaluator"] else out["dataset"]
     details = row.get("details")
     if isinstance(details, str):
         try:
@@ -198,7 +202,21 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             details = {}
     out["details"] = details if isinstance(details, dict) else {}
+    out["series"] = series_of(out)
+    for key in ("chance", "stderr", "n"):  # a CSV may carry them as columns rather than in details
+        if key not in out["details"] and _float(row.get(key)) is not None:
+            out["details"][key] = _float(row.get(key))
     return out
+
+
+def series_of(row: dict[str, Any]) -> str:
+    """What one number measures. An average names the tasks it holds (two lm-eval entries, the
+    five tasks and MMLU, both store a "mean", and they are different things)."""
+    name = row["dataset"]
+    tasks = row["details"].get("tasks")
+    if isinstance(tasks, list) and tasks and name in ("mean", "average"):
+        name = tasks[0] if len(tasks) == 1 else f"{name}({'+'.join(map(str, tasks))})"
+    return f"{row['evaluator']}:{name}" if row["evaluator"] else name
 
 
 def _float(v: Any) -> float | None:
@@ -211,6 +229,67 @@ def _float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def above_chance_tasks(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(model, evaluator, task) -> the unpruned model's accuracy against the task's chance
+    level, for every task whose result records one (``details.chance``): its accuracy, the
+    questions, the one-sided p value of "above chance", and whether it is (p < ALPHA)."""
+    from lawlab.stats import above_chance
+
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        chance = _float(r["details"].get("chance"))
+        if r["method"] or r["D"] or r["kind"] != "extrinsic" or chance is None or r["value"] is None:
+            continue
+        n = r["details"].get("n")
+        p = above_chance(r["value"], chance, n=int(n) if n else None, stderr=_float(r["details"].get("stderr")))
+        out[(r["model"], r["evaluator"], r["dataset"])] = {
+            "accuracy": r["value"], "chance": chance, "n": n, "p": p, "above": bool(p < ALPHA)}
+    return out
+
+
+def chance_rule(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The extrinsic law's inputs without the tasks that measure nothing: a task whose
+    unpruned model is not above chance (one-sided binomial test at ALPHA) leaves every mean
+    of that model it was part of, which is recomputed from the remaining tasks' own rows; a
+    mean left with no task is dropped. Returns the rows and what was left out, and why."""
+    tests = above_chance_tasks(rows)
+    out_tasks = {k for k, t in tests.items() if not t["above"]}
+    report: dict[str, Any] = {"tested": {f"{m} · {task}": t for (m, _, task), t in sorted(tests.items())},
+                              "left_out": sorted(f"{m} · {task}" for m, _, task in out_tasks), "means": []}
+    if not out_tasks:
+        return list(rows), report
+    by_cell: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("cell_key"):
+            by_cell.setdefault((r["cell_key"], r["metric"]), {})[r["dataset"]] = r
+    base_of: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        if not r["method"] and not r["D"] and r["kind"] == "extrinsic":
+            base_of[(r["model"], r["evaluator"], r["metric"], r["dataset"])] = r
+    kept = []
+    for r in rows:
+        tasks = r["details"].get("tasks")
+        if r["kind"] != "extrinsic" or not r.get("law_input", True) or not isinstance(tasks, list):
+            kept.append(r)
+            continue
+        drop = [t for t in tasks if (r["model"], r["evaluator"], t) in out_tasks]
+        if not drop:
+            kept.append(r)
+            continue
+        keep = [t for t in tasks if t not in drop]
+        siblings = by_cell.get((r.get("cell_key", ""), r["metric"]), {})
+        base = [base_of.get((r["model"], r["evaluator"], r["metric"], t)) for t in keep]
+        if not keep or any(t not in siblings for t in keep) or any(b is None for b in base):
+            report["means"].append({"model": r["model"], "series": r["series"], "dropped": True})
+            continue  # nothing above chance left, or the tasks' own rows are not in the results
+        new = dict(r, details={**r["details"], "tasks": keep, "left_out_below_chance": drop})
+        new["value"] = sum(siblings[t]["value"] for t in keep) / len(keep)
+        new["L0"] = sum(b["value"] for b in base) / len(keep)  # type: ignore[index]
+        new["series"] = series_of(dict(new, details={**r["details"]}))  # the series keeps its name
+        kept.append(new)
+    return kept, report
+
+
 def points(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """The law's numbers of one kind for compressed variants (value and L0 known)."""
     return [r for r in rows if r["kind"] == kind and r.get("law_input", True) and r["method"]
@@ -220,17 +299,45 @@ def points(rows: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- statistics
 
 
-def bootstrap_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT) -> tuple[float, float, float]:
-    """(mean, low, high): the mean with a percentile bootstrap interval over the values."""
-    import numpy as np
+def bootstrap_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
+                   clusters: Sequence[str] | None = None, models: Sequence[str] | None = None,
+                   l0_rel_se: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): BCa over values, or, given their clusters, a bootstrap over clusters
+    (with each model's L0 drawn from its error when ``l0_rel_se`` is given); see lawlab.stats."""
+    from lawlab.stats import bca_mean, cluster_mean
 
-    x = np.asarray(values, float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
-    return float(x.mean()), float(lo), float(hi)
+    if clusters is None:
+        iv = bca_mean(values, seed, n_boot)
+    else:
+        iv = cluster_mean(values, clusters, models=models, l0_rel_se=l0_rel_se, seed=seed, n_boot=n_boot)
+    return iv.value, iv.low, iv.high
+
+
+def cluster(p: dict[str, Any]) -> str:
+    """A row's cluster: its pruned model (model, method, r, seed)."""
+    from lawlab.fit import cluster_of
+
+    return cluster_of(p)
+
+
+def l0_errors(rows: Sequence[dict[str, Any]], series: str) -> dict[str, float]:
+    """Each model's relative standard error of L0 for one series: the unpruned cell's own
+    stderr, or that of a mean from its tasks' stderrs (independent tasks), where recorded."""
+    out: dict[str, float] = {}
+    base = [r for r in rows if not r["method"] and not r["D"] and r["value"]]
+    for r in base:
+        if r["series"] != series:
+            continue
+        se = _float(r["details"].get("stderr"))
+        tasks = r["details"].get("tasks")
+        if se is None and isinstance(tasks, list) and tasks:
+            parts = [_float(t["details"].get("stderr")) for t in base
+                     if t.get("cell_key") == r.get("cell_key") and t["dataset"] in tasks and t["metric"] == r["metric"]]
+            if len(parts) == len(tasks) and all(p is not None for p in parts):
+                se = math.sqrt(sum(p * p for p in parts)) / len(parts)  # type: ignore[operator]
+        if se is not None and r["value"] > 0:
+            out[r["model"]] = se / r["value"]
+    return out
 
 
 def side(low: float, high: float, expected: int) -> str:
@@ -295,7 +402,6 @@ def _curves(rows: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, str, s
 
 
 def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
-    want = "convex" if kind == "intrinsic" else "linear"
     name = "intrinsic loss rises quadratically" if kind == "intrinsic" else "accuracy falls linearly"
     curves = _curves(rows, kind)
     if not curves:
@@ -311,36 +417,77 @@ def _shape_part(rows: Sequence[dict[str, Any]], kind: str) -> Part:
     if not tests:
         reason = "a curvature test needs at least 4 ratios besides r = 0 per curve"
         return Part(name, "undetermined", reason, {"too_few_ratios": short}, reason)
-    shapes = [t["shape"] for t in tests.values()]
-    hits = shapes.count(want)
-    # Accuracy falls when most curves fall and none rises significantly: a curve that only
-    # wobbles at chance (a 57-question MMLU) neither confirms nor refutes the claim.
-    rises = [k for k, t in tests.items() if t["slope"] > 0 and t["slope_p"] < ALPHA] if kind == "extrinsic" else []
-    falling = sum(t["slope"] < 0 for t in tests.values())
-    falls = kind == "intrinsic" or (not rises and falling * 2 > len(tests))
-    verdict = "consistent" if hits * 2 > len(shapes) and falls else "inconsistent"
-    counts = ", ".join(f"{shapes.count(s)} {s}" for s in ("convex", "linear", "concave") if s in shapes)
-    detail = "; ".join(f"{k}: c = {t['quadratic_term']:.3g} (p = {t['quadratic_p']:.2g}), R² lin {t['r2_linear']:.3f} "
-                       f"/ quad {t['r2_quadratic']:.3f}" for k, t in tests.items())
-    summary = f"{len(shapes)} curve(s) without RFT: {counts} (quadratic term at p < {ALPHA})"
-    if kind == "extrinsic":
-        summary += f"; {falling} fall, {len(rises)} rise{'s' if len(rises) == 1 else ''} at p < {ALPHA}"
-    summary += f". {detail}"
+    for t in tests.values():
+        t["verdict"], t["why"] = _shape_verdict(t, kind)
+    verdicts = [t["verdict"] for t in tests.values()]
+    n_yes, n_no = verdicts.count("consistent"), verdicts.count("inconsistent")
+    # A curve decides only what its noise lets it: a curvature the test could not have seen is
+    # "undetermined", never "inconsistent" (a quadratic measured with large noise looks linear).
+    # a curve whose accuracy rises significantly is a counterexample on its own
+    rises = any(t["why"].startswith("accuracy rises") for t in tests.values())
+    verdict = ("inconsistent" if rises or n_no * 2 > len(verdicts) else
+               "consistent" if n_yes * 2 > len(verdicts) and not n_no else "undetermined")
+    detail = "; ".join(f"{k}: {t['verdict']} (c = {t['quadratic_term']:.3g} ± {t['quadratic_se']:.2g}, p = "
+                       f"{t['quadratic_p']:.2g}; slope {t['slope']:.3g}, p = {t['slope_p']:.2g})"
+                       for k, t in tests.items())
+    summary = f"{len(verdicts)} curve(s) without RFT: {n_yes} consistent, {n_no} inconsistent, " \
+              f"{len(verdicts) - n_yes - n_no} undetermined. {detail}"
     if verdict == "consistent":
         reason = ""
-    elif rises:
-        reason = "accuracy rises significantly with r on " + ", ".join(rises)
-    elif not falls:
-        reason = "most accuracy curves do not fall"
     else:
-        reason = f"most curves are not {want}"
+        reason = "; ".join(f"{k}: {t['why']}" for k, t in tests.items() if t["verdict"] != "consistent")
+        if verdict == "undetermined":
+            reason += (". To decide: more ratios per curve (e.g. 0.2/0.4/0.6/0.8 beside 0.1…0.9) or less noise per "
+                       "point, until the quadratic term's standard error is below a third of its size")
     return Part(name, verdict, summary, {"curves": tests, "too_few_ratios": short}, reason)
 
 
-def _retention(rows: Sequence[dict[str, Any]], seed: int) -> Part:
-    name = "RFT raises extrinsic retention below r = 0.5"
+def _shape_verdict(t: dict[str, Any], kind: str) -> tuple[str, str]:
+    """One curve against the paper's shape, deciding only what its noise allows.
+
+    Loss: consistent when the quadratic term is significantly positive, inconsistent when it
+    is significantly negative (concave) or shown small (its interval's top under a quarter of a
+    significant slope: the r² term adds under a quarter of the rise over r in [0, 1]), else
+    undetermined. Accuracy: inconsistent when it
+    rises significantly or curves significantly; consistent when it falls significantly
+    and the quadratic term's interval is within ± the slope (the slope changes by less than
+    half over r in [0, 1]); else undetermined."""
+    from scipy import stats
+
+    c, se, p = t["quadratic_term"], t["quadratic_se"], t["quadratic_p"]
+    half = float(stats.t.ppf(1 - ALPHA / 2, max(t["n"] - 3, 1))) * se
+    b, bp = t["slope"], t["slope_p"]
+    if kind == "intrinsic":
+        if p < ALPHA:
+            return ("consistent", "") if c > 0 else ("inconsistent", f"concave: c = {c:.3g}, p = {p:.2g}")
+        if b > 0 and bp < ALPHA and c + half < 0.25 * b:
+            return "inconsistent", (f"linear: the quadratic term is at most {c + half:.2g}, under a quarter of the "
+                                    f"slope {b:.3g}")
+        return "undetermined", f"the quadratic term cannot be told from 0 (c = {c:.3g} ± {half:.2g})"
+    if b > 0 and bp < ALPHA:
+        return "inconsistent", f"accuracy rises with r (slope {b:.3g}, p = {bp:.2g})"
+    if p < ALPHA:
+        return "inconsistent", f"curved, not linear: c = {c:.3g}, p = {p:.2g}"
+    if b < 0 and bp < ALPHA and abs(c) + half <= abs(b):
+        return "consistent", ""
+    if not (b < 0 and bp < ALPHA):
+        return "undetermined", f"no significant fall (slope {b:.3g}, p = {bp:.2g})"
+    return "undetermined", f"falls, but the test could not rule out a curvature of the slope's size (c = {c:.3g} ± {half:.2g})"
+
+
+def _retentions(rows: Sequence[dict[str, Any]], seed: int) -> list[Part]:
+    """Retention per series: the five-task mean and MMLU are different things, never pooled."""
+    series = sorted({p["series"] for p in points(rows, "extrinsic")})
+    if len(series) <= 1:
+        return [_retention(rows, seed)]
+    return [_retention([r for r in rows if r["kind"] != "extrinsic" or r["series"] == s], seed, s) for s in series]
+
+
+def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> Part:
+    name = "RFT raises extrinsic retention below r = 0.5" + (f" ({series})" if series else "")
     low = [p for p in points(rows, "extrinsic") if 0 < p["ratio"] < 0.5]
     without = {(p["model"], p["method"], p["ratio"], p["series"]): p["value"] / p["L0"] for p in low if p["D"] == 0}
+    seeds = {(p["model"], p["method"], p["ratio"], p["series"]): p.get("seed", "") for p in low}
     best_D: dict[tuple[str, str, float, str], tuple[float, float]] = {}
     for p in low:
         k = (p["model"], p["method"], p["ratio"], p["series"])
@@ -350,23 +497,45 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int) -> Part:
     if not without:
         return Part(name, "undetermined", "no extrinsic results at 0 < r < 0.5 without RFT", ev,
                     "no extrinsic results at 0 < r < 0.5")
-    m, lo, hi = bootstrap_mean(list(without.values()), seed)
+    cl = {k: cluster({"model": k[0], "method": k[1], "ratio": k[2], "seed": seeds.get(k, "")}) for k in without}
+    l0_se: dict[str, float] = {}
+    for series in {k[3] for k in without}:
+        l0_se |= l0_errors(rows, series)
+    m, lo, hi = bootstrap_mean(list(without.values()), seed, clusters=[cl[k] for k in without],
+                               models=[k[0] for k in without], l0_rel_se=l0_se)
     ev["without_rft"] = {"mean": m, "ci": [lo, hi], "best": max(without.values()), "cells": len(without)}
+    ev["series"] = sorted({k[3] for k in without})
+    ev["l0_relative_stderr"] = l0_se
+    if math.isfinite(lo) and (hi - lo) / 2 > 0.03:
+        ev["power"] = (f"retention is known to ±{(hi - lo) / 2:.1%}; about "
+                       f"{_questions_for_retention(rows, (hi - lo) / 2, 0.03)} questions a task would give ±3 points, if all of its width is question noise")
     summary = f"retention without RFT {_pct(m, lo, hi)} (best {max(without.values()):.0%}; paper 57%)"
     if not best_D:
         return Part(name, "undetermined", summary + "; no RFT cells", ev, "no RFT cells")
     with_rft = {k: v for k, (_, v) in best_D.items()}
-    m2, lo2, hi2 = bootstrap_mean(list(with_rft.values()), seed)
+    m2, lo2, hi2 = bootstrap_mean(list(with_rft.values()), seed, clusters=[cl.get(k, str(k)) for k in with_rft],
+                                  models=[k[0] for k in with_rft], l0_rel_se=l0_se)
     ev["with_rft"] = {"mean": m2, "ci": [lo2, hi2], "best": max(with_rft.values()), "cells": len(with_rft),
                       "D": "the largest D of each cell"}
     common = [k for k in with_rft if k in without]
-    d, dlo, dhi = bootstrap_mean([with_rft[k] - without[k] for k in common], seed) if common else (0.0, math.nan,
-                                                                                                  math.nan)
+    d, dlo, dhi = bootstrap_mean([with_rft[k] - without[k] for k in common], seed, clusters=[cl[k] for k in common],
+                                 models=[k[0] for k in common], l0_rel_se=l0_se) if common else (0.0, math.nan, math.nan)
     ev["gain"] = {"mean": d, "ci": [dlo, dhi], "cells": len(common)}
     summary += f"; with RFT {_pct(m2, lo2, hi2)} (best {max(with_rft.values()):.0%}; paper 84%)"
     verdict = side(dlo, dhi, +1)
     reason = "" if verdict != "undetermined" else "the gain's interval includes 0"
+    if ev.get("power"):
+        summary += f" ({ev['power']})"
+        reason += f"; {ev['power']}" if reason else ""
     return Part(name, verdict, summary, ev, reason)
+
+
+def _questions_for_retention(rows: Sequence[dict[str, Any]], now: float, target: float) -> int:
+    """Questions a task for a retention interval of ±target, scaling the questions the study
+    used (the largest ``n`` recorded) by (now / target)²: a binomial error falls as 1/√n."""
+    ns = [int(r["details"]["n"]) for r in rows if r["kind"] == "extrinsic" and r["details"].get("n")]
+    n = max(ns) if ns else 30
+    return math.ceil(n * (now / target) ** 2)
 
 
 def _pct(m: float, lo: float, hi: float) -> str:
@@ -374,9 +543,9 @@ def _pct(m: float, lo: float, hi: float) -> str:
 
 
 def rq1(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    parts = [_shape_part(rows, "intrinsic"), _shape_part(rows, "extrinsic"), _retention(rows, seed)]
+    parts = [_shape_part(rows, "intrinsic"), _shape_part(rows, "extrinsic"), *_retentions(rows, seed)]
     return Answer.of("rq1", parts, ci=f"curvature: t test of the r² term in a quadratic least-squares fit per "
-                                      f"curve; retention: {CELL_CI}")
+                                      f"curve; retention: {CLUSTER_CI}")
 
 
 # --------------------------------------------------------------------------- RQ2
@@ -413,7 +582,8 @@ def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
             betas[model] = {"skipped": str(exc)}
             continue
         b = fit["beta"]
-        betas[model] = {"beta": b.value, "stderr": b.stderr, "ci": list(b.ci) if b.ci else None, "n": fit.n}
+        betas[model] = {"beta": b.value, "stderr": b.stderr, "ci": list(b.ci) if b.ci else None, "n": fit.n,
+                        "df": fit.df_inference}
     parts = [_falls(betas), _small_model_range(cells, seed), _bigger_gain_more(betas, _param_counts(rows))]
     ev = {"measure": metric, "cells": cells, "largest": top, "beta": betas,
           "paper": {"reduction_r_0.5_0.9_small": [0.24, 0.35], "reduction_large": 0.60}}
@@ -453,21 +623,33 @@ def _falls(betas: dict[str, dict[str, Any]]) -> Part:
 
 
 def _small_model_range(cells: list[dict[str, Any]], seed: int) -> Part:
+    """Each model against the paper's 24-35% band on its own: two models on either side of the
+    band do not make an average inside it consistent."""
     name = "24-35% faster at r = 0.5-0.9"
     chosen = [c for c in cells if 0.5 <= c["r"] <= 0.9]
-    mid = [c["reduction"] for c in chosen]
-    if not mid:
+    if not chosen:
         return Part(name, "undetermined", "no runtime results at r = 0.5-0.9", reason="no ratio in 0.5-0.9")
-    m, lo, hi = bootstrap_mean(mid, seed)
-    if len(chosen) == 1:  # one cell: its own paired interval, when it has one
-        lo, hi = chosen[0]["reduction_ci"] or (math.nan, math.nan)
-        if not math.isfinite(lo):
-            reason = "one cell at r = 0.5-0.9 and no interval for it"
-            return Part(name, "undetermined", f"time reduction {m:.1%} ({reason})", reason=reason)
-    verdict = "inconsistent" if hi < 0.24 or lo > 0.35 else "consistent"
-    summary = f"mean time reduction at r = 0.5-0.9: {_pct(m, lo, hi)} over {len(mid)} cell(s) (paper: 24-35%)"
-    reason = "" if verdict == "consistent" else ("less" if hi < 0.24 else "more") + " than the paper's range"
-    return Part(name, verdict, summary, {"mean": m, "ci": [lo, hi], "cells": len(mid)}, reason)
+    per_model: dict[str, dict[str, Any]] = {}
+    for model in sorted({c["model"] for c in chosen}):
+        mine = [c for c in chosen if c["model"] == model]
+        m, lo, hi = bootstrap_mean([c["reduction"] for c in mine], seed)
+        if len(mine) == 1:  # one cell: its own paired interval, when it has one
+            lo, hi = mine[0]["reduction_ci"] or (math.nan, math.nan)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            v, why = "undetermined", "no interval"
+        elif hi < 0.24 or lo > 0.35:
+            v, why = "inconsistent", ("less" if hi < 0.24 else "more") + " than the paper's range"
+        elif 0.24 <= m <= 0.35:
+            v, why = "consistent", ""
+        else:
+            v, why = "undetermined", "outside the range, but its interval reaches into it"
+        per_model[model] = {"mean": m, "ci": [lo, hi], "cells": len(mine), "verdict": v, "reason": why}
+    vs = [p["verdict"] for p in per_model.values()]
+    verdict = "inconsistent" if "inconsistent" in vs else "consistent" if set(vs) == {"consistent"} else "undetermined"
+    summary = "time reduction at r = 0.5-0.9 per model: " + "; ".join(
+        f"{m}: {_pct(p['mean'], *p['ci'])} ({p['verdict']})" for m, p in per_model.items()) + " (paper: 24-35%)"
+    reason = "; ".join(f"{m}: {p['reason']}" for m, p in per_model.items() if p["verdict"] != "consistent")
+    return Part(name, verdict, summary, {"per_model": per_model}, reason if verdict != "consistent" else "")
 
 
 def _bigger_gain_more(betas: dict[str, dict[str, Any]], params: dict[str, float]) -> Part:
@@ -478,15 +660,22 @@ def _bigger_gain_more(betas: dict[str, dict[str, Any]], params: dict[str, float]
         return Part(name, "undetermined", reason, reason=reason)
     small = min(fitted, key=lambda m: params[m])
     large = max(fitted, key=lambda m: params[m])
+    from scipy import stats
+
     diff = fitted[large]["beta"] - fitted[small]["beta"]
-    se = math.hypot(fitted[large]["stderr"], fitted[small]["stderr"])
-    z = diff / se if se > 0 else math.copysign(math.inf, diff)
-    verdict = "consistent" if z < -1.96 else "inconsistent" if z > 1.96 else "undetermined"
+    s1, s2 = fitted[large]["stderr"], fitted[small]["stderr"]
+    se = math.hypot(s1, s2)
+    # Welch's t: two fits of 5-10 rows each are far from a normal z
+    d1, d2 = (fitted[m].get("df") or max(fitted[m]["n"] - 2, 1) for m in (large, small))
+    df = se**4 / (s1**4 / d1 + s2**4 / d2) if se > 0 else 1.0
+    t = diff / se if se > 0 else math.copysign(math.inf, diff)
+    p = float(2 * stats.t.sf(abs(t), df)) if math.isfinite(t) else 0.0
+    verdict = "undetermined" if p >= ALPHA else "consistent" if t < 0 else "inconsistent"
     summary = (f"β({large}, {params[large] / 1e6:.0f}M) − β({small}, {params[small] / 1e6:.0f}M) = {diff:.3f} "
-               f"± {se:.3f} (z = {z:.2f})")
+               f"± {se:.3f} (Welch t = {t:.2f}, df = {df:.1f}, p = {p:.2g})")
     reason = "" if verdict != "undetermined" else "the two β cannot be told apart at this noise"
-    return Part(name, verdict, summary, {"small": small, "large": large, "difference": diff, "stderr": se, "z": z},
-                reason)
+    return Part(name, verdict, summary, {"small": small, "large": large, "difference": diff, "stderr": se, "t": t,
+                                         "df": df, "p": p}, reason)
 
 
 # --------------------------------------------------------------------------- RQ3
@@ -577,7 +766,78 @@ def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[s
 # --------------------------------------------------------------------------- RQ4
 
 
+MATCH_TOLERANCE = 0.10  # two variants are "of a size" when their kept sizes differ by at most 10%
+SIZE_MEASURE = "non-embedding parameters kept"
+
+
+def size_of(row: dict[str, Any], originals: dict[str, float]) -> float | None:
+    """A variant's non-embedding parameters kept; an unpruned model's from its pruned rows."""
+    kept = _float(row.get("params_kept_no_embed"))
+    if kept is not None and row["method"]:
+        return kept
+    return originals.get(row["model"]) if not row["method"] else None
+
+
+def _original_sizes(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in rows:
+        kept, removed = _float(r.get("params_kept_no_embed")), _float(r.get("fraction_removed_no_embed"))
+        if r["method"] and kept and removed is not None and removed < 1:
+            out[r["model"]] = kept / (1 - removed)
+    return out
+
+
 def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+    """Measured, at matched size: every pair of variants of two models, by the same method,
+    whose non-embedding parameters kept are within 10% of each other (same D), the smaller
+    model's accuracy minus the larger's. The law's prediction at budgets between the sizes is evidence, marked as such."""
+    name = "a smaller model at a lower ratio wins"
+    predicted = _rq4_predicted(rows, seed)
+    pts = [r for r in rows if r["kind"] == "extrinsic" and r.get("law_input", True) and r["value"] is not None]
+    if pts:
+        counts: dict[str, int] = {}
+        for p in pts:
+            counts[p["series"]] = counts.get(p["series"], 0) + 1
+        main = max(counts, key=lambda k: counts[k])
+        pts = [p for p in pts if p["series"] == main]
+    originals = _original_sizes(rows)
+    sized = [(p, size_of(p, originals)) for p in pts]
+    sized = [(p, z) for p, z in sized if z]
+    pairs = []
+    for a, za in sized:
+        for b, zb in sized:
+            # the same method (or the smaller model unpruned): a pair compares sizes, not methods
+            if (originals.get(a["model"], 0) < originals.get(b["model"], 0) and a["D"] == b["D"]
+                    and a["method"] in ("", b["method"]) and b["method"]
+                    and abs(za / zb - 1) <= MATCH_TOLERANCE and a["ratio"] < b["ratio"]):
+                pairs.append({"small": a["model"], "small_r": a["ratio"], "small_method": a["method"],
+                              "large": b["model"], "large_r": b["ratio"], "large_method": b["method"], "D": a["D"],
+                              "size_ratio": za / zb, "difference": a["value"] - b["value"],
+                              "cluster": cluster(a) + "~" + cluster(b)})
+    ev: dict[str, Any] = {"size_measure": SIZE_MEASURE, "tolerance": MATCH_TOLERANCE, "pairs": pairs,
+                          "predicted": {"note": "law predictions, not measurements", **predicted.evidence,
+                                        "verdict": predicted.verdict, "summary": "; ".join(
+                                            p.summary for p in predicted.parts)}}
+    if len({p["model"] for p in pts}) < 2:
+        reason = "one model only" if pts else "no extrinsic results"
+        return Answer.of("rq4", [Part(name, "undetermined", reason, reason=reason)], **ev)
+    if not pairs:
+        reason = (f"no two models' variants within {MATCH_TOLERANCE:.0%} of each other's {SIZE_MEASURE} at the same D "
+                  "(with the smaller model at the lower ratio); choose ratios whose kept sizes match")
+        return Answer.of("rq4", [Part(name, "undetermined", reason, reason=reason)], notes=predicted.notes,
+                         ci="no measured pair", **ev)
+    m, lo, hi = bootstrap_mean([p["difference"] for p in pairs], seed, clusters=[p["cluster"] for p in pairs])
+    verdict = side(lo, hi, +1)
+    summary = (f"measured at matched size ({SIZE_MEASURE} within {MATCH_TOLERANCE:.0%}), over {len(pairs)} pair(s): "
+               f"smaller − larger model accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paper: the smaller wins by about 8%)")
+    reason = "" if verdict == "consistent" else ("the larger model wins" if verdict == "inconsistent" else
+                                                 "the difference's interval includes 0")
+    part = Part(name, verdict, summary, {"mean": m, "ci": [lo, hi], "pairs": len(pairs)}, reason)
+    notes = ["predicted, not measured: " + n for n in predicted.notes]
+    return Answer.of("rq4", [part], notes=notes, ci=CLUSTER_CI.replace("clusters (", "pairs of clusters (", 1), **ev)
+
+
+def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     from lawlab.critical import CriticalRangeError, best_configuration
     from lawlab.fit import LawFitError, fit_law
 
@@ -700,43 +960,77 @@ def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     cals = {p["calibration"] for p in rows if p["method"]}
     parts = []
     ev: dict[str, Any] = {}
-    for kind, claim in (("intrinsic", "calibration-based is better on loss"),
-                        ("extrinsic", "calibration-free is better on accuracy")):
+    claims = {"intrinsic": "calibration-based is better on loss", "extrinsic": "calibration-free is better on accuracy"}
+    # one part per series: an average of tasks and MMLU are decided apart, never pooled
+    jobs = [(kind, series) for kind in claims
+            for series in (sorted({p["series"] for p in points(rows, kind)}) or [""])]
+    for kind, series in jobs:
+        several = sum(k == kind for k, _ in jobs) > 1
+        claim = claims[kind] + (f" ({series})" if several else "")
         if "based" not in cals or "free" not in cals:
             reason = "no calibration-based method" if "based" not in cals else "no calibration-free method"
             parts.append(Part(claim, "undetermined", reason, reason=reason))
             continue
-        pts = points(rows, kind)
-        rel = {}
-        for p in pts:
-            if p["calibration"] in ("free", "based"):
-                key = (p["model"], p["ratio"], p["rft_dataset"], p["D"], p["series"])
-                rel.setdefault(key, {}).setdefault(p["calibration"], []).append(p["value"] / p["L0"])
-        # free − based in L/L0: > 0 means the calibration-free variant has the higher loss or accuracy
-        diffs = {k: sum(v["free"]) / len(v["free"]) - sum(v["based"]) / len(v["based"])
-                 for k, v in rel.items() if "free" in v and "based" in v}
-        if not diffs:
-            parts.append(Part(claim, "undetermined", f"no {kind} results at equal r for both kinds",
-                              reason="no ratio where both kinds were measured"))
+        pts = [p for p in points(rows, kind) if p["series"] == series or not series]
+        matched = _matched_differences(pts, _original_sizes(rows))
+        if not matched:
+            parts.append(Part(claim, "undetermined", f"no {kind} results where both kinds reach the same size",
+                              reason=f"the two kinds' {SIZE_MEASURE} do not overlap at any model and D"))
             continue
-        m, lo, hi = bootstrap_mean(list(diffs.values()), seed)
+        diffs = {k: v["difference"] for k, v in matched.items()}
+        l0_se: dict[str, float] = {}
+        for series in {k[4] for k in matched}:
+            l0_se |= l0_errors(rows, series)
+        m, lo, hi = bootstrap_mean(list(diffs.values()), seed, clusters=[v["cluster"] for v in matched.values()],
+                                   models=[k[0] for k in matched], l0_rel_se=l0_se)
+        ev[f"{kind}_matched" + (f":{series}" if several else "")] = {"size_measure": SIZE_MEASURE, "pairs": [
+            {"model": k[0], "r": k[1], "rft_dataset": k[2], "D": k[3], "series": k[4], **v} for k, v in matched.items()]}
         by_rft = {}
         for label, test in (("without_rft", lambda d: d == 0), ("with_rft", lambda d: d > 0)):
-            sel = [v for k, v in diffs.items() if test(k[3])]
-            if sel:
-                by_rft[label] = dict(zip(("mean", "low", "high"), bootstrap_mean(sel, seed), strict=True)) | {
-                    "cells": len(sel)}
+            keys = [k for k in diffs if test(k[3])]
+            if keys:
+                by_rft[label] = dict(zip(("mean", "low", "high"), bootstrap_mean(
+                    [diffs[k] for k in keys], seed, clusters=[matched[k]["cluster"] for k in keys]), strict=True)) | {
+                    "cells": len(keys)}
         verdict = side(lo, hi, +1)
         unit = "loss" if kind == "intrinsic" else "accuracy"
-        summary = (f"(free − based) in {unit} relative to the unpruned model, at equal r and D: {m:+.3f} "
-                   f"[{lo:+.3f}, {hi:+.3f}] over {len(diffs)} cell(s)")
+        series = sorted({k[4] for k in matched})
+        summary = (f"(free − based) in {unit} relative to the unpruned model, at matched {SIZE_MEASURE} and equal D "
+                   f"(the calibration-based curve interpolated at each calibration-free variant's size): {m:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}] over {len(diffs)} variant(s) of {', '.join(series)}")
         for label, v in by_rft.items():
             summary += f"; {label.replace('_', ' ')} {v['mean']:+.3f}"
         reason = "" if verdict != "undetermined" else "the difference's interval includes 0"
         parts.append(Part(claim, verdict, summary, {"mean": m, "ci": [lo, hi], "cells": len(diffs), **by_rft},
                           reason))
     ev["by_calibration"] = _calibration_laws(rows)
-    return Answer.of("rq5", parts, ci=CELL_CI + "; differences paired at equal model, r, RFT data and D", **ev)
+    return Answer.of("rq5", parts, ci=CLUSTER_CI + f"; differences at matched {SIZE_MEASURE}, equal model, RFT data "
+                                       "and D", **ev)
+
+
+def _matched_differences(pts: Sequence[dict[str, Any]], originals: dict[str, float]) -> dict[tuple, dict[str, Any]]:
+    """For each calibration-free variant, the calibration-based curve of the same model, RFT
+    data, D and series interpolated (linearly, never extrapolated) at its size: the
+    difference free − based in L/L0."""
+    curves: dict[tuple, list[tuple[float, float]]] = {}
+    for p in pts:
+        size = size_of(p, originals)
+        if p["calibration"] == "based" and size:
+            curves.setdefault((p["model"], p["rft_dataset"], p["D"], p["series"]), []).append(
+                (size, p["value"] / p["L0"]))
+    out: dict[tuple, dict[str, Any]] = {}
+    for p in pts:
+        size = size_of(p, originals)
+        curve = sorted(curves.get((p["model"], p["rft_dataset"], p["D"], p["series"]), []))
+        if p["calibration"] != "free" or not size or len(curve) < 2 or not curve[0][0] <= size <= curve[-1][0]:
+            continue
+        for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+            if x0 <= size <= x1:
+                based = y0 if x1 == x0 else y0 + (y1 - y0) * (size - x0) / (x1 - x0)
+                out[(p["model"], p["ratio"], p["rft_dataset"], p["D"], p["series"])] = {
+                    "difference": p["value"] / p["L0"] - based, "size": size, "cluster": cluster(p)}
+                break
+    return out
 
 
 def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -785,13 +1079,44 @@ def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
             parts.append(Part(name, "undetermined", f"{main} could not be fitted", reason=reason))
             continue
         fit = next(r.fit for r in table.rows if r.form == main)
-        verdict = "consistent" if mine["feasible"] else "inconsistent"
-        coefs = ", ".join(f"{k} = {v:.3g}" for k, v in mine["theta"].items())
+        verdict, reason, quality = _law_verdict(fit, mine["feasible"])
+        coefs = ", ".join(f"{p.name} = {p.value:.3g} [{p.ci[0]:.3g}, {p.ci[1]:.3g}]" if p.ci else
+                          f"{p.name} = {p.value:.3g}" for p in fit.params)
         best = fitted[0]
-        summary = f"{coefs}; best form by {rank} RMSE: {best['form']} ({_g(best['loo_rmse'])}" + (
+        summary = f"{quality}; {coefs}; best form by {rank} RMSE: {best['form']} ({_g(best['loo_rmse'])}" + (
             ")" if best["form"] == main else f"; {main} {_g(mine['loo_rmse'])})")
-        parts.append(Part(name, verdict, summary, {"theta": mine["theta"]}, "; ".join(fit.feasibility)))
-    return Answer.of("laws", parts, ci="leave-one-out errors in the metric's own units; coefficients by OLS", **ev)
+        parts.append(Part(name, verdict, summary, {"theta": mine["theta"], "r2_centred_adj": fit.r2_centred_adj,
+                                                   "r2_beyond_L0": fit.r2_beyond_L0, "heldout": fit.heldout,
+                                                   "interval": fit.cov_type}, reason))
+    return Answer.of("laws", parts, ci="coefficients by OLS with cluster-robust (CR1, t on G − 1 df) 95% intervals; "
+                                       "held-out errors leave one model out (one ratio with one model)", **ev)
+
+
+def _law_verdict(fit: Any, feasible: bool) -> tuple[str, str, str]:
+    """Eq. 1 is consistent with the data only when its signs are feasible *and* it predicts
+    held-out results better than "no change" (L = L0). A sign is inconsistent only when its
+    interval excludes the feasible side; a law that does not beat the null is undetermined
+    (the data show no effect of r and D for it to describe)."""
+    h = fit.heldout or {}
+    quality = (f"centred adj. R² {_g3(fit.r2_centred_adj)}, R² beyond L0 {_g3(fit.r2_beyond_L0)}; held-out "
+               f"({h.get('scheme', 'none')}) log RMSE {_g3(h.get('rmse_log'))} vs {_g3(h.get('null_rmse_log'))} "
+               f"for L = L0")
+    if not feasible:
+        sure = [p.name for p in fit.params if p.name in {"beta", "gamma"} and p.ci
+                and any(p.name in v for v in fit.feasibility) and (p.ci[0] > 0 or p.ci[1] < 0)]
+        if sure:
+            return "inconsistent", "; ".join(fit.feasibility), quality
+        return "undetermined", "infeasible signs whose intervals include 0: " + "; ".join(fit.feasibility), quality
+    if h.get("rmse_log") is None:
+        return "undetermined", "no held-out error (too few models or ratios to hold one out)", quality
+    if not h.get("beats_null"):
+        return ("undetermined", f"feasible signs, but held out it predicts worse than no change (log RMSE "
+                f"{h['rmse_log']:.3g} vs {h['null_rmse_log']:.3g}): nothing beyond L0 is described", quality)
+    return "consistent", "", quality
+
+
+def _g3(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _g(v: float | None) -> str:
@@ -807,14 +1132,19 @@ def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0)
     """Answer every question from tidy result rows (``load_table`` or a results CSV)."""
     import warnings
 
-    clean = [_clean(r) for r in rows]
+    clean, chance = chance_rule([_clean(r) for r in rows])
     notes = []
+    if chance["left_out"]:
+        notes.append("left out as not above chance on the unpruned model (one-sided binomial test, p ≥ "
+                     f"{ALPHA}): " + ", ".join(chance["left_out"]))
     if not any(r["method"] for r in clean):
         notes.append("no compressed variant in the results: every question is undetermined")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
         answers = {key: step(clean, seed) for key, step in STEPS.items()}
-    return Findings(source, answers, notes)
+    result = Findings(source, answers, notes)
+    result.chance = chance
+    return result
 
 
 def study_findings(source: str | Path, *, seed: int = 0) -> Findings:

@@ -311,6 +311,14 @@ class FitResult:
     data: dict[str, list[Any]] = field(default_factory=dict)
     bootstrap: dict[str, Any] | None = None
     skipped: str | None = None
+    cov_type: str = "iid"  # "cluster": cluster-robust (CR1) intervals, "iid": classical ones
+    n_clusters: int | None = None
+    df_inference: float | None = None  # degrees of freedom of the t intervals and tests
+    converged: bool = True  # the optimiser's verdict (NLS); a fit that did not converge says so
+    r2_centred: float | None = None  # against the mean of the dependent, whatever the design
+    r2_centred_adj: float | None = None
+    r2_beyond_L0: float | None = None  # 1 − RSS / Σ log²(L/L0): what the law explains beyond "no change"
+    heldout: dict[str, Any] | None = None  # held-out error of the law and of "no change" (L = L0)
     _form: LawForm | None = field(default=None, repr=False, compare=False)
     _options: Any = field(default=None, repr=False, compare=False)
 
@@ -501,17 +509,29 @@ class _Estimate:
     aic: float | None = None
     bic: float | None = None
     redchi: float | None = None
+    df: float | None = None  # degrees of freedom of the t intervals
+    cov_type: str = "iid"
+    n_clusters: int | None = None
+    success: bool = True  # the optimiser's own verdict (lmfit), always True for OLS
+    message: str = ""
 
 
-def _ols(X: Any, z: Any) -> _Estimate:
+def _ols(X: Any, z: Any, clusters: Sequence[str] | None = None) -> _Estimate:
+    """Ordinary least squares by statsmodels, with the iid covariance or, given cluster labels,
+    the cluster-robust one (CR1: statsmodels' small-sample correction G/(G−1)·(N−1)/(N−K),
+    and t intervals on G − 1 degrees of freedom)."""
     import numpy as np
+    import statsmodels.api as sm
 
-    theta, *_ = np.linalg.lstsq(X, z, rcond=None)
-    resid = z - X @ theta
-    n, p = X.shape
-    s2 = resid @ resid / (n - p)
-    cov = s2 * np.linalg.inv(X.T @ X)
-    return _Estimate(theta, np.sqrt(np.diag(cov)), resid, z)
+    res = sm.OLS(z, X).fit()
+    est = _Estimate(np.asarray(res.params), np.asarray(res.bse), np.asarray(res.resid), z, df=float(res.df_resid))
+    if clusters is not None:
+        groups = np.unique(np.asarray(clusters), return_inverse=True)[1]
+        rob = res.get_robustcov_results(cov_type="cluster", groups=groups, use_correction=True,
+                                        df_correction=True, use_t=True)
+        est.stderr, est.cov_type = np.asarray(rob.bse), "cluster"
+        est.n_clusters, est.df = int(groups.max()) + 1, float(rob.df_resid_inference)
+    return est
 
 
 def _nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any]) -> _Estimate:
@@ -532,17 +552,27 @@ def _nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any]
         params = lmfit.Parameters()
         for spec, value in zip(form.parameters, start, strict=True):
             params.add(spec.name, value=float(np.clip(value, spec.min, spec.max)), min=spec.min, max=spec.max)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # A start that wanders off overflows numpy; its warnings say nothing the verdict below
+        # does not, so they are kept with the start rather than shown.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = lmfit.minimize(residual, params, method="leastsq")
-        if best is None or result.chisqr < best.chisqr:
+        result.lawlab_warnings = sorted({str(w.message) for w in caught})
+        # A start that converged beats one that stopped early, whatever their χ².
+        if best is None or (result.success, -result.chisqr) > (best.success, -best.chisqr):
             best = result
     assert best is not None
     names = [p.name for p in form.parameters]
     theta = np.array([best.params[n].value for n in names])
     errs = [best.params[n].stderr for n in names]
     stderr = None if any(e is None or not np.isfinite(e) for e in errs) else np.array(errs, float)
-    return _Estimate(theta, stderr, best.residual, z, best.aic, best.bic, best.redchi)
+    if not best.errorbars:
+        stderr = None
+    message = str(best.message or "")
+    if best.lawlab_warnings:
+        message += " (numerical warnings: " + "; ".join(best.lawlab_warnings)[:300] + ")"
+    return _Estimate(theta, stderr, best.residual, z, best.aic, best.bic, best.redchi, df=float(best.nfree),
+                     success=bool(best.success), message=message)
 
 
 def _starts(form: LawForm, n_random: int, rng: Any, first: Sequence[Any] = ()) -> list[Any]:
@@ -598,6 +628,38 @@ def _estimate(form: LawForm, d: LawData, opts: Any, method: str, space: str, sta
 # --------------------------------------------------------------------------- fit_law
 
 
+def cluster_of(row: dict[str, Any]) -> str:
+    """The cluster a result row belongs to: one pruned model (model, method, r, seed), whose
+    D cells share it. Rows without a seed column share the study's one seed."""
+    ratio = row.get("ratio")
+    r = f"{float(ratio):g}" if ratio not in (None, "") else ""
+    return "|".join((str(row.get("model") or ""), str(row.get("method") or ""), r, str(row.get("seed") or "")))
+
+
+def _clusters(d: LawData, p: int, notes: list[str]) -> list[str] | None:
+    labels = [cluster_of(r) for r in d.rows]
+    g = len(set(labels))
+    if g == len(labels):
+        notes.append("no two rows share a pruned model (model, method, r, seed), so the intervals are iid")
+        return None
+    if g <= p + 1:
+        notes.append(f"only {g} clusters (pruned models) for {p} parameters: too few for a cluster-robust interval, "
+                     "so the intervals are iid and too narrow")
+        return None
+    return labels
+
+
+def _r2_beyond_L0(d: LawData, predicted: Any) -> float | None:
+    import numpy as np
+
+    if np.any(predicted <= 0):
+        return None
+    null = np.log(d.y / d.L0)
+    tss = float(null @ null)
+    rss = float(np.sum((np.log(d.y) - np.log(predicted)) ** 2))
+    return 1 - rss / tss if tss > 0 else None
+
+
 def _resolve_form(form: LawForm | str, registry: Registry | None = None) -> LawForm:
     if isinstance(form, LawForm):
         return form
@@ -621,10 +683,12 @@ def fit_law(
     ratio: Literal["nominal", "effective"] = "nominal",
     options: Any = None,
     bootstrap: int = 0,
-    resample: Literal["cells", "models"] = "cells",
+    resample: Literal["cells", "clusters", "models"] = "cells",
     seed: int = 0,
     starts: int = 8,
     group: dict[str, str] | None = None,
+    cov: Literal["cluster", "iid"] = "cluster",
+    heldout: bool = True,
 ) -> FitResult:
     """Fit one law form to the given rows (all of them: select with :func:`law_rows`).
 
@@ -633,6 +697,13 @@ def fit_law(
     one, and ``starts`` random points. ``bootstrap`` > 0 adds percentile intervals from
     that many refits on rows (``resample="cells"``) or whole models (``"models"``)
     drawn with replacement.
+
+    ``cov="cluster"`` (the default) gives OLS intervals that are robust to the study's
+    clusters: the rows of one pruned model (model, method, r, seed; its D cells) share it,
+    so they are not independent evidence. Where no cluster holds two rows, or there are no
+    more clusters than parameters, the iid interval is used and a note says why.
+    ``heldout`` adds the law's held-out error beside that of "no change" (L = L0):
+    leave-one-model-out with two models or more, else leave-one-ratio-out.
     """
     import numpy as np
     from scipy import stats
@@ -654,6 +725,9 @@ def fit_law(
     if len(d) <= p:
         raise LawFitError(f"{form.name} has {p} parameters and needs more rows than that to estimate errors; "
                           f"got {len(d)} row(s)")
+    if cov not in ("cluster", "iid"):
+        raise LawFitError(f"cov must be 'cluster' or 'iid', not {cov!r}")
+    clusters = _clusters(d, p, notes) if cov == "cluster" else None
     rng = np.random.default_rng(seed)
 
     centred = True
@@ -663,7 +737,7 @@ def fit_law(
         centred = _check_identified(form, d, X, opts, notes)
         offset = _offset(form, d, opts)
     if method == "ols":
-        est = _ols(X, np.log(d.y) - offset)
+        est = _ols(X, np.log(d.y) - offset, clusters)
     else:
         first = [_ols(X, np.log(d.y) - offset).theta] if form.log_linear else []
         est = _nls(form, d, opts, space, _starts(form, starts, rng, first))
@@ -671,12 +745,18 @@ def fit_law(
             centred = True
         if est.stderr is None:
             notes.append("lmfit could not estimate the covariance: a parameter is not identified by these rows")
+        if not est.success:
+            notes.append(f"the nonlinear fit did not converge: {est.message}")
+        if clusters is not None:
+            notes.append("nonlinear fits give iid intervals; fit by OLS (or bootstrap with resample = 'clusters') "
+                         "for intervals that respect the clusters")
     if method == "nls" and space == "log":
         est.z = est.z - offset  # the same dependent as OLS, so R² and F agree between the two
 
     dof = len(d) - p
     gof = _goodness(est.z, est.resid, p, centred)
-    tq = float(stats.t.ppf(1 - (1 - LEVEL) / 2, dof))
+    df_t = est.df if est.df is not None and (est.cov_type == "cluster" or method == "ols") else dof
+    tq = float(stats.t.ppf(1 - (1 - LEVEL) / 2, df_t))
     names = [q.name for q in form.parameters]
     params = []
     for j, name in enumerate(names):
@@ -686,7 +766,7 @@ def fit_law(
         if se is not None and se > 0:
             pe.ci = (value - tq * se, value + tq * se)
             pe.tvalue = value / se
-            pe.pvalue = float(2 * stats.t.sf(abs(pe.tvalue), dof))
+            pe.pvalue = float(2 * stats.t.sf(abs(pe.tvalue), df_t))
         params.append(pe)
 
     theta = dict(zip(names, (float(t) for t in est.theta), strict=True))
@@ -701,8 +781,17 @@ def fit_law(
         feasibility=form.feasibility(theta, rule), notes=notes,
         data={"model": d.models, "L0": d.L0, "r": d.r, "D": d.D, "value": d.y, "predicted": predicted,
               "residual": est.resid},
-        _form=form, _options=opts,
+        cov_type=est.cov_type if method == "ols" else "iid", n_clusters=est.n_clusters, df_inference=df_t,
+        converged=est.success, _form=form, _options=opts,
     )
+    centred_fit = _goodness(est.z, est.resid, p, True)
+    result.r2_centred, result.r2_centred_adj = centred_fit["r2"], centred_fit["r2_adj"]
+    result.r2_beyond_L0 = _r2_beyond_L0(d, predicted)
+    if heldout:
+        scheme = "leave-one-model-out" if len(set(d.models)) >= 2 else "leave-one-ratio-out"
+        result.heldout = {"scheme": scheme, **cross_validate(
+            form, rows, CV_SCHEMES[scheme], metric_kind=metric_kind, method=method, space=space, ratio=ratio,
+            options=opts, seed=seed, starts=starts, cov="iid")}
     for key in ("r2", "r2_adj", "fstat", "f_pvalue"):
         setattr(result, key, gof[key])
     # lmfit's own information criteria for NLS; the same formulas (n ln(RSS/n) + 2p) for OLS.
@@ -719,18 +808,19 @@ def _bootstrap(res: FitResult, form: LawForm, d: LawData, opts: Any, method: str
     import numpy as np
 
     rng = np.random.default_rng([seed, 1])
-    if resample == "models":
-        by_model: dict[str, list[int]] = {}
-        for i, m in enumerate(d.models):
-            by_model.setdefault(m, []).append(i)
-        groups = list(by_model.values())
+    if resample in ("models", "clusters"):
+        by_unit: dict[str, list[int]] = {}
+        units = d.models if resample == "models" else [cluster_of(r) for r in d.rows]
+        for i, m in enumerate(units):
+            by_unit.setdefault(m, []).append(i)
+        groups = list(by_unit.values())
         if len(groups) < 3:
-            raise LawFitError(f"resampling whole models needs at least 3 models; these rows have {len(groups)}")
+            raise LawFitError(f"resampling whole {resample} needs at least 3 of them; these rows have {len(groups)}")
     elif resample != "cells":
-        raise LawFitError(f"resample must be 'cells' or 'models', not {resample!r}")
+        raise LawFitError(f"resample must be 'cells', 'clusters' or 'models', not {resample!r}")
     draws, failed = [], 0
     for _ in range(n_boot):
-        if resample == "models":
+        if resample in ("models", "clusters"):
             idx = np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
         else:
             idx = rng.integers(0, len(d), len(d))
@@ -798,7 +888,7 @@ def fit_study(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], registry
                         space = law.space if method == "nls" else "log"  # OLS is always in log space
                         res = fit_law(form, group_rows, metric_kind=law.metric, method=method, space=space,
                                       ratio=law.ratio, options=opts, bootstrap=law.bootstrap, seed=seed, group=group,
-                                      resample=getattr(law, "resample", "cells"))
+                                      resample=law.resample, cov=law.interval)
                     except LawFitError as exc:
                         res = FitResult(form.name, group, method, law.metric, formula=form.formula,
                                         space=law.space if method == "nls" else "log", ratio=law.ratio,
@@ -889,20 +979,33 @@ def cross_validate(form: LawForm, rows: Sequence[dict[str, Any]], by: str, **fit
     values = sorted({str(r.get(by)) for r in rows})
     if len(values) < 2:
         return {"rmse": None, "folds": 0, "failed": [], "reason": f"only one {by} in the data"}
-    errors: list[float] = []
+    fit_args = {**fit_args, "heldout": False}
+    errors: list[Any] = []
+    per_fold: dict[str, dict[str, float]] = {}
     failed: list[str] = []
     for v in values:
         train = [r for r in rows if str(r.get(by)) != v]
         test = [r for r in rows if str(r.get(by)) == v]
         try:
-            fit = fit_law(form, train, **fit_args)
-            d = law_data(test, fit_args.get("ratio", "nominal"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the nominal-ratio notice, said once by the full fit
+                fit = fit_law(form, train, **fit_args)
+                d = law_data(test, fit_args.get("ratio", "nominal"))
         except LawFitError as exc:
             failed.append(f"{by}={v}: {exc}")
             continue
-        errors.extend(d.y - np.asarray(fit.predict(d.L0, d.r, d.D), float))
-    rmse = float(np.sqrt(np.mean(np.square(errors)))) if errors else None
-    return {"rmse": rmse, "folds": len(values) - len(failed), "failed": failed}
+        pred = np.asarray(fit.predict(d.L0, d.r, d.D), float)
+        log_err = np.log(d.y) - np.log(np.clip(pred, 1e-300, None))
+        e = np.column_stack([d.y - pred, log_err, d.y - d.L0, np.log(d.y / d.L0)])
+        errors.append(e)
+        rms = np.sqrt(np.mean(e**2, axis=0))
+        per_fold[v] = {"n": len(d), "rmse_log": float(rms[1]), "null_rmse_log": float(rms[3])}
+    if not errors:
+        return {"rmse": None, "folds": 0, "failed": failed}
+    rms = np.sqrt(np.mean(np.concatenate(errors) ** 2, axis=0))
+    return {"rmse": float(rms[0]), "rmse_log": float(rms[1]), "null_rmse": float(rms[2]),
+            "null_rmse_log": float(rms[3]), "beats_null": bool(rms[1] < rms[3]), "folds": len(per_fold),
+            "failed": failed, "per_fold": per_fold}
 
 
 def compare_forms(
@@ -931,7 +1034,7 @@ def compare_forms(
         args = dict(metric_kind=metric_kind, method=m, space=space, ratio=ratio,
                     options=(options or {}).get(form.name), seed=seed)
         try:
-            fit = fit_law(form, rows, **args)
+            fit = fit_law(form, rows, heldout=False, **args)
         except LawFitError as exc:
             fit = FitResult(form.name, {"by": "pooled", "value": "all"}, m, metric_kind, formula=form.formula,
                             n=len(rows), skipped=str(exc))
@@ -941,6 +1044,8 @@ def compare_forms(
         dep = _dependent(fit, form)
         r2c = _goodness(dep, z, len(form.parameters), True)["r2_adj"]
         cv = {name: cross_validate(form, rows, by, **args) for name, by in CV_SCHEMES.items()}
+        scheme = "leave-one-model-out" if len({str(r.get("model")) for r in rows}) >= 2 else "leave-one-ratio-out"
+        fit.heldout = {"scheme": scheme, **cv[scheme]}
         table_rows.append(ComparisonRow(form.name, m, len(form.parameters), fit, r2c, cv))
     if len({r.fit.dependent for r in table_rows if not r.fit.skipped}) > 1:
         notes.append("forms explain different dependents (log L vs log L − log L0): compare AIC/BIC and "

@@ -146,8 +146,13 @@ class LawEntry(Strict):
         "nominal", description="Use the nominal r (as the paper) or the fraction of parameters removed."
     )
     bootstrap: int = Field(0, ge=0, description="Bootstrap resamples for confidence intervals (0: none).")
-    resample: Literal["cells", "models"] = Field(
-        "cells", description="Bootstrap resampling unit: single cells, or whole models."
+    resample: Literal["cells", "clusters", "models"] = Field(
+        "cells", description="Bootstrap resampling unit: single cells, whole pruned models (model, method, r and "
+        "seed: a cluster with its D cells), or whole models."
+    )
+    interval: Literal["cluster", "iid"] = Field(
+        "cluster", description="Covariance of the OLS intervals: cluster-robust over pruned models (the D cells of "
+        "one pruned model are not independent), or the classical iid one."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Options of the form (e.g. epsilon).")
 

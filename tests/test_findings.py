@@ -23,7 +23,7 @@ from lawlab.testing import write_rows_csv
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
 SIZES = (0, 100, 1000)
 SMALL, LARGE = "small", "large"
-PARAMS = {SMALL: 100e6, LARGE: 300e6}
+PARAMS = {SMALL: 100e6, LARGE: 150e6}  # the large model at r = 0.5-0.7 is the small one's size
 L0_CE = {SMALL: 3.0, LARGE: 2.5}
 L0_ACC = {SMALL: 0.50, LARGE: 0.60}
 
@@ -42,8 +42,9 @@ def linear_accuracy(model: str, method: str, r: float, D: float) -> float:
 
 
 def runtime(model: str, method: str, r: float, D: float) -> float:
-    """Relative time (1+r)^β, the larger model gaining more (β −0.45 and −0.9)."""
-    return (1 + r) ** (-0.45 if model == SMALL else -0.9)
+    """Relative time (1+r)^β, the larger model gaining more (β −0.55 and −0.7: each model's
+    mean reduction at r = 0.5-0.9 inside the paper's 24-35%, 25% and 31%)."""
+    return (1 + r) ** (-0.55 if model == SMALL else -0.7)
 
 
 def rows_from(
@@ -71,6 +72,8 @@ def rows_from(
             "calibration": methods.get(method, ""), "ratio": r, "ratio_effective": 0.6 * r,
             "params_kept": PARAMS[model] * kept if method else None,
             "params_original": PARAMS[model] if method else None, "rft": "lora" if D else "",
+            "params_kept_no_embed": PARAMS[model] * kept if method else None,
+            "fraction_removed_no_embed": 1 - kept if method else 0.0,
             "rft_dataset": "ptb" if D else "", "D": D, "evaluator": kind, "kind": kind,
             "metric": {"intrinsic": "cross_entropy", "extrinsic": "accuracy", "runtime": "relative_time"}[kind],
             "dataset": {"intrinsic": "ptb", "extrinsic": "mean", "runtime": "synthetic"}[kind],
@@ -163,17 +166,18 @@ def one_curve(change: Callable[[float], float]) -> Curve:
 def test_rq1_a_curve_that_only_wobbles_does_not_refute_falling_accuracy():
     """One curve flat at its L0 (a benchmark at chance) among falling ones: accuracy still
     falls; a curve that rises significantly with r refutes it, and is named."""
-    flat = findings(rows_from(extrinsic=one_curve(lambda r: 1.0), noise=0.01))
+    flat = findings(rows_from(extrinsic=one_curve(lambda r: 1.0), noise=0.002))
     part = next(p for p in flat["rq1"].parts if p.name == "accuracy falls linearly")
     curve = part.evidence["curves"][f"{LARGE} · based"]
     assert curve["slope_p"] > 0.05  # no significant trend
+    assert curve["verdict"] == "undetermined"  # a flat curve neither confirms nor refutes
     assert part.verdict == "consistent", part.reason
-    assert "3 fall, 0 rise" in part.summary
+    assert "3 consistent, 0 inconsistent, 1 undetermined" in part.summary
 
     rising = findings(rows_from(extrinsic=one_curve(lambda r: 1 + 0.3 * r)))
     part = next(p for p in rising["rq1"].parts if p.name == "accuracy falls linearly")
     assert part.verdict == "inconsistent"
-    assert part.reason == f"accuracy rises significantly with r on {LARGE} · based"
+    assert part.reason.startswith(f"{LARGE} · based: accuracy rises with r")
 
 
 def test_rq1_too_few_ratios_is_undetermined():
@@ -189,10 +193,10 @@ def test_rq1_too_few_ratios_is_undetermined():
 def test_rq2_speedup_beta_per_model_and_bigger_gains_more(paper_like):
     a = paper_like["rq2"]
     assert a.verdict == "consistent", a.reason
-    assert a.evidence["beta"][SMALL]["beta"] == pytest.approx(-0.45, abs=0.02)
-    assert a.evidence["beta"][LARGE]["beta"] == pytest.approx(-0.9, abs=0.02)
+    assert a.evidence["beta"][SMALL]["beta"] == pytest.approx(-0.55, abs=0.02)
+    assert a.evidence["beta"][LARGE]["beta"] == pytest.approx(-0.7, abs=0.02)
     assert a.evidence["largest"]["model"] == LARGE and a.evidence["largest"]["r"] == 0.9
-    assert a.evidence["largest"]["reduction"] == pytest.approx(1 - 1.9**-0.9, abs=0.01)
+    assert a.evidence["largest"]["reduction"] == pytest.approx(1 - 1.9**-0.7, abs=0.01)
 
 
 def test_rq2_one_model_cannot_say_whether_bigger_models_gain_more():
@@ -244,7 +248,14 @@ def test_rq3_accuracy_recovering_more_is_inconsistent():
 def test_rq4_prefers_the_smaller_model_when_the_law_says_so(paper_like):
     a = paper_like["rq4"]
     assert a.verdict == "consistent", a.reason
-    assert all(b["best"]["model"] == SMALL for b in a.evidence["budgets"] if "best" in b)
+    # measured pairs of equal size: the small model at r = 0 / 0.1 against the large one at 0.5 / 0.7
+    pairs = a.evidence["pairs"]
+    assert pairs and all(p["small"] == SMALL and abs(p["size_ratio"] - 1) <= 0.1 for p in pairs)
+    assert all(p["difference"] > 0 for p in pairs)
+    # the law's own prediction is kept, and labelled as one
+    predicted = a.evidence["predicted"]
+    assert predicted["note"].startswith("law predictions")
+    assert all(b["best"]["model"] == SMALL for b in predicted["budgets"] if "best" in b)
 
 
 def test_rq4_one_model_is_undetermined():

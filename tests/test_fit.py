@@ -83,7 +83,7 @@ def test_nls_in_linear_space_recovers_and_agrees_with_truth(registry):
 
 def test_ols_statistics_match_a_hand_computation():
     rows = simulate("compression-law", {"alpha": 0.9, "beta": -1.0, "gamma": -0.1}, models=MODELS, noise=0.03, seed=7)
-    fit = fit_law("compression-law", rows, metric_kind="extrinsic")
+    fit = fit_law("compression-law", rows, metric_kind="extrinsic", cov="iid")
     L0 = np.array([r["L0"] for r in rows])
     r = np.array([r["ratio"] for r in rows])
     D = np.array([r["D"] for r in rows], float)
@@ -131,7 +131,7 @@ def test_confidence_intervals_have_nominal_coverage():
     reps = 200
     for seed in range(reps):
         fit = fit_law("compression-law", simulate("compression-law", theta, models=MODELS, noise=0.05, seed=seed),
-                      metric_kind="extrinsic")
+                      metric_kind="extrinsic", cov="iid", heldout=False)
         for p in fit.params:
             hits[p.name] += p.ci[0] <= theta[p.name] <= p.ci[1]
     for name, h in hits.items():
@@ -274,7 +274,7 @@ def test_misuse_of_methods_and_kinds():
         fit_law("compression-law", rows, metric_kind="perplexity")
     with pytest.raises(LawFitError, match=r"unknown law form 'compresion-law'.*Did you mean"):
         fit_law("compresion-law", rows, metric_kind="extrinsic")
-    with pytest.raises(LawFitError, match="at least 3 models"):
+    with pytest.raises(LawFitError, match="at least 3 of them"):
         fit_law("compression-law", [r for r in rows if r["model"] == "l-8b"], metric_kind="extrinsic",
                 bootstrap=5, resample="models")
 
