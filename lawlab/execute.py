@@ -80,11 +80,15 @@ class CellWorker:
         assert model is not None
         return model
 
-    def context(self, work_dir: Path) -> RunContext:
+    def seed_of(self, cell: Cell) -> int:
+        """A prune or RFT cell's own seed (a method's replicate seeds), else the study's."""
+        return int(cell.inputs.get("seed", self.seed))
+
+    def context(self, work_dir: Path, seed: int | None = None) -> RunContext:
         from lawlab.api import Progress
 
         return RunContext(
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             device=self.device,
             dtype=self.dtype,
             cache_dir=environment.cache_dir(),
@@ -102,7 +106,7 @@ class CellWorker:
             "cell": _thaw(cell.inputs),
             "plugin": self.registry.version_of(plugin_kind, cell.plugin),  # type: ignore[arg-type]
             "libraries": environment.library_versions(),
-            "seed": self.seed,
+            "seed": self.seed_of(cell),
             "device": self.device,
             "device_name": environment.device_name(self.device),
             "dtype": self.dtype,
@@ -111,9 +115,9 @@ class CellWorker:
         }
 
     def run(self, cell: Cell, parent: LoadedModel | None) -> CellOutcome:
-        seed_everything(self.seed)
+        seed_everything(self.seed_of(cell))
         with tempfile.TemporaryDirectory(prefix="lawlab-cell-") as tmp:
-            ctx = self.context(Path(tmp))
+            ctx = self.context(Path(tmp), self.seed_of(cell))
             if cell.kind == "base":
                 return self._base(cell, ctx)
             assert parent is not None, f"cell {cell.key} needs its parent's model"

@@ -56,11 +56,12 @@ class Variant:
     rft: str = ""  # RFT label; "" for none
     rft_dataset: str = ""
     size: int = 0  # D, RFT samples
+    seed: int | None = None  # the pruning seed, where a method asks for several (methods[].seeds)
 
     def describe(self) -> str:
         parts = [self.model]
         if self.method:
-            parts.append(f"{self.method}@{self.ratio:g}")
+            parts.append(f"{self.method}@{self.ratio:g}" + (f"#{self.seed}" if self.seed is not None else ""))
         if self.size:
             parts.append(f"{self.rft}:{self.rft_dataset}:{self.size}")
         return " / ".join(parts)
@@ -177,6 +178,15 @@ def applies(entry: Any, model: str) -> bool:
     return entry.models is None or model in entry.models
 
 
+def selects(entry: Any, variant: Variant) -> bool:
+    """Does an RFT or evaluator entry's ``ratios`` / ``sizes`` filter take this variant?
+    The unpruned model always passes the ratio filter: it is every variant's L0."""
+    ratios, sizes = getattr(entry, "ratios", None), getattr(entry, "sizes", None)
+    if ratios is not None and variant.method and variant.ratio not in ratios:
+        return False
+    return sizes is None or variant.size in sizes
+
+
 def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
     """Resolve the spec into cells. Raises ``SpecError`` for a method asked to prune an
     architecture it cannot (unless ``execution.on_unsupported = "skip"``)."""
@@ -189,7 +199,7 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
     def add(kind: CellKind, variant: Variant, plugin: str, params: dict[str, Any], parent: str | None, **extra: Any) -> str:
         inputs = {"kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": dtype}
         if kind in ("prune", "rft"):
-            inputs["seed"] = seed
+            inputs["seed"] = variant.seed if kind == "prune" and variant.seed is not None else seed
         inputs.update({k: v for k, v in extra.items() if k in ("ratio", "size", "dataset", "identity", "model_type")})
         key = content_hash(inputs)[:20]
         if key not in cells:
@@ -215,13 +225,13 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
 
     def add_evals(variant: Variant, parent: str) -> None:
         for e, params, kind in evals:
-            if (variant.size and not e.after_rft) or not applies(e, variant.model):
+            if (variant.size and not e.after_rft) or not applies(e, variant.model) or not selects(e, variant):
                 continue
             add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 
     def add_rft(variant: Variant, parent: str) -> None:
         for i, r in enumerate(spec.rft):
-            if not applies(r, variant.model):
+            if not applies(r, variant.model) or (r.ratios is not None and variant.ratio not in r.ratios):
                 continue
             params = resolved.params_json(f"rft[{i}].params")
             for ds in r.datasets:
@@ -231,7 +241,7 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                 for size in r.sizes:
                     if size == 0:
                         continue  # D = 0 is the variant itself: no RFT, no cell
-                    v = Variant(variant.model, variant.method, variant.ratio, r.key, ds, size)
+                    v = Variant(variant.model, variant.method, variant.ratio, r.key, ds, size, variant.seed)
                     key = add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
                     add_evals(v, key)
 
@@ -289,10 +299,11 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                         SpecIssue(f"methods[{j}].ratios[{k}]", f"on model {m.name!r}: {reason}", ratio, "a smaller ratio")
                     )
                     continue
-                v = Variant(m.name, meth.key, ratio)
-                key = add("prune", v, meth.method, params, base, ratio=ratio)
-                add_evals(v, key)
-                add_rft(v, key)
+                for s in meth.seeds or [None]:
+                    v = Variant(m.name, meth.key, ratio, seed=s)
+                    key = add("prune", v, meth.method, params, base, ratio=ratio)
+                    add_evals(v, key)
+                    add_rft(v, key)
 
     memory = plan_memory(resolved, registry, configs, skipped)
     issues += memory_issues(resolved, memory)

@@ -61,7 +61,18 @@ class MethodEntry(Strict):
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the method name.")
     ratios: list[float] = Field(description="Nominal compression ratios r, each in [0, 1).")
     models: list[str] | None = Field(None, description="Only these models (default: all).")
+    seeds: list[int] | None = Field(
+        None, description="Prune once per seed at each ratio (replicates of a random method, each its own pruned "
+        "model: a cluster with its D cells); default: the study's seed only."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The pruner's parameters.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError("seeds must be a non-empty list of distinct integers >= 0")
+        return v
 
     @field_validator("ratios")
     @classmethod
@@ -86,6 +97,10 @@ class RFTEntry(Strict):
     datasets: list[str] = Field(default_factory=list, description="Training datasets.")
     sizes: list[int] = Field(description="Sample counts D; 0 means no RFT (planned once).")
     models: list[str] | None = Field(None, description="Only these models (default: all).")
+    ratios: list[float] | None = Field(
+        None, description="Only the variants pruned at these ratios (default: every ratio); r = 0 means the "
+        "unpruned model."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The recipe's parameters.")
 
     @field_validator("sizes")
@@ -115,6 +130,13 @@ class EvaluatorEntry(Strict):
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the evaluator name.")
     models: list[str] | None = Field(
         None, description="Only these models (default: all); a law then fits the models it has."
+    )
+    ratios: list[float] | None = Field(
+        None, description="Only the variants at these ratios (default: all); the unpruned model is always "
+        "evaluated, as every variant's L0. A costly benchmark can run where a finding is decided."
+    )
+    sizes: list[int] | None = Field(
+        None, description="Only the variants recovered with these D (default: all; 0 means no RFT)."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
     after_rft: bool = Field(

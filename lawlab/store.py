@@ -287,6 +287,7 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
         prov = json.loads(cell["provenance"])
         prune = ancestor(cell["key"], "prune")
         comp = json.loads(prune["compression"]) if prune is not None and prune["compression"] else None
+        pruned_prov = json.loads(prune["provenance"]) if prune is not None else {}
         method = cell["method"] or ""
         rows.append(
             {
@@ -314,7 +315,8 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
                 "law_input": bool(res["law_input"]),
                 "cell_key": cell["key"],
                 "spec_hash": prov.get("spec_hash"),
-                "seed": prov.get("seed", spec.get("study", {}).get("seed")),
+                # the pruned model's seed (a method's replicate seeds): a coordinate of its cluster
+                "seed": pruned_prov.get("seed", prov.get("seed", spec.get("study", {}).get("seed"))),
                 "device": prov.get("device"),
                 "dtype": prov.get("dtype"),
                 "details": json.loads(res["details"]),

@@ -170,3 +170,36 @@ def test_family_from_name():
     assert family_of("llama-3.2-1b", None) == "llama-3.2"
     assert family_of("smollm2-135m", None) == "smollm2"
     assert family_of("x", "declared") == "declared"
+
+
+def test_replicate_seeds_prune_once_per_seed_and_keep_the_study_seeds_keys(tiny_spec):
+    plain = plan_of(tiny_spec())
+    seeded = plan_of(tiny_spec(lambda t: t.replace('ratios = [0.0, 0.25, 0.5]',
+                                                   'ratios = [0.0, 0.25, 0.5]\nseeds = [1, 2, 3]')))
+    prunes = [c for c in seeded if c.kind == "prune"]
+    assert len(prunes) == 2 * 3 and {c.inputs["seed"] for c in prunes} == {1, 2, 3}
+    assert len({c.key for c in prunes}) == 6
+    # seed 1 is the study's: its cells are the very cells of the plain spec
+    assert {c.key for c in plain} <= {c.key for c in seeded}
+    # every RFT and evaluation cell descends from one seed's pruned model
+    assert sum(c.kind == "rft" for c in seeded) == 1 + 6 and sum(c.kind == "eval" for c in seeded) == 2 * 7
+
+
+def test_evaluator_and_rft_filters_pick_ratios_and_sizes(tiny_spec):
+    def edit(t):
+        t = t.replace('ratios = [0.0, 0.25, 0.5]', 'ratios = [0.0, 0.25, 0.5, 0.75]')
+        t = t.replace('sizes = [0, 8]', 'sizes = [0, 8]\nratios = [0.0, 0.5]')
+        return t + '''
+[[evaluators]]
+evaluator = "cross-entropy"
+label = "costly"
+ratios = [0.25]
+sizes = [0]
+params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
+'''
+    plan = plan_of(tiny_spec(edit))
+    rft = [c for c in plan if c.kind == "rft"]
+    assert sorted(c.variant.ratio for c in rft) == [0.0, 0.5]
+    costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
+    # the unpruned model (every variant's L0) and r = 0.25 without RFT only
+    assert sorted((c.variant.ratio, c.variant.size) for c in costly) == [(0.0, 0), (0.25, 0)]
