@@ -141,3 +141,47 @@ def check_calibration(ctx: Any, dataset: str, samples: int, seqlen: int) -> None
             f"the {needed} tokens asked for ({samples} × {seqlen})",
             field="calibration_samples", allowed=f"at most {n_bytes // (seqlen - 1)}",
         )
+
+
+def layer_output(layer: Any, hidden: Any, kwargs: dict) -> Any:
+    """A decoder layer's output hidden states (some versions return a tuple)."""
+    out = layer(hidden, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def walk_layers(model: Any, adapter: Any, ids: Any, batch_size: int, watch: Any, act: Any) -> None:
+    """Walk the decoder layers in order, as Wanda's reference does: layer i sees the
+    calibration windows as the already-pruned layers before it turn them out.
+
+    For each layer: a forward pass through the (still unpruned) layer accumulates, for
+    every module ``watch(layer)`` lists (by name), the sum over all tokens of its squared
+    input features (float64); ``act(i, layer, sums)`` then prunes the layer; finally the
+    pruned layer's outputs become the next layer's inputs.
+    """
+    import torch
+
+    layers = adapter.layers(model)
+    types = layer_types(model, len(layers))
+    x, kwargs = layer_inputs(model, adapter, ids, batch_size)
+    for i in range(len(layers)):
+        layer = layers[i]
+        modules = watch(layer)
+        sums = {name: None for name in modules}
+
+        def hook_for(name: str, sums: dict = sums) -> Any:
+            def hook(module: Any, args: tuple, output: Any) -> None:
+                a = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+                s = a.pow(2).sum(0)
+                sums[name] = s if sums[name] is None else sums[name] + s
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in modules.items()]
+        try:
+            for b, kw in zip(x, kwargs[types[i]], strict=True):
+                layer_output(layer, b, kw)
+        finally:
+            for h in handles:
+                h.remove()
+        act(i, layer, sums)
+        layer = layers[i]  # act may have replaced it
+        x = [layer_output(layer, b, kw) for b, kw in zip(x, kwargs[types[i]], strict=True)]
