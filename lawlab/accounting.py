@@ -61,17 +61,22 @@ def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
         yield name, t
 
 
-def measure(model: Any, adapter: Any, context: int = DEFAULT_CONTEXT) -> Size:
-    """Count ``model``'s parameters (with and without embeddings) and FLOPs per token."""
+def measure(model: Any, adapter: Any, context: int = DEFAULT_CONTEXT, nonzero: bool = False) -> Size:
+    """Count ``model``'s parameters (with and without embeddings) and FLOPs per token.
+
+    ``nonzero``: a sparse model's 2-D weights (embeddings aside) count their non-zero
+    entries only; FLOPs stay those of dense kernels, which multiply the zeros too."""
     emb, head = adapter.embeddings(model).weight, adapter.head(model).weight
     embed_ptrs = {emb.data_ptr(), head.data_ptr()}
     total = no_embed = 0
     matmul = head.numel()  # the head is a product even when its weight is the embedding
     for _name, t in _tensors(model):
-        total += t.numel()
         if t.data_ptr() in embed_ptrs:
+            total += t.numel()
             continue
-        no_embed += t.numel()
+        count = int(t.count_nonzero()) if nonzero and t.ndim == 2 else t.numel()
+        total += count
+        no_embed += count
         if t.ndim == 2:
             matmul += t.numel()
     return Size(total, no_embed, 2.0 * matmul + _attention_flops(model, adapter, context))

@@ -260,6 +260,7 @@ def check_pruner(
     import torch
 
     from lawlab.accounting import measure
+    from lawlab.sparsity import SPARSE
 
     if 0.0 not in ratios:
         ratios = (0.0, *ratios)
@@ -300,7 +301,8 @@ def check_pruner(
             if c is None:
                 result("accounting", False, f"r={r}: compression not set")
                 continue
-            recount = measure(m.model, adapter).params
+            # A sparse method declares its zeros; its parameters kept are the non-zeros.
+            recount = measure(m.model, adapter, nonzero=SPARSE in (c.details or {})).params
             problems = []
             if c.method != pruner.name:
                 problems.append(f"method {c.method!r} is not the pruner's name")

@@ -31,6 +31,7 @@ from lawlab.api import (
     RunContext,
     TextData,
 )
+from lawlab.sparsity import is_sparse, reapply, sparsity, zero_masks
 
 # Projection names of attention and MLP in the transformers decoder families; used when
 # the architecture adapter cannot place them (a non-stock model).
@@ -230,6 +231,10 @@ class LoRA(RFTRecipe):
         for p in net.parameters():
             p.requires_grad_(False)
         base_dtypes = {name: p.dtype for name, p in net.named_parameters()}
+        # A merged adapter makes a sparse weight dense: keep its zeros to re-apply after the merge.
+        adapter = ctx.registry.get("architectures", model.model_type) if is_sparse(model) else None
+        masks = zero_masks(model, adapter) if adapter is not None else None
+        sparse_before = sparsity(net, adapter)["fraction"] if adapter is not None else None
         lora = attach_adapters(net, config)
         trainable = [p for p in lora.parameters() if p.requires_grad]
 
@@ -285,6 +290,12 @@ class LoRA(RFTRecipe):
         for p in merged.parameters():
             p.requires_grad_(False)
         model.model = merged
+        kept_sparse = {}
+        if masks is not None:
+            before = sparsity(merged, adapter)["fraction"]
+            reapply(model, adapter, masks)
+            kept_sparse = {"sparsity_before": sparse_before, "sparsity_merged": before,
+                           "sparsity_after": sparsity(merged, adapter)["fraction"]}
         record = {
             "recipe": self.name,
             "dataset": data.name,
@@ -300,6 +311,7 @@ class LoRA(RFTRecipe):
             "bf16": use_bf16,
             "adapter_dtype": str(trainable[0].dtype).removeprefix("torch."),
             "params": params.model_dump(mode="json"),
+            **kept_sparse,
         }
         model.history.append({"step": "rft", **record})
         details = {**record, "seconds": seconds, "device": ctx.device, "optimizer_steps": total_steps}

@@ -28,8 +28,6 @@ The result is not a stock architecture: it is saved as safetensors plus ``sliceg
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,16 +37,17 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.accounting import check_ratios
-from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
+from lawlab.api import CheckContext, LoadedModel, Params, Pruner, RunContext
+from lawlab.calibration import calibration_windows, check_calibration
+from lawlab.calibration import layer_inputs as _layer_inputs
+from lawlab.calibration import layer_types as _layer_types
 from lawlab.models import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 FORMAT_VERSION = 1
 DESCRIPTION_FILE = "slicegpt.json"
 WEIGHTS_FILE = "model.safetensors"
-SEPARATOR = "\n\n"  # between documents of a calibration window, as the reference joins them
 ROW_BLOCK = 4096  # rows of a weight rotated at once (bounds the working-precision copy)
-MAX_RECORDED_OFFSETS = 1024  # window offsets listed in provenance (a hash covers all of them)
 
 
 class SliceGPTParams(Params):
@@ -182,101 +181,6 @@ def _post_norms(adapter: Any, layer: Any) -> tuple[Any, Any] | None:
 def _mlp_input_norm(adapter: Any, layer: Any) -> Any:
     roles = adapter.norms(layer)
     return roles.get("pre_feedforward", roles.get("post_attention"))
-
-
-def _layer_types(model: Any, n_layers: int) -> list[Any]:
-    """Each layer's attention type (sliding window or full) when the config says, else None:
-    layers of one type receive the same masks and rotary tables."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    types = getattr(config, "layer_types", None)
-    return list(types) if types is not None and len(types) == n_layers else [None] * n_layers
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-def calibration_windows(tokenizer: Any, texts: Sequence[str], samples: int, seqlen: int, seed: int,
-                        dataset: str, cache_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """``samples`` windows of ``seqlen`` tokens (BOS first when the tokenizer has one) and
-    a record of which they are, sampled as the reference code samples them: with ``seed``,
-    a window starts at a document drawn uniformly from the not-yet-used documents of the
-    whole split and runs on over the next unused ones (joined by a blank line) until it is
-    full; its documents are then used. The split's tokens are cached by content."""
-    import torch
-
-    from lawlab.tokens import tokenized_documents
-
-    docs = tokenized_documents(tokenizer, texts, cache_dir, SEPARATOR)
-    bos = tokenizer.bos_token_id
-    body = seqlen - (1 if bos is not None else 0)
-    starts = docs.starts.tolist()
-    pool = list(range(len(docs)))
-    g = torch.Generator().manual_seed(seed)
-    rows: list[list[int]] = []
-    offsets: list[int] = []
-    while len(rows) < samples and pool:
-        first = int(torch.randint(len(pool), (1,), generator=g))
-        end, have = first, 0
-        while have < body and end < len(pool):
-            have += starts[pool[end] + 1] - starts[pool[end]]
-            end += 1
-        window = [t for j in pool[first:end] for t in docs.ids[starts[j]:starts[j + 1]].tolist()][:body]
-        offset = starts[pool[first]]
-        del pool[first:end]
-        if have >= body:  # a window that runs out of text is dropped (its documents are used)
-            rows.append([bos, *window] if bos is not None else window)
-            offsets.append(offset)
-    if len(rows) < samples:
-        raise ValueError(
-            f"calibration data too short: the train split of {dataset!r} gives {int(docs.starts[-1])} tokens "
-            f"in {len(docs)} documents, {len(rows)} windows of {seqlen}, but calibration_samples = {samples}; "
-            f"lower calibration_samples or calibration_seqlen, or use a larger dataset"
-        )
-    ids = torch.tensor(rows, dtype=torch.long)
-    record = {
-        "count": samples, "seqlen": seqlen, "seed": seed, "bos": bos is not None,
-        "sampling": "document starts drawn uniformly from the unused documents of the whole split",
-        "split_tokens": int(docs.starts[-1]), "split_documents": len(docs), "tokens_key": docs.key,
-        "windows_sha256": hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest(),
-        "token_offsets": offsets[:MAX_RECORDED_OFFSETS],
-    }
-    return ids, record
-
-
-def _layer_inputs(model: Any, adapter: Any, ids: Any, batch_size: int) -> tuple[list, dict[Any, list[dict]]]:
-    """Hidden states entering layer 0 and, per attention type and batch, the keyword
-    arguments the layers receive (masks, rotary tables), captured with forward pre-hooks
-    on the first layer of each type; the pass stops once every type has been seen."""
-    layers = adapter.layers(model)
-    types = _layer_types(model, len(layers))
-    firsts = {t: i for i, t in reversed(list(enumerate(types)))}
-    last = max(firsts.values())
-    inputs: list[Any] = []
-    kwargs: dict[Any, list[dict]] = {t: [] for t in firsts}
-
-    class Stop(Exception):
-        pass
-
-    def hook_for(i: int, layer_type: Any) -> Any:
-        def hook(module: Any, args: tuple, kw: dict) -> None:
-            if i == 0:
-                hs = args[0] if args else kw["hidden_states"]
-                inputs.append(hs.detach())
-            kwargs[layer_type].append({k: v for k, v in kw.items() if k != "hidden_states"})
-            if i == last:
-                raise Stop
-        return hook
-
-    handles = [layers[i].register_forward_pre_hook(hook_for(i, t), with_kwargs=True) for t, i in firsts.items()]
-    try:
-        for start in range(0, len(ids), batch_size):
-            with contextlib.suppress(Stop):  # the hooks stop the pass once all types are seen
-                model(input_ids=ids[start:start + batch_size].to(adapter.embeddings(model).weight.device),
-                      use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return inputs, kwargs
 
 
 # --------------------------------------------------------------------------- slicing
@@ -517,28 +421,8 @@ class SliceGPT(Pruner):
 
     def check(self, params: Any, ratios: Sequence[float], ctx: CheckContext) -> None:
         check_ratios(ratios)
-        name = params.calibration_dataset
-        if not ctx.has_dataset(name):
-            raise CheckFailed(
-                f"no dataset named {name!r} is registered or declared under [datasets]",
-                field="calibration_dataset",
-                allowed=", ".join(sorted({*ctx.registry.names("datasets"), *ctx.datasets})),
-            )
-        dataset, dataset_params = ctx.dataset(name)
-        dataset.check(dataset_params, "train", ctx)
-        if not dataset.available_offline():
-            return  # hub data: its own check above said whether this machine can have it
-        # Data that ships with a package is cheap to read now. No tokenizer splits a UTF-8
-        # byte, so fewer bytes than the tokens asked for can never be enough.
-        data = dataset.load(dataset_params, "train", ctx.reading_context())
-        n_bytes = sum(len(t.encode()) + 2 for t in data.texts)
-        needed = params.calibration_samples * (params.calibration_seqlen - 1)
-        if n_bytes < needed:
-            raise CheckFailed(
-                f"calibration data too short: the train split of {name!r} has {n_bytes} bytes, fewer than "
-                f"the {needed} tokens asked for ({params.calibration_samples} × {params.calibration_seqlen})",
-                field="calibration_samples", allowed=f"at most {n_bytes // (params.calibration_seqlen - 1)}",
-            )
+        check_calibration(ctx, params.calibration_dataset, params.calibration_samples,
+                          params.calibration_seqlen)
 
     def check_model(self, config: dict[str, Any], ratio: float, params: Any) -> str | None:
         d = config.get("hidden_size")

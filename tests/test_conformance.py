@@ -12,14 +12,20 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def _pruner(name: str):
     import importlib
 
-    module = importlib.import_module(f"lawlab_plugins.{name.replace('-', '_')}")
+    module = importlib.import_module(f"lawlab_plugins.{MODULES.get(name, name).replace('-', '_')}")
     return tiny_registry(module).get("pruners", name), module
 
 
+MODULES = {"magnitude": "wanda"}  # plugin modules that register more than one pruner
 CASES = {
     "random-prunenet": {},
     "prunenet": {"episodes": 2},
     "slicegpt": {"calibration_dataset": "tiny-corpus", "calibration_samples": 8, "calibration_seqlen": 32},
+    # a sparse method (zeros in place) and a depth method (whole layers) among them
+    "magnitude": {},
+    "wanda": {"calibration_dataset": "tiny-corpus", "calibration_samples": 8, "calibration_seqlen": 32},
+    "wanda-sp": {"calibration_dataset": "tiny-corpus", "calibration_samples": 8, "calibration_seqlen": 32},
+    "shortgpt": {"calibration_dataset": "tiny-corpus", "calibration_samples": 8, "calibration_seqlen": 32},
 }
 
 
