@@ -454,6 +454,17 @@ class ForwardSize:
     logit_elements: int | None = None
 
 
+@dataclass(frozen=True)
+class Precision:
+    """The standard error an evaluator's numbers will have in one cell, known from its
+    parameters before anything runs (``lawlab plan`` sizes a study with it)."""
+
+    stderr: float  # of the number the law reads (an accuracy: the mean over tasks)
+    parts: dict[str, float] = field(default_factory=dict)  # per task or test set
+    questions: dict[str, int] = field(default_factory=dict)  # per task, where counted
+    assumption: str = ""  # how it was computed, e.g. "binomial at accuracy 0.5"
+
+
 class Evaluator(ABC):
     """Measures a model. ``kind`` says which law it feeds: intrinsic (loss-like),
     extrinsic (accuracy-like) or runtime."""
@@ -488,6 +499,11 @@ class Evaluator(ABC):
     def forward_size(self, params: Any) -> ForwardSize | None:
         """For the memory plan: the most one forward pass holds with these params, or None
         for the plan's default (see :mod:`lawlab.memory`)."""
+        return None
+
+    def precision(self, params: Any) -> Precision | None:
+        """For sizing a study: the standard error of one cell's numbers with these params,
+        or None when it cannot be known before running (see :mod:`lawlab.sizing`)."""
         return None
 
     @abstractmethod

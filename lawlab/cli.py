@@ -208,14 +208,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # stops it from running here is said after the plan, not instead of it.
     plan = _make_plan(args)
     if args.json:
-        print(json.dumps(plan_as_json(plan), indent=2))
+        print(json.dumps(plan_as_json(plan, _registry(args)), indent=2))
         return EXIT_OK
     print_plan(plan, cells=args.cells)
+    from lawlab.sizing import size_plan
+
+    console.print(size_plan(plan, _registry(args)).summary(), markup=False, highlight=False)
     print_here(plan.spec, args.spec)
     return EXIT_OK
 
 
-def plan_as_json(plan: Any) -> dict[str, Any]:
+def plan_as_json(plan: Any, registry: Any) -> dict[str, Any]:
+    from lawlab.sizing import size_plan
+
     return {
         "study": plan.spec.spec.study.name,
         "spec_hash": plan.spec_hash,
@@ -223,6 +228,7 @@ def plan_as_json(plan: Any) -> dict[str, Any]:
         "per_model": plan.summary_rows(),
         "skipped": [s.__dict__ for s in plan.skipped],
         "memory": {name: m.to_dict() for name, m in plan.memory.items()},
+        "sizing": size_plan(plan, registry).to_dict(),
         "cells": [
             {"key": c.key, "kind": c.kind, "parent": c.parent, "plugin": c.plugin, "label": c.label()}
             for c in plan.cells

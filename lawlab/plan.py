@@ -178,13 +178,16 @@ def applies(entry: Any, model: str) -> bool:
     return entry.models is None or model in entry.models
 
 
-def selects(entry: Any, variant: Variant) -> bool:
-    """Does an RFT or evaluator entry's ``ratios`` / ``sizes`` filter take this variant?
-    The unpruned model always passes the ratio filter: it is every variant's L0."""
-    ratios, sizes = getattr(entry, "ratios", None), getattr(entry, "sizes", None)
-    if ratios is not None and variant.method and variant.ratio not in ratios:
+def selects(entry: Any, variant: Variant, study_seed: int) -> bool:
+    """Does an evaluator entry's ``ratios`` / ``sizes`` / ``seeds`` filter take this variant?
+    The unpruned model always passes: it is every variant's L0."""
+    if not variant.method:
+        return entry.sizes is None or variant.size in entry.sizes
+    if entry.ratios is not None and variant.ratio not in entry.ratios:
         return False
-    return sizes is None or variant.size in sizes
+    if entry.seeds is not None and (study_seed if variant.seed is None else variant.seed) not in entry.seeds:
+        return False
+    return entry.sizes is None or variant.size in entry.sizes
 
 
 def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
@@ -225,7 +228,7 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
 
     def add_evals(variant: Variant, parent: str) -> None:
         for e, params, kind in evals:
-            if (variant.size and not e.after_rft) or not applies(e, variant.model) or not selects(e, variant):
+            if (variant.size and not e.after_rft) or not applies(e, variant.model) or not selects(e, variant, seed):
                 continue
             add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 

@@ -138,6 +138,9 @@ class EvaluatorEntry(Strict):
     sizes: list[int] | None = Field(
         None, description="Only the variants recovered with these D (default: all; 0 means no RFT)."
     )
+    seeds: list[int] | None = Field(
+        None, description="Only the variants pruned with these seeds (methods[].seeds; default: all)."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
     after_rft: bool = Field(
         True,

@@ -30,6 +30,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -49,6 +50,7 @@ from lawlab.api import (
     LoadedModel,
     Measurement,
     Params,
+    Precision,
     RunContext,
 )
 
@@ -60,6 +62,12 @@ LOGIT_ELEMENTS = 1 << 24
 TOKENS_PER_BATCH_ROW = 128
 
 TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge", "mmlu")
+# Questions in each full set as lawlab scores it offline (validation sets; ARC's test sets; MMLU's
+# test set over its 57 subjects), for sizing a study before it runs.
+FULL_SIZES = {"piqa": 1838, "winogrande": 1267, "hellaswag": 10042, "arc_easy": 2376, "arc_challenge": 1172,
+              "mmlu": 14042}
+MMLU_SUBJECTS = 57
+SIZING_ACCURACY = 0.5  # the binomial's largest error: a plan's standard errors are upper bounds
 METRICS: dict[str, str] = {
     "piqa": "acc_norm",
     "winogrande": "acc",
@@ -419,6 +427,23 @@ class LmEval(Evaluator):
         if params.backend != "lawlab":
             return None
         return ForwardSize(tokens=params.batch_size * TOKENS_PER_BATCH_ROW, logit_elements=LOGIT_ELEMENTS)
+
+    def precision(self, params: LmEvalParams) -> Precision | None:
+        """Binomial standard errors at accuracy 0.5 (the largest) from the questions each task
+        scores: ``limit`` (per subject for MMLU), or the full set's size where lawlab knows it."""
+        questions = {}
+        for task in params.tasks:
+            if params.limit is not None:
+                n = params.limit * (MMLU_SUBJECTS if task == "mmlu" else 1)
+                questions[task] = min(n, FULL_SIZES.get(task, n))
+            elif task in FULL_SIZES:
+                questions[task] = FULL_SIZES[task]
+            else:
+                return None
+        p = SIZING_ACCURACY
+        parts = {t: math.sqrt(p * (1 - p) / n) for t, n in questions.items()}
+        mean = math.sqrt(sum(se * se for se in parts.values())) / len(parts)
+        return Precision(mean, parts, questions, f"binomial at accuracy {p}, tasks independent")
 
     def evaluate(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> list[Measurement]:
         offline = uses_offline(params, ctx.offline)

@@ -203,3 +203,19 @@ params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
     costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
     # the unpruned model (every variant's L0) and r = 0.25 without RFT only
     assert sorted((c.variant.ratio, c.variant.size) for c in costly) == [(0.0, 0), (0.25, 0)]
+
+
+def test_an_evaluator_can_take_one_replicate_seed(tiny_spec):
+    def edit(t):
+        t = t.replace('ratios = [0.0, 0.25, 0.5]', 'ratios = [0.0, 0.25, 0.5]\nseeds = [1, 2, 3]')
+        return t + '''
+[[evaluators]]
+evaluator = "cross-entropy"
+label = "costly"
+seeds = [2]
+params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
+'''
+    plan = plan_of(tiny_spec(edit))
+    costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
+    assert {c.variant.seed for c in costly if c.variant.method} == {2}
+    assert any(not c.variant.method for c in costly)  # the unpruned model: every variant's L0
