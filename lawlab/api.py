@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from lawlab.plan import Plan
-    from lawlab.plugins import Registry
-    from lawlab.store import Store
+    from lawlab.registry import Registry
+    from lawlab.run.plan import Plan
+    from lawlab.run.store import Store
 
 
 class Params(BaseModel):
@@ -487,7 +487,7 @@ class Evaluator(ABC):
 
     def forward_size(self, params: Any) -> ForwardSize | None:
         """For the memory plan: the most one forward pass holds with these params, or None
-        for the plan's default (see :mod:`lawlab.memory`)."""
+        for the plan's default (see :mod:`lawlab.run.memory`)."""
         return None
 
     @abstractmethod

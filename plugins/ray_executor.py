@@ -2,14 +2,14 @@
 
 The driver (``lawlab run``) plans, schedules and alone writes the SQLite store; each cell
 runs as a Ray task that loads its parent's model from shared storage, runs
-:class:`lawlab.execute.CellWorker` on it, writes its own model back when later cells
+:class:`lawlab.run.scheduler.CellWorker` on it, writes its own model back when later cells
 need it, and returns plain JSON-able data. A cell is submitted as soon as its parent's
 model is on shared storage, so independent branches run in parallel.
 
 Models pass between cells only as artifacts (safetensors + JSON, written under a
 temporary name and renamed), the base model included: it is loaded from its source once
 and every worker reads the shared copy. The resume, failure and ``keep_artifacts`` rules
-are the local executor's (see :class:`lawlab.execute.LocalScheduler`).
+are the local executor's (see :class:`lawlab.run.scheduler.LocalScheduler`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import CheckContext, CheckFailed, Executor, Params
-from lawlab.execute import ResumeRules  # cheap: torch and ray are imported only when cells run
+from lawlab.run.scheduler import ResumeRules  # cheap: torch and ray are imported only when cells run
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'lawlab[ray]'"
 
@@ -114,8 +114,8 @@ def _cell_worker(setup: WorkerSetup) -> Any:
     from ray import cloudpickle
 
     from lawlab import environment
-    from lawlab.execute import CellWorker
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
+    from lawlab.run.scheduler import CellWorker
 
     for k in [k for k in os.environ if _forwarded(k) and k not in setup.env]:
         del os.environ[k]  # unset on the driver: unset here too
@@ -162,7 +162,7 @@ def run_cell_task(
 
     import ray
 
-    from lawlab.execute import load_model, save_model
+    from lawlab.run.scheduler import load_model, save_model
 
     started = time.time()
     worker = _cell_worker(setup)
@@ -253,7 +253,7 @@ class RayScheduler(ResumeRules):
         self.artifacts = artifact_root(plan, params, store)
 
     def has_model(self, key: str) -> bool:
-        from lawlab.execute import ARTIFACT_FILE
+        from lawlab.run.scheduler import ARTIFACT_FILE
 
         return (self.artifacts / key / ARTIFACT_FILE).is_file()
 
@@ -262,7 +262,7 @@ class RayScheduler(ResumeRules):
     def run(self) -> Any:
         import ray
 
-        from lawlab.execute import ExecutionSummary
+        from lawlab.run.scheduler import ExecutionSummary
 
         summary = ExecutionSummary()
         self.remote = ray.remote(max_retries=0)(run_cell_task)  # our loop retries, and records each try
@@ -331,7 +331,7 @@ class RayScheduler(ResumeRules):
         from ray.exceptions import RayError, RayTaskError
 
         from lawlab.api import Measurement
-        from lawlab.execute import cell_row
+        from lawlab.run.scheduler import cell_row
 
         cell = job.cell
         try:
@@ -435,7 +435,7 @@ class RayScheduler(ResumeRules):
     def worker_setup(self) -> WorkerSetup:
         from ray import cloudpickle
 
-        from lawlab.plugins import get_registry
+        from lawlab.registry import get_registry
 
         # --plugin modules are not entry points: a worker imports them from the same path
         modules, paths = [], []
@@ -450,7 +450,7 @@ class RayScheduler(ResumeRules):
 
     def driver_provenance(self, cell: Any) -> dict[str, Any]:
         from lawlab import environment
-        from lawlab.plugins import get_registry
+        from lawlab.registry import get_registry
 
         return {
             "spec_hash": self.plan.spec_hash,

@@ -40,7 +40,7 @@ from pydantic import Field
 from lawlab import hookimpl
 from lawlab.accounting import check_ratios
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
-from lawlab.models import replace_module
+from lawlab.models.loading import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 FORMAT_VERSION = 1
@@ -204,7 +204,7 @@ def calibration_windows(tokenizer: Any, texts: Sequence[str], samples: int, seql
     full; its documents are then used. The split's tokens are cached by content."""
     import torch
 
-    from lawlab.tokens import tokenized_documents
+    from lawlab.models.tokens import tokenized_documents
 
     docs = tokenized_documents(tokenizer, texts, cache_dir, SEPARATOR)
     bos = tokenizer.bos_token_id

@@ -10,7 +10,7 @@ from lawlab_plugins.datasets import TinyCorpus
 from lawlab_plugins.lora import LoRA, chunk_samples
 
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, RunContext
-from lawlab.plugins import PluginInfo, Registry
+from lawlab.registry import PluginInfo, Registry
 from lawlab.testing import tiny_model
 
 RECIPE = LoRA()

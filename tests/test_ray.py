@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lawlab.cli import main
-from lawlab.store import Store
+from lawlab.cli.main import main
+from lawlab.run.store import Store
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'lawlab[ray]')"

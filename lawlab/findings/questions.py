@@ -166,11 +166,11 @@ def read_rows(source: str | Path) -> list[dict[str, Any]]:
     """The tidy rows of a study folder or of a results CSV, with numbers as numbers."""
     path = Path(source)
     if path.is_dir():
-        from lawlab.store import load_table
+        from lawlab.run.store import load_table
 
         rows = load_table(path)
     elif path.is_file():
-        from lawlab.fit import LawFitError, read_results_csv
+        from lawlab.laws.fit import LawFitError, read_results_csv
 
         try:
             rows = read_results_csv(path)
@@ -391,7 +391,7 @@ def _param_counts(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.fit import LawFitError, fit_law
 
     pts = [p for p in points(rows, "runtime") if p["D"] == 0]
     if not pts:
@@ -551,8 +551,8 @@ def _crit_line(key: str, v: dict[str, Any]) -> str:
 
 def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[str, Any]:
     """r_crit(σ) per model from its compression-law fit (all its methods), or why not."""
-    from lawlab.critical import CriticalRangeError, r_crit_from_fit
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.critical import CriticalRangeError, r_crit_from_fit
+    from lawlab.laws.fit import LawFitError, fit_law
 
     out: dict[str, Any] = {}
     for kind, s in sigma.items():
@@ -578,8 +578,8 @@ def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[s
 
 
 def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.critical import CriticalRangeError, best_configuration
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.critical import CriticalRangeError, best_configuration
+    from lawlab.laws.fit import LawFitError, fit_law
 
     name = "a smaller model at a lower ratio wins"
     params = _param_counts(rows)
@@ -741,7 +741,7 @@ def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
 
 def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """β and γ of eq. 1 per calibration kind (the paper's Table 3)."""
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.fit import LawFitError, fit_law
 
     out: dict[str, Any] = {}
     for kind in ("intrinsic", "extrinsic"):
@@ -759,7 +759,7 @@ def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.fit import compare_forms, law_rows
+    from lawlab.laws.fit import compare_forms, law_rows
 
     parts, ev = [], {}
     for kind, main in (("intrinsic", "compression-law"), ("extrinsic", "compression-law"), ("runtime", "runtime-law")):
