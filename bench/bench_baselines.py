@@ -45,7 +45,7 @@ def main() -> None:
 
     from lawlab.api import RunContext
     from lawlab.environment import cache_dir, enter_offline_mode
-    from lawlab.plugins import load_registry
+    from lawlab.registry import load_registry
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pack", default="smollm2-135m")

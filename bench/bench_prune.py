@@ -160,7 +160,7 @@ def main() -> None:
 
     from lawlab.api import RunContext
     from lawlab.environment import cache_dir, enter_offline_mode
-    from lawlab.plugins import load_registry
+    from lawlab.registry import load_registry
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="+", default=list(METHOD_PARAMS))

@@ -60,7 +60,7 @@ TIMING = {"rft_seconds", "rft_tokens_per_s"}
 
 
 def run(folder: Path, executor: str, ratios: list[float]) -> float:
-    from lawlab.cli import main
+    from lawlab.cli.main import main
 
     spec = folder / f"{executor}.toml"
     spec.write_text(SPEC.format(output=(folder / executor).as_posix(), ratios=", ".join(map(str, ratios)), executor=executor))
@@ -70,7 +70,7 @@ def run(folder: Path, executor: str, ratios: list[float]) -> float:
 
 
 def cells(output: Path) -> list[dict[str, Any]]:
-    from lawlab.store import Store
+    from lawlab.run.store import Store
 
     with Store(output) as store:
         rows = [dict(r) for r in store.db.execute("SELECT key, seconds, provenance FROM cells")]
@@ -80,7 +80,7 @@ def cells(output: Path) -> list[dict[str, Any]]:
 
 
 def results(output: Path) -> dict[tuple[str, str, str], float]:
-    from lawlab.store import Store
+    from lawlab.run.store import Store
 
     with Store(output) as store:
         return {(r["cell_key"], r["metric"], r["dataset"]): r["value"] for r in store.db.execute("SELECT * FROM results")}
@@ -131,7 +131,7 @@ def main() -> int:
         diffs = [abs(b[k] - v) / max(abs(v), 1e-12) for k, v in a.items() if k[1] not in TIMING and v is not None]
         ex = [c["provenance"]["execution"] for c in ray_cells]
         ray_seconds = [c["seconds"] for c in ray_cells]
-        from lawlab.store import Store
+        from lawlab.run.store import Store
 
         with Store(folder / "ray") as store:  # cells.started/ended are the worker's clock
             span = {r["key"]: (r["started"], r["ended"]) for r in store.db.execute("SELECT key, started, ended FROM cells")}

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def lawlab_run(spec: Path, overrides: list[str], output: Path) -> dict[str, float]:
-    from lawlab.cli import main
+    from lawlab.cli.main import main
 
     sets = [arg for item in [f"study.output={output.as_posix()!r}", *overrides] for arg in ("--set", item)]
     started = time.perf_counter()
@@ -50,10 +50,10 @@ def naive_loop(spec: Path, overrides: list[str]) -> dict[str, float]:
         resolve_device,
         resolve_dtype,
     )
-    from lawlab.execute import CellWorker
-    from lawlab.plan import make_plan
-    from lawlab.plugins import get_registry
-    from lawlab.spec import load_spec
+    from lawlab.registry import get_registry
+    from lawlab.run.plan import make_plan
+    from lawlab.run.scheduler import CellWorker
+    from lawlab.spec.models import load_spec
 
     quiet_libraries()
     started = time.perf_counter()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lawlab import environment
 from lawlab.api import LoadedModel, RunContext
-from lawlab.plugins import get_registry
+from lawlab.registry import get_registry
 
 
 def offline_context(seed: int = 0, device: str = "cpu") -> RunContext:

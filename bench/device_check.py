@@ -6,9 +6,9 @@ lawlab's estimates, and the runtime law on full-size architectures.
 
 Part 1, stages. SmolLM2-135M (the offline pack; with no pack, its architecture with random
 weights and a small tokenizer) in bfloat16 on the device, moved and copied by lawlab's
-memory plan (:class:`lawlab.models.Residency`): load, prune with every built-in method at
+memory plan (:class:`lawlab.models.loading.Residency`): load, prune with every built-in method at
 r = 0.5, LoRA RFT, and the cross-entropy, lm-eval and paired runtime evaluators. Each
-stage's ``torch.cuda.max_memory_allocated`` is set beside :mod:`lawlab.memory`'s estimate
+stage's ``torch.cuda.max_memory_allocated`` is set beside :mod:`lawlab.run.memory`'s estimate
 for the same parameters. Then the cross-entropy of the same weights in float32 on the
 CPU: the bfloat16 device value must lie within ``CE_TOLERANCE`` nats of it.
 
@@ -56,7 +56,7 @@ TINY_LAW = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2
 def run_context(device: str, dtype: str, work: Path) -> Any:
     from lawlab import environment
     from lawlab.api import RunContext
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     environment.enter_offline_mode()
     environment.quiet_libraries()
@@ -100,7 +100,7 @@ def build_random(config: dict[str, Any], device: str, dtype: str) -> Any:
 def smollm2(ctx: Any, cpu: bool) -> tuple[Any, str]:
     """The model of part 1 and where it came from."""
     from lawlab.api import LoadedModel
-    from lawlab.memory import KNOWN_CONFIGS
+    from lawlab.run.memory import KNOWN_CONFIGS
     from lawlab.testing import tiny_model, tiny_tokenizer
 
     if cpu:
@@ -143,8 +143,8 @@ def stage_settings(cpu: bool) -> dict[str, Any]:
 
 
 def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
-    from lawlab.memory import Shapes, StageRequest, estimate_model
-    from lawlab.models import Residency
+    from lawlab.models.loading import Residency
+    from lawlab.run.memory import Shapes, StageRequest, estimate_model
 
     settings = stage_settings(cpu)
     device, registry = ctx.device, ctx.registry
@@ -299,7 +299,7 @@ def run_law(ctx: Any, cpu: bool, ratios: tuple[float, ...], repeats: int, batch:
     import torch
 
     from lawlab.api import LoadedModel
-    from lawlab.memory import KNOWN_CONFIGS
+    from lawlab.run.memory import KNOWN_CONFIGS
 
     pruner = ctx.registry.get("pruners", "random-prunenet")
     params = pruner.Params()

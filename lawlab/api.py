@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from lawlab.plan import Plan
-    from lawlab.plugins import Registry
-    from lawlab.store import Store
+    from lawlab.registry import Registry
+    from lawlab.run.plan import Plan
+    from lawlab.run.store import Store
 
 
 class Params(BaseModel):
@@ -498,12 +498,12 @@ class Evaluator(ABC):
 
     def forward_size(self, params: Any) -> ForwardSize | None:
         """For the memory plan: the most one forward pass holds with these params, or None
-        for the plan's default (see :mod:`lawlab.memory`)."""
+        for the plan's default (see :mod:`lawlab.run.memory`)."""
         return None
 
     def precision(self, params: Any) -> Precision | None:
         """For sizing a study: the standard error of one cell's numbers with these params,
-        or None when it cannot be known before running (see :mod:`lawlab.sizing`)."""
+        or None when it cannot be known before running (see :mod:`lawlab.run.sizing`)."""
         return None
 
     @abstractmethod

@@ -38,7 +38,7 @@ def calibration_windows(tokenizer: Any, texts: Sequence[str], samples: int, seql
     full; its documents are then used. The split's tokens are cached by content."""
     import torch
 
-    from lawlab.tokens import tokenized_documents
+    from lawlab.models.tokens import tokenized_documents
 
     docs = tokenized_documents(tokenizer, texts, cache_dir, SEPARATOR)
     bos = tokenizer.bos_token_id

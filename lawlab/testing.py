@@ -185,7 +185,7 @@ def tiny_registry(*plugin_modules: Any) -> Any:
     (modules or objects with ``register_*`` hooks), without loading every installed plugin."""
     import importlib
 
-    from lawlab.plugins import KINDS, PluginInfo, Registry
+    from lawlab.registry import KINDS, PluginInfo, Registry
 
     registry = Registry()
     modules = [importlib.import_module(m) for m in ("lawlab_plugins.architectures", "lawlab_plugins.datasets")]

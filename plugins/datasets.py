@@ -75,7 +75,7 @@ class HubDataset(Dataset):
         raise NotImplementedError
 
     def hub_repo(self, params: Any) -> Any:
-        from lawlab.hub import Repo
+        from lawlab.models.hub import Repo
 
         return Repo(self.repo, params.revision, "dataset", self.patterns(params), top_level=False, id_field="")
 
@@ -86,7 +86,7 @@ class HubDataset(Dataset):
         return missing
 
     def check(self, params: Any, split: str, ctx: CheckContext) -> None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         require_split(split, self.splits(params))
         repo = self.hub_repo(params)
@@ -109,12 +109,12 @@ class HubDataset(Dataset):
         """Checks that need the row counts, when the files are at hand."""
 
     def pin(self, params: Any, ctx: CheckContext) -> str | None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         return hub.commit_now(self.hub_repo(params), ctx.offline)
 
     def fetch(self, params: Any, ctx: RunContext) -> str | None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         return hub.download(self.hub_repo(params), ctx.progress).name
 
@@ -123,7 +123,7 @@ class HubDataset(Dataset):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from lawlab import hub
+        from lawlab.models import hub
 
         repo = self.hub_repo(params)
         snapshot = hub.snapshot(repo, ctx.offline, self._missing(params), f"{self.name} ({repo.label})")
@@ -334,7 +334,7 @@ class Alpaca(HubDataset):
         require_test_size(params.test_size, parquet_rows(snapshot, "data/train-*.parquet"))
 
     def check(self, params: AlpacaParams, split: str, ctx: CheckContext) -> None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         super().check(params, split, ctx)
         repo = self.hub_repo(params)

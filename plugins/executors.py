@@ -13,7 +13,7 @@ class LocalExecutor(Executor):
     description: ClassVar[str] = "run the cells one after another in this process (GPU when there is one)"
 
     def execute(self, plan: Any, store: Any, params: Any, **options: Any) -> Any:
-        from lawlab.execute import LocalScheduler
+        from lawlab.run.scheduler import LocalScheduler
 
         return LocalScheduler(plan, store, **options).run()
 

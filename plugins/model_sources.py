@@ -46,7 +46,7 @@ class HubParams(Params):
 
 
 def _repo(params: HubParams) -> Any:
-    from lawlab.hub import Repo
+    from lawlab.models.hub import Repo
 
     return Repo(params.id, params.revision, "model")
 
@@ -57,7 +57,7 @@ def _online_config(repo_id: str, revision: str) -> dict[str, Any]:
     CheckFailed naming the field, a dead network CannotRunHere)."""
     from huggingface_hub import hf_hub_download
 
-    from lawlab.hub import API_TIMEOUT, Repo, resolve
+    from lawlab.models.hub import API_TIMEOUT, Repo, resolve
 
     resolve(Repo(repo_id, revision, "model"))
     path = hf_hub_download(repo_id, "config.json", revision=revision, etag_timeout=API_TIMEOUT)
@@ -73,7 +73,7 @@ class HubSource(ModelSource):
     )
 
     def _config(self, params: HubParams, ctx: CheckContext) -> dict[str, Any]:
-        from lawlab import hub
+        from lawlab.models import hub
 
         if ctx.offline:
             snapshot = hub.require_cached(_repo(params), hub.missing_model_files, hub.offline_reason())
@@ -113,18 +113,19 @@ class HubSource(ModelSource):
         return {"source": self.name, "id": params.id, "revision": params.revision}
 
     def pin(self, params: HubParams, ctx: CheckContext) -> str | None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         return hub.commit_now(_repo(params), ctx.offline)
 
     def fetch(self, params: HubParams, ctx: RunContext) -> str | None:
-        from lawlab import hub
+        from lawlab.models import hub
 
         return hub.download(_repo(params), ctx.progress).name
 
     def load(self, params: HubParams, ctx: RunContext) -> LoadedModel:
-        from lawlab import environment, hub
-        from lawlab.models import load_hf_folder
+        from lawlab import environment
+        from lawlab.models import hub
+        from lawlab.models.loading import load_hf_folder
 
         # Model and tokenizer are read from one snapshot folder, so both come from the
         # same commit, whose name the folder carries.
@@ -173,22 +174,22 @@ class LocalSource(ModelSource):
         require_adapter(self.model_type(params, ctx), ctx, "path")
 
     def config(self, params: LocalParams, ctx: CheckContext) -> dict[str, Any] | None:
-        from lawlab.models import read_config
+        from lawlab.models.loading import read_config
 
         return read_config(self._folder(params, ctx))
 
     def model_type(self, params: LocalParams, ctx: CheckContext) -> str | None:
-        from lawlab.models import read_config
+        from lawlab.models.loading import read_config
 
         return read_config(self._folder(params, ctx)).get("model_type")
 
     def identity(self, params: LocalParams, ctx: CheckContext) -> dict[str, Any]:
-        from lawlab.models import combined_sha256, folder_sha256
+        from lawlab.models.loading import combined_sha256, folder_sha256
 
         return {"source": self.name, "sha256": combined_sha256(folder_sha256(self._folder(params, ctx)))}
 
     def load(self, params: LocalParams, ctx: RunContext) -> LoadedModel:
-        from lawlab.models import combined_sha256, folder_sha256, load_hf_folder
+        from lawlab.models.loading import combined_sha256, folder_sha256, load_hf_folder
 
         folder = ctx.resolve(params.path)
         files = folder_sha256(folder)
@@ -209,7 +210,7 @@ class GGUFSource(ModelSource):
     description: ClassVar[str] = "a GGUF file, dequantised to float once and cached as an HF folder keyed by its sha256"
 
     def _file(self, params: GGUFParams, ctx: CheckContext) -> Path:
-        from lawlab.models import is_gguf
+        from lawlab.models.loading import is_gguf
 
         path = ctx.resolve(params.path)
         if not path.is_file():
@@ -222,7 +223,7 @@ class GGUFSource(ModelSource):
         require_adapter(self.model_type(params, ctx), ctx, "path")
 
     def model_type(self, params: GGUFParams, ctx: CheckContext) -> str | None:
-        from lawlab.models import gguf_metadata, gguf_model_type
+        from lawlab.models.loading import gguf_metadata, gguf_model_type
 
         try:
             return gguf_model_type(gguf_metadata(self._file(params, ctx)))
@@ -230,17 +231,17 @@ class GGUFSource(ModelSource):
             raise CheckFailed(f"cannot read the GGUF header: {exc}", field="path") from None
 
     def config(self, params: GGUFParams, ctx: CheckContext) -> dict[str, Any] | None:
-        from lawlab.models import converted_config
+        from lawlab.models.loading import converted_config
 
         return converted_config(self._file(params, ctx), ctx.cache_dir)
 
     def identity(self, params: GGUFParams, ctx: CheckContext) -> dict[str, Any]:
-        from lawlab.models import file_sha256
+        from lawlab.models.loading import file_sha256
 
         return {"source": self.name, "sha256": file_sha256(self._file(params, ctx))}
 
     def load(self, params: GGUFParams, ctx: RunContext) -> LoadedModel:
-        from lawlab.models import load_gguf
+        from lawlab.models.loading import load_gguf
 
         path = ctx.resolve(params.path)
         return load_gguf(path, ctx, {"source": self.name, "path": str(path)})
@@ -276,7 +277,7 @@ class PackSource(ModelSource):
         return self._pack(params.pack, ctx.registry).model_type
 
     def config(self, params: PackParams, ctx: CheckContext) -> dict[str, Any] | None:
-        from lawlab.models import converted_config
+        from lawlab.models.loading import converted_config
 
         pack = self._pack(params.pack, ctx.registry)
         if not pack.installed():
@@ -291,7 +292,7 @@ class PackSource(ModelSource):
         return {"source": self.name, "pack": params.pack, "pypi": self._pack(params.pack, ctx.registry).pypi()}
 
     def load(self, params: PackParams, ctx: RunContext) -> LoadedModel:
-        from lawlab.models import load_gguf
+        from lawlab.models.loading import load_gguf
 
         pack = self._pack(params.pack, ctx.registry)
         provenance = {"source": self.name, "pack": pack.name, "pypi": pack.pypi(), "license": pack.license}

@@ -85,7 +85,7 @@ class ModelPack(PyPIPack):
 
     def prepare(self, ctx: RunContext | None = None) -> None:
         """Convert the GGUF once, so the first study does not pay one to three minutes."""
-        from lawlab.models import convert_gguf
+        from lawlab.models.loading import convert_gguf
 
         convert_gguf(self.gguf_path(ctx), _cache_dir(ctx), ctx.progress if ctx else None)
 

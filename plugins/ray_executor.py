@@ -27,7 +27,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import CheckContext, CheckFailed, Executor, Params
-from lawlab.execute import ResumeRules  # cheap: torch and ray are imported only when cells run
+from lawlab.run.scheduler import ResumeRules  # cheap: torch and ray are imported only when cells run
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'lawlab[ray]'"
 
@@ -118,8 +118,8 @@ def _cell_worker(setup: WorkerSetup) -> Any:
     from ray import cloudpickle
 
     from lawlab import environment
-    from lawlab.execute import CellWorker
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
+    from lawlab.run.scheduler import CellWorker
 
     # runtime_env sets variables but cannot unset one: a LAWLAB_* variable this worker
     # inherited from its node (`ray start`'s shell) and the driver lacks is removed here.
@@ -161,7 +161,7 @@ def job_runtime_env() -> dict[str, Any] | None:
 def _plugin_modules() -> list[str]:
     """The ``--plugin`` modules of this run: imported by name, not installed (entry-point
     plugins are installed on every node like lawlab itself)."""
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     return [info.module for info in get_registry().plugins if info.distribution is None and info.module in sys.modules]
 
@@ -204,7 +204,7 @@ def run_cell_task(
 
     import ray
 
-    from lawlab.execute import load_model, save_model
+    from lawlab.run.scheduler import load_model, save_model
 
     started = time.time()
     worker = _cell_worker(setup)
@@ -296,7 +296,7 @@ class RayScheduler(ResumeRules):
         self.artifacts = artifact_root(plan, params, store)
 
     def has_model(self, key: str) -> bool:
-        from lawlab.execute import ARTIFACT_FILE
+        from lawlab.run.scheduler import ARTIFACT_FILE
 
         return (self.artifacts / key / ARTIFACT_FILE).is_file()
 
@@ -305,7 +305,7 @@ class RayScheduler(ResumeRules):
     def run(self) -> Any:
         import ray
 
-        from lawlab.execute import ExecutionSummary
+        from lawlab.run.scheduler import ExecutionSummary
 
         summary = ExecutionSummary()
         # our loop retries, and records each try
@@ -375,7 +375,7 @@ class RayScheduler(ResumeRules):
         from ray.exceptions import RayError, RayTaskError
 
         from lawlab.api import Measurement
-        from lawlab.execute import cell_row
+        from lawlab.run.scheduler import cell_row
 
         cell = job.cell
         try:
@@ -488,7 +488,7 @@ class RayScheduler(ResumeRules):
 
     def driver_provenance(self, cell: Any) -> dict[str, Any]:
         from lawlab import environment
-        from lawlab.plugins import get_registry
+        from lawlab.registry import get_registry
 
         return {
             "spec_hash": self.plan.spec_hash,

@@ -41,7 +41,7 @@ from lawlab.api import CheckContext, LoadedModel, Params, Pruner, RunContext
 from lawlab.calibration import calibration_windows, check_calibration
 from lawlab.calibration import layer_inputs as _layer_inputs
 from lawlab.calibration import layer_types as _layer_types
-from lawlab.models import replace_module
+from lawlab.models.loading import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 FORMAT_VERSION = 1

@@ -33,7 +33,7 @@ from pydantic import Field
 from lawlab import hookimpl
 from lawlab.accounting import check_ratios
 from lawlab.api import CheckContext, LoadedModel, Params, Pruner, RunContext
-from lawlab.models import replace_module
+from lawlab.models.loading import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import TESTS
 from noisy_plugin import NOISE
 
-from lawlab.cli import main
-from lawlab.fit import simulate
-from lawlab.store import load_table
+from lawlab.cli.main import main
+from lawlab.laws.fit import simulate
+from lawlab.run.store import load_table
 from lawlab.testing import write_rows_csv
 
 REPO = TESTS.parent
@@ -95,7 +95,7 @@ def lawlab(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     kwargs.setdefault("stdout", subprocess.PIPE)
-    return subprocess.run([sys.executable, "-m", "lawlab.cli", *args], cwd=cwd, env=env, stderr=subprocess.PIPE,
+    return subprocess.run([sys.executable, "-m", "lawlab.cli.main", *args], cwd=cwd, env=env, stderr=subprocess.PIPE,
                           text=True, timeout=600, **kwargs)
 
 
@@ -148,7 +148,7 @@ def test_resume_counts_every_cell_once(quickstart_shaped):
     output, first, second = quickstart_shaped
     total = final_counts(first.stdout)["total"]
     assert final_counts(second.stdout) == {"total": total, "run": 0, "already done": total, "failed": 0}
-    with __import__("lawlab.store").store.Store(output) as store:
+    with __import__("lawlab.run.store").run.store.Store(output) as store:
         assert total == len(store.plan_rows())  # the base model counts like every other cell
 
 
@@ -245,7 +245,7 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
 
 
 def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
-    from lawlab.fit import FitResult, print_fits
+    from lawlab.laws.fit import FitResult, print_fits
     from lawlab.terminal import LawlabConsole
 
     assert main(["fit", str(results_csv), "--group-by", "pooled", "--group-by", "model"]) == 0

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from lawlab.critical import (
+from lawlab.laws.critical import (
     CriticalRangeError,
     best_configuration,
     default_sigmas,
@@ -19,7 +19,7 @@ from lawlab.critical import (
     r_crit_from_fit,
     recoverable_everywhere,
 )
-from lawlab.fit import fit_law, simulate
+from lawlab.laws.fit import fit_law, simulate
 
 # LLaMA-3-8B, extrinsic, Table 2 of the paper
 ALPHA, BETA, GAMMA = 0.98, -1.18, -0.14

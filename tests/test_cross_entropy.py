@@ -13,7 +13,7 @@ from lawlab_plugins.cross_entropy import CrossEntropy
 from lawlab_plugins.datasets import TinyCorpus
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
-from lawlab.plugins import PluginInfo, Registry
+from lawlab.registry import PluginInfo, Registry
 from lawlab.testing import tiny_corpus, tiny_model
 
 EV = CrossEntropy()

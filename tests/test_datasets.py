@@ -10,7 +10,7 @@ import pytest
 from lawlab_plugins.datasets import alpaca_text, carve_test, checksum, wikitext_documents
 
 from lawlab.api import CannotRunHere, CheckContext, CheckFailed, RunContext
-from lawlab.plugins import get_registry
+from lawlab.registry import get_registry
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_jsonl_bad_inputs(tmp_path, registry):
 
 def test_spec_with_a_local_text_file_validates(tmp_path, registry):
     """The loaders work from a spec's [datasets.NAME] table, paths relative to the spec."""
-    from lawlab.spec import SpecError, load_spec
+    from lawlab.spec.models import SpecError, load_spec
 
     (tmp_path / "train.txt").write_text("a line\n")
     spec = tmp_path / "spec.toml"

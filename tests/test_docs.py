@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lawlab.plugins import load_registry
-from lawlab.reference import spec_reference
+from lawlab.registry import load_registry
+from lawlab.spec.reference import spec_reference
 
 ROOT = Path(__file__).parent.parent
 

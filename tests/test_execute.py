@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import TESTS
 
-from lawlab.cli import main
-from lawlab.store import Store, load_table
+from lawlab.cli.main import main
+from lawlab.run.store import Store, load_table
 
-LAWLAB = [sys.executable, "-m", "lawlab.cli"]
+LAWLAB = [sys.executable, "-m", "lawlab.cli.main"]
 
 
 def values(output: Path) -> dict[tuple, float]:

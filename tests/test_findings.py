@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from lawlab.cli import main
-from lawlab.findings import Findings, curvature, findings, study_findings
+from lawlab.cli.main import main
+from lawlab.findings.questions import Findings, curvature, findings, study_findings
 from lawlab.testing import write_rows_csv
 
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -355,7 +355,7 @@ def test_findings_of_a_missing_path_is_a_usage_error(tmp_path, capsys):
 def test_the_report_shows_the_findings_first(tmp_path):
     from test_report import build_store
 
-    from lawlab.report import build, gather, render_html, render_markdown
+    from lawlab.report.tables import build, gather, render_html, render_markdown
 
     build_store(tmp_path / "run")
     study = gather(tmp_path / "run")

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from lawlab.api import LawParameter
-from lawlab.fit import (
+from lawlab.laws.fit import (
     FitResult,
     LawFitError,
     compare_forms,
@@ -22,8 +22,8 @@ from lawlab.fit import (
     read_results_csv,
     simulate,
 )
-from lawlab.plugins import get_registry
-from lawlab.spec import LawEntry
+from lawlab.registry import get_registry
+from lawlab.spec.models import LawEntry
 
 MODELS = {"q-0.5b": 0.42, "q-1.5b": 0.50, "q-3b": 0.56, "q-7b": 0.62, "l-8b": 0.60}
 LOSS_MODELS = {"q-0.5b": 3.4, "q-1.5b": 2.9, "q-3b": 2.6, "q-7b": 2.3, "l-8b": 2.2}
@@ -342,7 +342,7 @@ def test_fit_study_groups_and_reports_skipped_groups(registry):
 
 def test_recovered_unpruned_rows_join_every_method_group():
     """r = 0 with RFT has no method: it is each method's r = 0 point, not a group of its own."""
-    from lawlab.fit import groups_of
+    from lawlab.laws.fit import groups_of
 
     rows = [{"method": "random-prunenet", "ratio": 0.5, "D": 0}, {"method": "slicegpt", "ratio": 0.5, "D": 0},
             {"method": "", "ratio": 0.0, "D": 32}]

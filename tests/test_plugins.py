@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lawlab.cli import main
-from lawlab.plugins import PluginError, load_registry
+from lawlab.cli.main import main
+from lawlab.registry import PluginError, load_registry
 
 BUILTIN_KINDS = {
     "pruners": {"random-prunenet", "prunenet", "slicegpt"},

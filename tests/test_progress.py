@@ -7,7 +7,7 @@ import re
 import time
 from types import SimpleNamespace
 
-from lawlab.progress import StudyProgress
+from lawlab.run.progress import StudyProgress
 from lawlab.terminal import LawlabConsole
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

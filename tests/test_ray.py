@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lawlab.cli import main
-from lawlab.store import Store
+from lawlab.cli.main import main
+from lawlab.run.store import Store
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'lawlab[ray]')"
@@ -239,7 +239,7 @@ def test_cell_tasks_carry_the_drivers_variables_and_plugin_files(monkeypatch):
     import lawlab_test_plugins
     from lawlab_plugins.ray_executor import job_runtime_env, task_runtime_env
 
-    from lawlab.plugins import get_registry, reset_registry
+    from lawlab.registry import get_registry, reset_registry
 
     monkeypatch.setenv("LAWLAB_TEST_FAIL", "1")
     monkeypatch.setenv("LAWLAB_CACHE", "/this/machine/only")

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from lawlab.api import Measurement
-from lawlab.fit import fit_study
-from lawlab.plugins import get_registry
-from lawlab.report import fmt, fmt_f, write_report
-from lawlab.spec import LawEntry, Spec
-from lawlab.store import Store, load_table
+from lawlab.laws.fit import fit_study
+from lawlab.registry import get_registry
+from lawlab.report.tables import fmt, fmt_f, write_report
+from lawlab.run.store import Store, load_table
+from lawlab.spec.models import LawEntry, Spec
 
 MODELS = {"m-small": 1_000_000, "m-large": 3_000_000}
 L0_CE = {("m-small", "ptb"): 3.4, ("m-small", "wiki"): 3.1, ("m-large", "ptb"): 2.8, ("m-large", "wiki"): 2.6}
@@ -300,7 +300,7 @@ def test_fits_json_is_used_only_when_current(tmp_path: Path) -> None:
     import json
     import os
 
-    from lawlab.report import gather
+    from lawlab.report.tables import gather
 
     build_store(tmp_path)
     assert gather(tmp_path).fits_source.startswith("fitted by the report: there is no fits.json")

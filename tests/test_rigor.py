@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from lawlab.findings import findings
-from lawlab.fit import cluster_of, fit_law, simulate
-from lawlab.stats import above_chance, cluster_mean, questions_for
+from lawlab.findings.questions import findings
+from lawlab.findings.stats import above_chance, cluster_mean, questions_for
+from lawlab.laws.fit import cluster_of, fit_law, simulate
 
 THETA = {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}
 MODELS = {"small": 0.45, "mid": 0.55, "large": 0.6}

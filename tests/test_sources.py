@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lawlab.api import CannotRunHere, CheckContext, CheckFailed, RunContext
-from lawlab.plugins import get_registry
+from lawlab.registry import get_registry
 from lawlab.testing import TINY_TYPES, save_tiny, tiny_model
 
 SENTENCE = "The model prunes channels of every layer and recovers with a short fine tuning run."
@@ -266,7 +266,7 @@ def test_pack_not_installed_says_how_to_install(tmp_path):
     from lawlab_plugins.model_sources import PackSource
     from lawlab_plugins.packs import SmolLM2Pack
 
-    from lawlab.plugins import PluginInfo, Registry
+    from lawlab.registry import PluginInfo, Registry
 
     class Uninstalled(SmolLM2Pack):
         name = "ghost-model"

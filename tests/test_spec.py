@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SPEC
 
-from lawlab.cli import main
-from lawlab.spec import Spec, apply_overrides, load_spec, parse_spec, read_toml
+from lawlab.cli.main import main
+from lawlab.spec.models import Spec, apply_overrides, load_spec, parse_spec, read_toml
 
 
 def test_valid_spec_round_trips_every_section(tiny_spec):

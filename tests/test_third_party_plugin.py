@@ -18,7 +18,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "lawlab-l2
 
 CHILD = """
 import json
-from lawlab.plugins import load_registry
+from lawlab.registry import load_registry
 from lawlab.testing import check_pruner, tiny_registry
 import lawlab_l2_pruner
 
@@ -78,7 +78,7 @@ def test_example_package_installs_registers_and_conforms(tmp_path):
 
     # ... and a study uses it like a built-in method.
     (tmp_path / "spec.toml").write_text(SPEC)
-    cli = [python, "-m", "lawlab.cli"]
+    cli = [python, "-m", "lawlab.cli.main"]
     listed = subprocess.run([*cli, "plugins"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "l2-pruner" in listed.stdout and "l2-magnitude" in listed.stdout, listed.stdout + listed.stderr
     run = subprocess.run([*cli, "run", "spec.toml"], capture_output=True, text=True, cwd=tmp_path, env=env)

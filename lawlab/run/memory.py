@@ -1,7 +1,7 @@
 """Memory estimates from a model's config alone: what each stage of a study needs on the
 device and on the host, before anything is loaded.
 
-The executor's memory plan (see :mod:`lawlab.execute`) keeps one working model on the
+The executor's memory plan (see :mod:`lawlab.run.scheduler`) keeps one working model on the
 device; the base model and the pruned parent wait on the host. So a stage's device peak
 is one model's weights plus what the stage itself allocates, and the host holds at most
 the base, the pruned parent, one artifact shard being written, and the process itself.

@@ -30,8 +30,8 @@ from lawlab.api import LawForm, LawParameter, NoParams, Params
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from lawlab.plugins import Registry
-    from lawlab.spec import LawEntry
+    from lawlab.registry import Registry
+    from lawlab.spec.models import LawEntry
 
 LEVEL = 0.95  # confidence level of every interval reported
 MetricRule = Literal["loss", "accuracy"]
@@ -346,7 +346,7 @@ class FitResult:
     def predict(self, L0: Any, r: Any, D: Any) -> Any:
         """The fitted law's prediction for arrays (or numbers) L0, r, D."""
         if self._form is None:
-            from lawlab.plugins import get_registry
+            from lawlab.registry import get_registry
 
             self._form = get_registry().get("law_forms", self.form)
             self._options = self._form.Params.model_validate(self.options)
@@ -664,7 +664,7 @@ def _resolve_form(form: LawForm | str, registry: Registry | None = None) -> LawF
     if isinstance(form, LawForm):
         return form
     if registry is None:
-        from lawlab.plugins import get_registry
+        from lawlab.registry import get_registry
 
         registry = get_registry()
     try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lawlab.fit import LEVEL, FitResult, LawFitError, metric_rule
+from lawlab.laws.fit import LEVEL, FitResult, LawFitError, metric_rule
 
 Metric = Literal["accuracy", "loss"]
 

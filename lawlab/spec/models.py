@@ -559,7 +559,7 @@ class _Checker:
     def dataset(self, name: str, split: str, path: str) -> None:
         plugin_name, raw = dataset_ref(self.spec, name)
         if name not in self.spec.datasets and not self.registry.has("datasets", name):
-            from lawlab.plugins import unknown_name_message
+            from lawlab.registry import unknown_name_message
 
             known = sorted(set(self.registry.names("datasets")) | set(self.spec.datasets))
             self.issues.append(SpecIssue(path, unknown_name_message("datasets", name, known)))
@@ -680,7 +680,7 @@ def load_spec(
 ) -> ResolvedSpec:
     """Read, override, validate and resolve a spec file. Raises ``SpecError``."""
     from lawlab import environment
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides, path)

@@ -1,6 +1,6 @@
 """The report's figures: one per question the paper asks, for whatever the study has.
 
-Each ``figure_*`` function takes the gathered study (:class:`lawlab.report.StudyData`)
+Each ``figure_*`` function takes the gathered study (:class:`lawlab.report.tables.StudyData`)
 and returns a :class:`Drawing`: a matplotlib figure, or the reason it could not be drawn.
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot),
 so no GUI backend and no global state is involved; PNG and SVG are rendered by Agg.
@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from lawlab.fit import FitResult
-    from lawlab.report import StudyData
+    from lawlab.laws.fit import FitResult
+    from lawlab.report.tables import StudyData
 
 # Okabe & Ito (2008): blue, vermillion, bluish green, orange, reddish purple, sky blue, black, yellow
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -344,7 +344,7 @@ def _sequential(i: int, n: int) -> Any:
 def figure_r_crit(study: StudyData) -> Drawing:
     import numpy as np
 
-    from lawlab.critical import r_crit_curve
+    from lawlab.laws.critical import r_crit_curve
 
     name, title = "r_crit", "Critical compression ratio r_crit(σ) (Figure 5)"
     kinds = [k for k in ("intrinsic", "extrinsic") if fits_for(study, k, "pooled", needs=["beta"])
@@ -402,7 +402,7 @@ def figure_r_crit(study: StudyData) -> Drawing:
 def figure_per_dataset(study: StudyData) -> Drawing:
     import numpy as np
 
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.fit import LawFitError, fit_law
 
     name, title = "intrinsic_per_dataset", "Intrinsic law per test dataset (Figure 10)"
     rows = [r for r in points(study, "intrinsic") if r["method"] or r["D"]]

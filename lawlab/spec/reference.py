@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from lawlab import spec as spec_module
+from lawlab.spec import models as spec_module
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[study]", spec_module.Study, "What the study is called, its seed and where it writes."),

@@ -171,11 +171,11 @@ def read_rows(source: str | Path) -> list[dict[str, Any]]:
     """The tidy rows of a study folder or of a results CSV, with numbers as numbers."""
     path = Path(source)
     if path.is_dir():
-        from lawlab.store import load_table
+        from lawlab.run.store import load_table
 
         rows = load_table(path)
     elif path.is_file():
-        from lawlab.fit import LawFitError, read_results_csv
+        from lawlab.laws.fit import LawFitError, read_results_csv
 
         try:
             rows = read_results_csv(path)
@@ -233,7 +233,7 @@ def above_chance_tasks(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, s
     """(model, evaluator, task) -> the unpruned model's accuracy against the task's chance
     level, for every task whose result records one (``details.chance``): its accuracy, the
     questions, the one-sided p value of "above chance", and whether it is (p < ALPHA)."""
-    from lawlab.stats import above_chance
+    from lawlab.findings.stats import above_chance
 
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
@@ -303,8 +303,8 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
                    clusters: Sequence[str] | None = None, models: Sequence[str] | None = None,
                    l0_rel_se: dict[str, float] | None = None) -> tuple[float, float, float]:
     """(mean, low, high): BCa over values, or, given their clusters, a bootstrap over clusters
-    (with each model's L0 drawn from its error when ``l0_rel_se`` is given); see lawlab.stats."""
-    from lawlab.stats import bca_mean, cluster_mean
+    (with each model's L0 drawn from its error when ``l0_rel_se`` is given); see lawlab.findings.stats."""
+    from lawlab.findings.stats import bca_mean, cluster_mean
 
     if clusters is None:
         iv = bca_mean(values, seed, n_boot)
@@ -315,7 +315,7 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
 
 def cluster(p: dict[str, Any]) -> str:
     """A row's cluster: its pruned model (model, method, r, seed)."""
-    from lawlab.fit import cluster_of
+    from lawlab.laws.fit import cluster_of
 
     return cluster_of(p)
 
@@ -560,7 +560,7 @@ def _param_counts(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.fit import LawFitError, fit_law
 
     pts = [p for p in points(rows, "runtime") if p["D"] == 0]
     if not pts:
@@ -740,8 +740,8 @@ def _crit_line(key: str, v: dict[str, Any]) -> str:
 
 def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[str, Any]:
     """r_crit(σ) per model from its compression-law fit (all its methods), or why not."""
-    from lawlab.critical import CriticalRangeError, r_crit_from_fit
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.critical import CriticalRangeError, r_crit_from_fit
+    from lawlab.laws.fit import LawFitError, fit_law
 
     out: dict[str, Any] = {}
     for kind, s in sigma.items():
@@ -838,8 +838,8 @@ def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
 
 
 def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.critical import CriticalRangeError, best_configuration
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.critical import CriticalRangeError, best_configuration
+    from lawlab.laws.fit import LawFitError, fit_law
 
     name = "a smaller model at a lower ratio wins"
     params = _param_counts(rows)
@@ -1035,7 +1035,7 @@ def _matched_differences(pts: Sequence[dict[str, Any]], originals: dict[str, flo
 
 def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """β and γ of eq. 1 per calibration kind (the paper's Table 3)."""
-    from lawlab.fit import LawFitError, fit_law
+    from lawlab.laws.fit import LawFitError, fit_law
 
     out: dict[str, Any] = {}
     for kind in ("intrinsic", "extrinsic"):
@@ -1053,7 +1053,7 @@ def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.fit import compare_forms, law_rows
+    from lawlab.laws.fit import compare_forms, law_rows
 
     parts, ev = [], {}
     for kind, main in (("intrinsic", "compression-law"), ("extrinsic", "compression-law"), ("runtime", "runtime-law")):

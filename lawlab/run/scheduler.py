@@ -5,7 +5,7 @@ model is loaded once; each pruned model is made once, evaluated, then recovered 
 every RFT setting, and dropped before the next is made. Only the chain base → pruned →
 recovered is held in memory, and of it only the working model is on the device: the
 others wait on the host, and a stage that changes a model gets a copy written from the
-host straight to the device (:class:`lawlab.models.Residency`), so a stage needs about one
+host straight to the device (:class:`lawlab.models.loading.Residency`), so a stage needs about one
 model's memory on the device (``lawlab plan`` prints the estimates). A model that later
 cells still need is also written to the store as an artifact, so a killed study resumes
 without pruning or training again.
@@ -34,10 +34,10 @@ from typing import Any
 from lawlab import environment
 from lawlab.api import LoadedModel, Measurement, RunContext
 from lawlab.files import write_json
-from lawlab.models import HOST, Residency, to_host
-from lawlab.plan import Cell, Plan, stage_order
-from lawlab.progress import StudyProgress
-from lawlab.store import Store
+from lawlab.models.loading import HOST, Residency, to_host
+from lawlab.run.plan import Cell, Plan, stage_order
+from lawlab.run.progress import StudyProgress
+from lawlab.run.store import Store
 
 ARTIFACT_FILE = "lawlab-artifact.json"
 
@@ -184,13 +184,13 @@ class CellWorker:
 
 
 def _thaw(obj: Any) -> Any:
-    from lawlab.plan import _thaw as thaw
+    from lawlab.run.plan import _thaw as thaw
 
     return thaw(obj)
 
 
 def plan_registry(plan: Plan) -> Any:
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     return get_registry()
 
@@ -586,7 +586,7 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
     """Export, fits and report (whatever exists), then the terminal summary."""
     from rich.table import Table
 
-    from lawlab.store import export
+    from lawlab.run.store import export
 
     export(output, "csv")
     fits_path = None
@@ -595,11 +595,11 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
     report_path = None
     if report:
         with contextlib.suppress(ImportError):
-            from lawlab.report import write_report
+            from lawlab.report.tables import write_report
 
             report_path = write_report(output, registry=plan_registry(plan), console=None if quiet else console)
             if not quiet:
-                from lawlab.report import print_summary
+                from lawlab.report.tables import print_summary
 
                 print_summary(output, console)
     if summary.failed or summary.blocked or summary.failed_before:
@@ -627,10 +627,10 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
 def write_fits(plan: Plan, output: Path, console: Any) -> Path | None:
     """Fit the spec's laws to what is stored and write fits.json (and show the main ones)."""
     try:
-        from lawlab.fit import fit_study
+        from lawlab.laws.fit import fit_study
     except ImportError:
         return None
-    from lawlab.store import load_table
+    from lawlab.run.store import load_table
 
     rows = load_table(output)
     fits = fit_study(rows, plan.spec.spec.laws, plan_registry(plan), seed=plan.spec.spec.study.seed)

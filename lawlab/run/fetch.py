@@ -90,12 +90,12 @@ def cmd_fetch(args: Any) -> int:
 
     from lawlab import environment
     from lawlab.errors import UsageError
-    from lawlab.plugins import get_registry
-    from lawlab.spec import load_spec
+    from lawlab.registry import get_registry
+    from lawlab.spec.models import load_spec
 
     console = Console(soft_wrap=True)
     if environment.is_offline("auto"):
-        from lawlab.hub import offline_reason
+        from lawlab.models.hub import offline_reason
 
         raise UsageError(f"lawlab fetch needs the hub, and {offline_reason()}: run it where the hub answers, "
                          "with the HF_HOME the study will read (LAWLAB_OFFLINE=0 skips the reachability test)")
@@ -104,7 +104,7 @@ def cmd_fetch(args: Any) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False, disable=args.quiet) as bars:
         fetched = fetch_spec(resolved, registry, RichProgress(bars))
-    from lawlab.hub import cache_root
+    from lawlab.models.hub import cache_root
 
     t = Table(title=f"Fetched into {cache_root()}", title_justify="left")
     t.add_column("item")
@@ -119,7 +119,7 @@ def cmd_fetch(args: Any) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from lawlab.cli import subcommand
+    from lawlab.cli.main import subcommand
 
     p = subcommand(sub, "fetch", "Download the hub models and data a spec needs, so it then runs with HF_HUB_OFFLINE=1.",
                    "lawlab fetch specs/my-study.toml && HF_HUB_OFFLINE=1 lawlab run specs/my-study.toml")

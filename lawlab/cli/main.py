@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_plugins)
 
-    for module in ("lawlab.cli_laws", "lawlab.packs", "lawlab.fetch"):
+    for module in ("lawlab.cli.laws", "lawlab.cli.packs", "lawlab.run.fetch"):
         _optional_commands(module, sub)
     return parser
 
@@ -147,13 +147,13 @@ def _optional_commands(module: str, sub: Any) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     return get_registry(args.plugin)
 
 
 def _load(args: argparse.Namespace, offline: bool | None = None) -> Any:
-    from lawlab.spec import load_spec
+    from lawlab.spec.models import load_spec
 
     return load_spec(args.spec, args.overrides, registry=_registry(args), offline=offline)
 
@@ -171,7 +171,7 @@ def _check_context(resolved: Any, registry: Any) -> Any:
 
 
 def _make_plan(args: argparse.Namespace) -> Any:
-    from lawlab.plan import make_plan
+    from lawlab.run.plan import make_plan
 
     resolved = _load(args)
     return make_plan(resolved, _check_context(resolved, _registry(args)))
@@ -193,7 +193,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def print_here(resolved: Any, spec_path: Path) -> None:
     """The "cannot run on this machine" section: each reason once, with its fix."""
-    from lawlab.spec import here_lines
+    from lawlab.spec.models import here_lines
 
     if not resolved.here:
         return
@@ -211,7 +211,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan_as_json(plan, _registry(args)), indent=2))
         return EXIT_OK
     print_plan(plan, cells=args.cells)
-    from lawlab.sizing import size_plan
+    from lawlab.run.sizing import size_plan
 
     console.print(size_plan(plan, _registry(args)).summary(), markup=False, highlight=False)
     print_here(plan.spec, args.spec)
@@ -219,7 +219,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def plan_as_json(plan: Any, registry: Any) -> dict[str, Any]:
-    from lawlab.sizing import size_plan
+    from lawlab.run.sizing import size_plan
 
     return {
         "study": plan.spec.spec.study.name,
@@ -268,8 +268,8 @@ def print_plan(plan: Any, *, cells: bool = False) -> None:
 
 
 def print_memory(plan: Any) -> None:
-    """Each model's estimated peak memory (lawlab.memory), where its sizes are known."""
-    from lawlab.memory import GIB
+    """Each model's estimated peak memory (lawlab.run.memory), where its sizes are known."""
+    from lawlab.run.memory import GIB
 
     if plan.memory:
         t = Table(title="Peak memory (estimated from the config)", title_justify="left")
@@ -285,7 +285,7 @@ def print_memory(plan: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lawlab.execute import run_study
+    from lawlab.run.scheduler import run_study
 
     plan = _make_plan(args)
     plan.spec.require_here()
@@ -303,8 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_pins(plan: Any, args: argparse.Namespace) -> None:
     """Refuse to resume with hub revisions that moved since the stored cells ran."""
-    from lawlab.pins import check_pins
-    from lawlab.store import Store
+    from lawlab.run.pins import check_pins
+    from lawlab.run.store import Store
 
     with Store(plan.spec.spec.output_dir(), create=True) as store:
         changed = check_pins(plan.spec, _check_context(plan.spec, _registry(args)), store,
@@ -315,13 +315,13 @@ def _check_pins(plan: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lawlab.store import print_status
+    from lawlab.run.store import print_status
 
     return print_status(args.output, console)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lawlab.store import export
+    from lawlab.run.store import export
 
     path = export(args.output, args.format, args.out)
     console.print(f"wrote {path}")
@@ -331,8 +331,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import contextlib
 
-    from lawlab.report import write_report
-    from lawlab.store import DB_NAME
+    from lawlab.report.tables import write_report
+    from lawlab.run.store import DB_NAME
 
     # the fitters' and matplotlib's warnings go to the study's log, as in `lawlab run`
     is_study = (args.output / DB_NAME).is_file()
@@ -346,11 +346,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.markdown:
-        from lawlab.reference import spec_reference
+        from lawlab.spec.reference import spec_reference
 
         print(spec_reference(_registry(args)), end="")
         return EXIT_OK
-    from lawlab.spec import json_schema
+    from lawlab.spec.models import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
@@ -388,8 +388,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from lawlab.errors import UsageError
-    from lawlab.plugins import PluginError
-    from lawlab.spec import SpecError
+    from lawlab.registry import PluginError
+    from lawlab.spec.models import SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lawlab.figures import GREEK, Drawing, fits_for, preferred
 from lawlab.files import write_bytes
-from lawlab.findings import COMPARED_FORMS, TITLES, Findings, findings
+from lawlab.findings.questions import COMPARED_FORMS, TITLES, Findings, findings
+from lawlab.report.figures import GREEK, Drawing, fits_for, preferred
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lawlab.fit import ComparisonTable, FitResult
-    from lawlab.plugins import Registry
-    from lawlab.spec import LawEntry
+    from lawlab.laws.fit import ComparisonTable, FitResult
+    from lawlab.registry import Registry
+    from lawlab.spec.models import LawEntry
 
 SIGMAS = {"extrinsic": (0.5, 0.6, 0.7, 0.8, 0.9), "intrinsic": (1.1, 1.25, 1.5, 2.0, 3.0)}
 LISTED_CELLS = 40  # cells left or failed shown by name; the rest are counted
@@ -169,12 +169,12 @@ class StudyData:
 
 
 def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyData:
-    from lawlab.spec import LawEntry
-    from lawlab.store import Store, load_table, study_status
+    from lawlab.run.store import Store, load_table, study_status
+    from lawlab.spec.models import LawEntry
 
     root = Path(output_dir)
     if registry is None:
-        from lawlab.plugins import get_registry
+        from lawlab.registry import get_registry
 
         registry = get_registry()
     rows = load_table(root)
@@ -212,7 +212,7 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
 
 def load_fits(study: StudyData, registry: Registry) -> tuple[list[FitResult], str]:
     """fits.json when it is at least as new as the newest stored cell, else fit again."""
-    from lawlab.fit import FitResult, fit_study
+    from lawlab.laws.fit import FitResult, fit_study
 
     if not study.laws:
         return [], "the spec has no laws"
@@ -236,7 +236,7 @@ def load_fits(study: StudyData, registry: Registry) -> tuple[list[FitResult], st
 def compare_all(study: StudyData, registry: Registry) -> dict[str, ComparisonTable]:
     """The form comparison (Table 1's rows and ranking) for each metric kind with data:
     the spec's forms for that metric and the paper's alternatives, on the same rows."""
-    from lawlab.fit import compare_forms, law_rows
+    from lawlab.laws.fit import compare_forms, law_rows
 
     out = {}
     for kind in ("intrinsic", "extrinsic", "runtime"):
@@ -360,7 +360,7 @@ def comparison_table(kind: str, table: ComparisonTable, spec_forms: set[str]) ->
 
 
 def critical_table(study: StudyData) -> Table | None:
-    from lawlab.critical import CriticalRangeError, r_crit_from_fit
+    from lawlab.laws.critical import CriticalRangeError, r_crit_from_fit
 
     header = ["metric", "fit", "β [95% CI]", "2^β", *[f"σ = {s:g} / {t:g}" for s, t in zip(*SIGMAS.values(),
                                                                                           strict=True)]]
@@ -785,7 +785,7 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
     """Write OUTPUT/report/ (HTML, Markdown, figures, tables) from the store; returns the HTML path."""
     from matplotlib import rc_context
 
-    from lawlab.figures import STYLE, all_figures
+    from lawlab.report.figures import STYLE, all_figures
 
     study = gather(output_dir, registry)
     folder = Path(output_dir) / "report"

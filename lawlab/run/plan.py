@@ -23,8 +23,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from lawlab.api import CheckContext
-from lawlab.memory import known_config
-from lawlab.spec import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
+from lawlab.run.memory import known_config
+from lawlab.spec.models import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
 
 CellKind = Literal["base", "prune", "rft", "eval"]
 _COUNTED_KINDS = ("intrinsic", "extrinsic")  # the paper's Table 5 counts these evaluations
@@ -102,7 +102,7 @@ class Plan:
     cells: tuple[Cell, ...]
     skipped: tuple[Skipped, ...] = ()
     families: Any = field(default_factory=lambda: MappingProxyType({}))  # model -> family
-    # model -> lawlab.memory.ModelMemory, for models whose sizes are known before loading
+    # model -> lawlab.run.memory.ModelMemory, for models whose sizes are known before loading
     memory: Any = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
@@ -323,8 +323,8 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
 
 
 def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], skipped: list[Skipped]) -> dict[str, Any]:
-    """Each model's memory estimate per stage (:mod:`lawlab.memory`), where its config is known."""
-    from lawlab.memory import Shapes, StageRequest, compute_dtype, estimate_model
+    """Each model's memory estimate per stage (:mod:`lawlab.run.memory`), where its config is known."""
+    from lawlab.run.memory import Shapes, StageRequest, compute_dtype, estimate_model
 
     spec = resolved.spec
     ex = spec.execution
@@ -355,14 +355,14 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
 
 
 def _gpu_known(ex: Any) -> bool:
-    from lawlab.memory import device_capacity
+    from lawlab.run.memory import device_capacity
 
     return ex.device_memory_gb is not None or device_capacity(ex.device, None) is not None
 
 
 def memory_issues(resolved: ResolvedSpec, memory: dict[str, Any]) -> list[SpecIssue]:
     """A model whose estimated device peak exceeds the device it will run on, when known."""
-    from lawlab.memory import GIB, USABLE_FRACTION, device_capacity
+    from lawlab.run.memory import GIB, USABLE_FRACTION, device_capacity
 
     ex = resolved.spec.execution
     if not memory or ex.device in ("cpu", "mps"):

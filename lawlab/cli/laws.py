@@ -18,7 +18,7 @@ GROUPS = ("pooled", "model", "method", "calibration", "dataset")
 
 
 def add_commands(subparsers: Any) -> None:
-    from lawlab.cli import subcommand  # the common options (--plugin, -q, -v) too
+    from lawlab.cli.main import subcommand  # the common options (--plugin, -q, -v) too
 
     p = subcommand(subparsers, "fit", "Fit compression laws to a study's results or a results CSV.",
              "lawlab fit runs/quickstart --group-by pooled --group-by model --bootstrap 1000")
@@ -100,11 +100,11 @@ def _fail(message: str) -> None:
 
 
 def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from lawlab.fit import LawFitError, read_results_csv
+    from lawlab.laws.fit import LawFitError, read_results_csv
 
     src: Path = args.source
     if src.is_dir():
-        from lawlab.store import load_table
+        from lawlab.run.store import load_table
 
         return load_table(src)
     if not src.exists():
@@ -147,14 +147,14 @@ def _options(items: list[str], form: str) -> dict[str, Any]:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     return get_registry(args.plugin)
 
 
 def _study_laws(src: Path) -> list[Any]:
     """The laws of the spec the study last ran with (spec.json), if it has any."""
-    from lawlab.spec import LawEntry
+    from lawlab.spec.models import LawEntry
 
     path = src / "spec.json"
     if not src.is_dir() or not path.exists():
@@ -168,8 +168,8 @@ def _study_laws(src: Path) -> list[Any]:
 def cmd_fit(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from lawlab.fit import fit_study, print_fits
-    from lawlab.spec import LawEntry
+    from lawlab.laws.fit import fit_study, print_fits
+    from lawlab.spec.models import LawEntry
 
     rows = _rows(args)
     registry = _registry(args)
@@ -215,7 +215,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lawlab.fit import CV_SCHEMES, LawFitError, compare_forms, law_rows
+    from lawlab.laws.fit import CV_SCHEMES, LawFitError, compare_forms, law_rows
 
     if not args.kind:
         _fail("compare needs --kind intrinsic|extrinsic|runtime (forms are compared on one kind of metric)")
@@ -275,7 +275,7 @@ def _folds(cv: dict[str, Any]) -> str:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from lawlab.findings import study_findings
+    from lawlab.findings.questions import study_findings
 
     result = study_findings(args.source)
     print(result.summary(), end="")
@@ -285,7 +285,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 def cmd_critical(args: argparse.Namespace) -> int:
-    from lawlab.critical import CriticalRangeError
+    from lawlab.laws.critical import CriticalRangeError
 
     console = _console()
     try:
@@ -309,7 +309,7 @@ def _ratios(args: argparse.Namespace) -> list[float]:
 def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     from rich.table import Table
 
-    from lawlab.critical import (
+    from lawlab.laws.critical import (
         CriticalRangeError,
         check_signs,
         default_sigmas,
@@ -373,7 +373,7 @@ def _fits_path(p: Path) -> Path:
 
 
 def _load_fits(args: argparse.Namespace) -> list[Any]:
-    from lawlab.fit import FitResult
+    from lawlab.laws.fit import FitResult
 
     path = _fits_path(args.fits)
     if not path.exists():
@@ -390,8 +390,8 @@ def _load_fits(args: argparse.Namespace) -> list[Any]:
 def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     from rich.table import Table
 
-    from lawlab.critical import CriticalRangeError, default_sigmas, min_rft_from_fit, r_crit_curve
-    from lawlab.fit import LEVEL
+    from lawlab.laws.critical import CriticalRangeError, default_sigmas, min_rft_from_fit, r_crit_curve
+    from lawlab.laws.fit import LEVEL
 
     fits = _load_fits(args)
     if args.budget is not None:
@@ -437,7 +437,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
 
 
 def _jsonable(v: Any) -> Any:
-    from lawlab.fit import _jsonable as conv
+    from lawlab.laws.fit import _jsonable as conv
 
     return conv(v)
 
@@ -445,7 +445,7 @@ def _jsonable(v: Any) -> Any:
 def _budget(args: argparse.Namespace, fits: list[Any], console: Any) -> dict[str, Any]:
     from rich.table import Table
 
-    from lawlab.critical import best_configuration
+    from lawlab.laws.critical import best_configuration
 
     counts = {}
     for item in args.params:

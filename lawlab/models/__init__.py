@@ -1,0 +1,1 @@
+"""Models on disk and in memory: loading and hashing, the hub, token caches."""

@@ -1,0 +1,1 @@
+"""The study report: gathering the store, tables, figures and rendering."""
