@@ -14,7 +14,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import LawForm, LawParameter, Params
-from lawlab.laws.fit import sign_violations
+from lawlab.laws.forms import sign_violations
 
 _UNIT = "Divide D (RFT samples) by this before it enters the law: 1 keeps samples, 1000 uses thousands."
 

@@ -67,7 +67,7 @@ def tiny_spec(tmp_path: Path):
 @pytest.fixture
 def results_csv(tmp_path):
     """A results CSV in the export format, simulated from the paper's LLaMA-3-8B extrinsic law."""
-    from lawlab.laws.fit import simulate
+    from lawlab.laws.simulate import simulate
     from lawlab.testing import write_rows_csv
 
     models = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}

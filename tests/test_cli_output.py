@@ -17,7 +17,7 @@ from conftest import TESTS
 from noisy_plugin import NOISE
 
 from lawlab.cli.main import main
-from lawlab.laws.fit import simulate
+from lawlab.laws.simulate import simulate
 from lawlab.run.store import load_table
 from lawlab.testing import write_rows_csv
 
@@ -245,7 +245,8 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
 
 
 def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
-    from lawlab.laws.fit import FitResult, print_fits
+    from lawlab.laws.fit import print_fits
+    from lawlab.laws.results import FitResult
     from lawlab.terminal import LawlabConsole
 
     assert main(["fit", str(results_csv), "--group-by", "pooled", "--group-by", "model"]) == 0

@@ -19,7 +19,8 @@ from lawlab.laws.critical import (
     r_crit_from_fit,
     recoverable_everywhere,
 )
-from lawlab.laws.fit import fit_law, simulate
+from lawlab.laws.fit import fit_law
+from lawlab.laws.simulate import simulate
 
 # LLaMA-3-8B, extrinsic, Table 2 of the paper
 ALPHA, BETA, GAMMA = 0.98, -1.18, -0.14

@@ -11,17 +11,12 @@ import pytest
 from scipy import stats
 
 from lawlab.api import LawParameter
-from lawlab.laws.fit import (
-    FitResult,
-    LawFitError,
-    compare_forms,
-    fit_law,
-    fit_study,
-    law_form,
-    law_rows,
-    read_results_csv,
-    simulate,
-)
+from lawlab.laws.compare import compare_forms
+from lawlab.laws.data import law_rows, read_results_csv
+from lawlab.laws.fit import fit_law, fit_study
+from lawlab.laws.forms import LawFitError, law_form
+from lawlab.laws.results import FitResult
+from lawlab.laws.simulate import simulate
 from lawlab.registry import get_registry
 from lawlab.spec.models import LawEntry
 

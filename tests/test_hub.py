@@ -332,7 +332,7 @@ def test_fetch_downloads_lm_eval_task_data_that_an_offline_run_then_reads(tmp_pa
 DOWNLOAD = """
 import json
 import sys
-from lawlab import hub
+from lawlab.models import hub
 from lawlab.api import Progress
 
 class Count(Progress):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lawlab.cli.main import main
-from lawlab.laws.fit import simulate
+from lawlab.laws.simulate import simulate
 
 MODELS = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
 

@@ -11,7 +11,8 @@ import statsmodels.api as sm
 
 from lawlab.findings.questions import findings
 from lawlab.findings.stats import above_chance, cluster_mean, questions_for
-from lawlab.laws.fit import cluster_of, fit_law, simulate
+from lawlab.laws.fit import cluster_of, fit_law
+from lawlab.laws.simulate import simulate
 
 THETA = {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}
 MODELS = {"small": 0.45, "mid": 0.55, "large": 0.6}

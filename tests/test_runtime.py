@@ -170,7 +170,8 @@ def test_decode_loop_raises_no_warning(model_type, tmp_path):
 
 def test_a_study_fits_the_runtime_law_to_paired_ratios(tiny_spec, tmp_path):
     from lawlab.cli.main import main
-    from lawlab.laws.fit import fit_law, law_rows
+    from lawlab.laws.data import law_rows
+    from lawlab.laws.fit import fit_law
     from lawlab.run.store import load_table
 
     def with_runtime(text: str) -> str:

@@ -100,7 +100,8 @@ def _fail(message: str) -> None:
 
 
 def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from lawlab.laws.fit import LawFitError, read_results_csv
+    from lawlab.laws.data import read_results_csv
+    from lawlab.laws.forms import LawFitError
 
     src: Path = args.source
     if src.is_dir():
@@ -215,7 +216,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lawlab.laws.fit import CV_SCHEMES, LawFitError, compare_forms, law_rows
+    from lawlab.laws.compare import CV_SCHEMES, compare_forms
+    from lawlab.laws.data import law_rows
+    from lawlab.laws.forms import LawFitError
 
     if not args.kind:
         _fail("compare needs --kind intrinsic|extrinsic|runtime (forms are compared on one kind of metric)")
@@ -373,7 +376,7 @@ def _fits_path(p: Path) -> Path:
 
 
 def _load_fits(args: argparse.Namespace) -> list[Any]:
-    from lawlab.laws.fit import FitResult
+    from lawlab.laws.results import FitResult
 
     path = _fits_path(args.fits)
     if not path.exists():
@@ -391,7 +394,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
     from rich.table import Table
 
     from lawlab.laws.critical import CriticalRangeError, default_sigmas, min_rft_from_fit, r_crit_curve
-    from lawlab.laws.fit import LEVEL
+    from lawlab.laws.forms import LEVEL
 
     fits = _load_fits(args)
     if args.budget is not None:
@@ -437,7 +440,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
 
 
 def _jsonable(v: Any) -> Any:
-    from lawlab.laws.fit import _jsonable as conv
+    from lawlab.laws.results import jsonable as conv
 
     return conv(v)
 

@@ -175,7 +175,8 @@ def read_rows(source: str | Path) -> list[dict[str, Any]]:
 
         rows = load_table(path)
     elif path.is_file():
-        from lawlab.laws.fit import LawFitError, read_results_csv
+        from lawlab.laws.data import read_results_csv
+        from lawlab.laws.forms import LawFitError
 
         try:
             rows = read_results_csv(path)
@@ -560,7 +561,8 @@ def _param_counts(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.laws.fit import LawFitError, fit_law
+    from lawlab.laws.fit import fit_law
+    from lawlab.laws.forms import LawFitError
 
     pts = [p for p in points(rows, "runtime") if p["D"] == 0]
     if not pts:
@@ -741,7 +743,8 @@ def _crit_line(key: str, v: dict[str, Any]) -> str:
 def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[str, Any]:
     """r_crit(σ) per model from its compression-law fit (all its methods), or why not."""
     from lawlab.laws.critical import CriticalRangeError, r_crit_from_fit
-    from lawlab.laws.fit import LawFitError, fit_law
+    from lawlab.laws.fit import fit_law
+    from lawlab.laws.forms import LawFitError
 
     out: dict[str, Any] = {}
     for kind, s in sigma.items():
@@ -839,7 +842,8 @@ def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
 
 def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     from lawlab.laws.critical import CriticalRangeError, best_configuration
-    from lawlab.laws.fit import LawFitError, fit_law
+    from lawlab.laws.fit import fit_law
+    from lawlab.laws.forms import LawFitError
 
     name = "a smaller model at a lower ratio wins"
     params = _param_counts(rows)
@@ -1035,7 +1039,8 @@ def _matched_differences(pts: Sequence[dict[str, Any]], originals: dict[str, flo
 
 def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """β and γ of eq. 1 per calibration kind (the paper's Table 3)."""
-    from lawlab.laws.fit import LawFitError, fit_law
+    from lawlab.laws.fit import fit_law
+    from lawlab.laws.forms import LawFitError
 
     out: dict[str, Any] = {}
     for kind in ("intrinsic", "extrinsic"):
@@ -1053,7 +1058,8 @@ def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.laws.fit import compare_forms, law_rows
+    from lawlab.laws.compare import compare_forms
+    from lawlab.laws.data import law_rows
 
     parts, ev = [], {}
     for kind, main in (("intrinsic", "compression-law"), ("extrinsic", "compression-law"), ("runtime", "runtime-law")):

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lawlab.laws.fit import LEVEL, FitResult, LawFitError, metric_rule
+from lawlab.laws.forms import LEVEL, LawFitError, metric_rule
+from lawlab.laws.results import FitResult
 
 Metric = Literal["accuracy", "loss"]
 

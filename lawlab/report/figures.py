@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from lawlab.laws.fit import FitResult
+    from lawlab.laws.results import FitResult
     from lawlab.report.tables import StudyData
 
 # Okabe & Ito (2008): blue, vermillion, bluish green, orange, reddish purple, sky blue, black, yellow
@@ -402,7 +402,8 @@ def figure_r_crit(study: StudyData) -> Drawing:
 def figure_per_dataset(study: StudyData) -> Drawing:
     import numpy as np
 
-    from lawlab.laws.fit import LawFitError, fit_law
+    from lawlab.laws.fit import fit_law
+    from lawlab.laws.forms import LawFitError
 
     name, title = "intrinsic_per_dataset", "Intrinsic law per test dataset (Figure 10)"
     rows = [r for r in points(study, "intrinsic") if r["method"] or r["D"]]

@@ -34,7 +34,8 @@ from lawlab.findings.questions import COMPARED_FORMS, TITLES, Findings, findings
 from lawlab.report.figures import GREEK, Drawing, fits_for, preferred
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lawlab.laws.fit import ComparisonTable, FitResult
+    from lawlab.laws.compare import ComparisonTable
+    from lawlab.laws.results import FitResult
     from lawlab.registry import Registry
     from lawlab.spec.models import LawEntry
 
@@ -212,7 +213,8 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
 
 def load_fits(study: StudyData, registry: Registry) -> tuple[list[FitResult], str]:
     """fits.json when it is at least as new as the newest stored cell, else fit again."""
-    from lawlab.laws.fit import FitResult, fit_study
+    from lawlab.laws.fit import fit_study
+    from lawlab.laws.results import FitResult
 
     if not study.laws:
         return [], "the spec has no laws"
@@ -236,7 +238,8 @@ def load_fits(study: StudyData, registry: Registry) -> tuple[list[FitResult], st
 def compare_all(study: StudyData, registry: Registry) -> dict[str, ComparisonTable]:
     """The form comparison (Table 1's rows and ranking) for each metric kind with data:
     the spec's forms for that metric and the paper's alternatives, on the same rows."""
-    from lawlab.laws.fit import compare_forms, law_rows
+    from lawlab.laws.compare import compare_forms
+    from lawlab.laws.data import law_rows
 
     out = {}
     for kind in ("intrinsic", "extrinsic", "runtime"):
