@@ -531,7 +531,7 @@ def _slug(text: str) -> str:
 # --------------------------------------------------------------------------- building the sections
 
 
-def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], list[Table]]:
+def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], list[Table]]:  # noqa: C901 (split pending with the one-analysis change)
     sections: list[Section] = []
     tables: list[Table] = []
     counts = study.status["counts"]
