@@ -38,11 +38,12 @@ def _freeze(obj: Any) -> Any:
     return obj
 
 
-def _thaw(obj: Any) -> Any:
+def thaw(obj: Any) -> Any:
+    """A frozen value (read-only mappings, tuples) as plain dicts and lists, for a plugin's ``Params``."""
     if isinstance(obj, MappingProxyType | dict):
-        return {k: _thaw(v) for k, v in obj.items()}
+        return {k: thaw(v) for k, v in obj.items()}
     if isinstance(obj, tuple):
-        return [_thaw(v) for v in obj]
+        return [thaw(v) for v in obj]
     return obj
 
 
@@ -80,7 +81,7 @@ class Cell:
     inputs: Any = field(default_factory=lambda: MappingProxyType({}))  # the hashed content
 
     def params_dict(self) -> dict[str, Any]:
-        return _thaw(self.params)
+        return thaw(self.params)
 
     def label(self) -> str:
         what = {"base": "load", "prune": "prune", "rft": "rft", "eval": f"eval {self.evaluator}"}[self.kind]
