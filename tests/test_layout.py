@@ -54,3 +54,16 @@ def test_every_subpackage_is_in_the_wheel():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lawlab").rglob("__init__.py")}
     assert found <= listed
+
+
+def test_every_public_name_resolves_and_import_stays_cheap():
+    import subprocess
+
+    import lawlab
+
+    missing = [n for n in lawlab.__all__ if getattr(lawlab, n, None) is None]
+    assert missing == []
+    # a plugin's `from lawlab import hookimpl` loads neither pydantic nor torch
+    probe = "import sys, lawlab; print(sorted(m for m in ('pydantic', 'torch', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
