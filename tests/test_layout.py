@@ -67,3 +67,16 @@ def test_every_public_name_resolves_and_import_stays_cheap():
     probe = "import sys, lawlab; print(sorted(m for m in ('pydantic', 'torch', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_one_jsonable_and_one_slug_for_every_writer():
+    import json
+
+    import numpy as np
+
+    from lawlab.files import jsonable, slug
+
+    value = {1: (np.float32(0.5), np.array([[1, 2]])), "x": [float("nan"), np.float64(float("inf")), np.int64(3)]}
+    assert jsonable(value) == {"1": [0.5, [[1, 2]]], "x": [None, None, 3]}
+    json.dumps(jsonable(value), allow_nan=False)  # strict JSON: no NaN token
+    assert slug("compression-law: eq.1 (pooled)") == "compression-law__eq_1__pooled_"
