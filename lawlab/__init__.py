@@ -6,7 +6,7 @@ plugin) stays as cheap as the hook marker itself.
 
 A plugin may import ``lawlab`` (these names), ``lawlab.api`` (the classes it implements),
 ``lawlab.hookspecs``, ``lawlab.accounting``, ``lawlab.environment``, ``lawlab.files``,
-``lawlab.models.loading``, ``lawlab.models.hub``, ``lawlab.models.tokens``,
+``lawlab.models.loading``, ``lawlab.models.hub``, ``lawlab.models.tokens``, ``lawlab.run.memory``,
 ``lawlab.laws.forms`` and ``lawlab.testing``; and, for an executor, the names of
 ``lawlab.run.scheduler`` listed in ``docs/plugins.md``. It never imports a sibling plugin's
 helpers (subclassing a public plugin class is fine).
@@ -27,7 +27,7 @@ _HOMES = {
     "Params": "lawlab.api", "NoParams": "lawlab.api", "CheckFailed": "lawlab.api",
     "CannotRunHere": "lawlab.api", "CheckContext": "lawlab.api", "RunContext": "lawlab.api",
     "LoadedModel": "lawlab.api", "Compression": "lawlab.api", "TextData": "lawlab.api",
-    "Measurement": "lawlab.api", "ForwardSize": "lawlab.api", "ModelSource": "lawlab.api",
+    "Measurement": "lawlab.api", "MemoryTerms": "lawlab.api", "ModelSource": "lawlab.api",
     "ArchitectureAdapter": "lawlab.api", "Dataset": "lawlab.api", "Pruner": "lawlab.api",
     "RFTRecipe": "lawlab.api", "Evaluator": "lawlab.api", "LawForm": "lawlab.api",
     "LawParameter": "lawlab.api", "Pack": "lawlab.api", "Executor": "lawlab.api",

@@ -39,7 +39,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.accounting import check_ratios
-from lawlab.api import CheckContext, CheckFailed, LoadedModel, Params, Pruner, RunContext
+from lawlab.api import CheckContext, CheckFailed, LoadedModel, MemoryTerms, Params, Pruner, RunContext
 from lawlab.models.loading import replace_module
 
 SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text", "gemma3")
@@ -509,6 +509,12 @@ class SliceGPT(Pruner):
     )
     calibration: ClassVar[bool] = True
     Params: ClassVar[type[Params]] = SliceGPTParams
+
+    def memory(self, params: SliceGPTParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        from lawlab.run.memory import calibration_terms
+
+        return calibration_terms(shapes, dtype_bytes, samples=params.calibration_samples,
+                                 length=params.calibration_seqlen, batch=params.batch_size)
 
     def supports(self, model_type: str) -> str | None:
         if model_type in SUPPORTED:
