@@ -42,5 +42,7 @@ test: packs browser
 bench: packs
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# ruff (style, imports, complexity) over the repository, mypy over the package
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy

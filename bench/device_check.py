@@ -144,7 +144,7 @@ def stage_settings(cpu: bool) -> dict[str, Any]:
 
 def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
     from lawlab.models.loading import Residency
-    from lawlab.run.memory import Shapes, StageRequest, estimate_model
+    from lawlab.run.memory import DTYPE_BYTES, Shapes, StageRequest, estimate_model
 
     settings = stage_settings(cpu)
     device, registry = ctx.device, ctx.registry
@@ -165,12 +165,13 @@ def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
     shapes = Shapes.from_config(base.model.config.to_dict())
     assert shapes is not None
 
-    def estimate(req: StageRequest | None) -> int:
-        est = estimate_model("model", shapes, ctx.dtype, [req] if req else [])
-        return est.stages[-1].device
+    def estimate(kind: str = "", plugin: Any = None, params: Any = None) -> int:
+        # each plugin declares its own terms, as the plan asks it to
+        reqs = [StageRequest(kind, plugin.name, plugin.memory(params, shapes, DTYPE_BYTES[ctx.dtype]))] if plugin else []
+        return estimate_model("model", shapes, ctx.dtype, reqs).stages[-1].device
 
     print(f"part 1: stages on {source}, {ctx.dtype} on {device}", flush=True)
-    record("load", m, estimate(None))
+    record("load", m, estimate())
     variant = None
     for method, overrides in settings["pruners"].items():
         pruner = registry.get("pruners", method)
@@ -178,7 +179,7 @@ def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
         with peak(device) as m:
             working = residency.working_copy(base)
             pruned = residency.adopt(pruner.prune(working, settings["ratio"], params, ctx))
-        record(f"prune {method}", m, estimate(StageRequest("prune", method, params, calibration=pruner.calibration)),
+        record(f"prune {method}", m, estimate("prune", pruner, params),
                flops_speedup=pruned.compression.flops_speedup)
         if method == "random-prunenet":
             variant = pruned  # the runtime evaluator times it against the base
@@ -192,7 +193,7 @@ def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
     with peak(device) as m:
         recovered, _ = recipe.train(residency.working_copy(base), data, size, params, ctx)
         residency.adopt(recovered)
-    record(f"rft {recipe_name}", m, estimate(StageRequest("rft", recipe_name, params)))
+    record(f"rft {recipe_name}", m, estimate("rft", recipe, params))
     del recovered
 
     values: dict[str, Any] = {}
@@ -207,7 +208,7 @@ def run_stages(ctx: Any, cpu: bool) -> dict[str, Any]:
             residency.working(model)
             out = evaluator.evaluate(model, params, eval_ctx)
             residency.end_stage()
-        record(f"eval {name}", m, estimate(StageRequest("eval", name, params, evaluator_kind=evaluator.kind)))
+        record(f"eval {name}", m, estimate("eval", evaluator, params))
         values[name] = [{"metric": x.metric, "dataset": x.dataset, "value": x.value} for x in out]
 
     # the same weights in float32 on the CPU

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from lawlab.registry import Registry
+    from lawlab.run.memory import Shapes
     from lawlab.run.plan import Plan
     from lawlab.run.store import Store
 
@@ -414,6 +415,12 @@ class Pruner(ABC):
         to it (no channel or hidden dimension left...), or None."""
         return None
 
+    def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
+        """For the memory plan: what pruning holds beyond the weights. The default is a
+        calibration-free method's: one FFN rebuilt beside the old one. A calibration-based
+        method declares its activations (:func:`lawlab.run.memory.calibration_terms`)."""
+        return MemoryTerms({"one FFN rebuilt": 3 * shapes.hidden * shapes.intermediate * dtype_bytes})
+
     @abstractmethod
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
         """Return the pruned model (may modify ``model`` in place) with ``compression`` set."""
@@ -435,6 +442,12 @@ class RFTRecipe(ABC):
 
     def check(self, params: Any, dataset: str, size: int, ctx: CheckContext) -> None: ...
 
+    def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
+        """For the memory plan: what training holds beyond the weights (optimizer state,
+        saved activations, logits; :func:`lawlab.run.memory.training_terms` counts the last
+        two). The default declares nothing, so a recipe that trains should say."""
+        return MemoryTerms()
+
     @abstractmethod
     def train(
         self, model: LoadedModel, data: TextData, size: int, params: Any, ctx: RunContext
@@ -444,14 +457,14 @@ class RFTRecipe(ABC):
 
 
 @dataclass(frozen=True)
-class ForwardSize:
-    """The most one forward pass of an evaluator holds, when it knows better than the memory
-    plan's default (``batch_size`` × the longest request, with vocabulary logits at every token)."""
+class MemoryTerms:
+    """What one stage of a plugin holds beyond the working model's weights, as the plugin
+    declares it for the memory plan (``lawlab plan`` shows each term by name). The plugin
+    reads its own params; :mod:`lawlab.run.memory` has the arithmetic of a model's shapes
+    (logits, KV cache, a layer's forward, training activations) to build the terms from."""
 
-    tokens: int  # tokens in one forward pass; a request longer than this runs alone
-    # vocabulary logits alive at once (counted in the model's dtype plus two float32 copies:
-    # a float32 copy and its log-softmax); None: every token's, as HFLM holds them
-    logit_elements: int | None = None
+    device: Mapping[str, int] = field(default_factory=dict)  # bytes on the device, by name
+    host: int = 0  # bytes on the host beyond the models the plan keeps there
 
 
 @dataclass(frozen=True)
@@ -496,10 +509,14 @@ class Evaluator(ABC):
         machine that would choose otherwise reruns those cells instead of mixing them."""
         return params
 
-    def forward_size(self, params: Any) -> ForwardSize | None:
-        """For the memory plan: the most one forward pass holds with these params, or None
-        for the plan's default (see :mod:`lawlab.run.memory`)."""
-        return None
+    def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
+        """For the memory plan: what one evaluation holds beyond the weights. The default
+        is one request of ``lawlab.run.memory.LONGEST_REQUEST`` tokens at a time; an
+        evaluator with a batch size or a window declares its own passes
+        (:func:`lawlab.run.memory.forward_terms`)."""
+        from lawlab.run.memory import LONGEST_REQUEST, forward_terms
+
+        return MemoryTerms(forward_terms(shapes, dtype_bytes, tokens=min(LONGEST_REQUEST, shapes.max_positions)))
 
     def precision(self, params: Any) -> Precision | None:
         """For sizing a study: the standard error of one cell's numbers with these params,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,3 +45,22 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, payload: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """``payload`` as JSON; what JSON cannot hold (paths, dates) is written as text."""
     return write_text(path, json.dumps(payload, indent=indent, sort_keys=sort_keys, default=str))
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` as plain JSON values: numpy and torch scalars and arrays become numbers and
+    lists, keys become strings, and a NaN or infinity becomes ``null`` (JSON has neither)."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if hasattr(v, "tolist"):
+        return jsonable(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: letters, digits, ``-`` and ``_`` kept, anything else ``_``."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)

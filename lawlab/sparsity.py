@@ -21,7 +21,7 @@ def projections(model: Any, adapter: Any) -> list[tuple[str, Any]]:
     """Every decoder layer's linear projections in forward order, named
     ``"{layer}.{q,k,v,o,gate,up,down}"``: the layers the reference sparse methods prune
     (all ``nn.Linear`` of a decoder layer; never the embeddings or the head)."""
-    out = []
+    out: list[tuple[str, Any]] = []
     for i, layer in enumerate(adapter.layers(model)):
         names = ("q", "k", "v", "o", "gate", "up", "down")
         out.extend((f"{i}.{n}", lin) for n, lin in zip(names, (*adapter.attention(layer), *adapter.mlp(layer)), strict=True))

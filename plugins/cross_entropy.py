@@ -25,6 +25,7 @@ from lawlab.api import (
     Evaluator,
     LoadedModel,
     Measurement,
+    MemoryTerms,
     Params,
     RunContext,
     TextData,
@@ -147,6 +148,12 @@ class CrossEntropy(Evaluator):
 
     def datasets(self, params: CrossEntropyParams) -> list[str]:
         return list(params.datasets)
+
+    def memory(self, params: CrossEntropyParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        from lawlab.run.memory import forward_terms
+
+        tokens = params.batch_size * min(params.window, shapes.max_positions)
+        return MemoryTerms(forward_terms(shapes, dtype_bytes, tokens=tokens))
 
     def check(self, params: CrossEntropyParams, ctx: CheckContext) -> None:
         if len(set(params.datasets)) != len(params.datasets):

@@ -46,9 +46,9 @@ from lawlab.api import (
     CheckContext,
     CheckFailed,
     Evaluator,
-    ForwardSize,
     LoadedModel,
     Measurement,
+    MemoryTerms,
     Params,
     Precision,
     RunContext,
@@ -421,12 +421,18 @@ class LmEval(Evaluator):
             return params
         return params.model_copy(update={"source": "offline" if uses_offline(params, ctx.offline) else "lm-eval"})
 
-    def forward_size(self, params: LmEvalParams) -> ForwardSize | None:
-        """lawlab's scorer packs requests into batch_size × 128 tokens a pass and keeps 2²⁴
-        logits at a time; HFLM (``backend = "hf"``) is the plan's default shape."""
+    def memory(self, params: LmEvalParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        """HFLM (``backend = "hf"``) runs batch_size requests of up to max_length tokens a
+        pass with every token's logits; lawlab's scorer packs requests into batch_size × 128
+        tokens a pass (the longest request, run alone, may hold more) and keeps 2²⁴ logits
+        at a time."""
+        from lawlab.run.memory import LONGEST_REQUEST, forward_terms
+
+        longest = min(params.max_length or LONGEST_REQUEST, shapes.max_positions)
         if params.backend != "lawlab":
-            return None
-        return ForwardSize(tokens=params.batch_size * TOKENS_PER_BATCH_ROW, logit_elements=LOGIT_ELEMENTS)
+            return MemoryTerms(forward_terms(shapes, dtype_bytes, tokens=params.batch_size * longest))
+        tokens = max(params.batch_size * TOKENS_PER_BATCH_ROW, longest)
+        return MemoryTerms(forward_terms(shapes, dtype_bytes, tokens=tokens, logit_elements=LOGIT_ELEMENTS))
 
     def precision(self, params: LmEvalParams) -> Precision | None:
         """Binomial standard errors at accuracy 0.5 (the largest) from the questions each task

@@ -26,6 +26,7 @@ from lawlab.api import (
     CheckFailed,
     LoadedModel,
     Measurement,
+    MemoryTerms,
     Params,
     RFTRecipe,
     RunContext,
@@ -176,6 +177,15 @@ class LoRA(RFTRecipe):
     name: ClassVar[str] = "lora"
     Params: ClassVar[type[Params]] = LoraParams
     description: ClassVar[str] = "LoRA (peft) on D samples of a training split, merged into the weights"
+
+    def memory(self, params: LoraParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        """16 bytes per LoRA parameter (fp32 weights, gradients, two AdamW moments), then one
+        training pass's activations and logits."""
+        from lawlab.run.memory import training_terms
+
+        tokens = params.batch_size * params.max_length
+        return MemoryTerms({"LoRA state": 16 * shapes.lora_params(params.rank),
+                            **training_terms(shapes, dtype_bytes, tokens=tokens)})
 
     def check(self, params: LoraParams, dataset: str, size: int, ctx: CheckContext) -> None:
         if params.cap_to_available:

@@ -30,7 +30,7 @@ from lawlab_plugins.lm_eval_tasks import TASKS, LmEval, LmEvalParams
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, Evaluator, LoadedModel, Measurement, Params, RunContext
+from lawlab.api import CheckContext, Evaluator, LoadedModel, Measurement, MemoryTerms, Params, RunContext
 
 LEVEL = 0.95  # wanted coverage of the interval around a median ratio
 
@@ -216,6 +216,16 @@ class Runtime(Evaluator):
         "time relative to the unpruned model (paired, alternating), forward time of the extrinsic benchmark, "
         "prefill/decode tokens/s, peak memory"
     )
+
+    def memory(self, params: RuntimeParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        """The timed benchmark's passes (or the fixed workload's), and the base model beside
+        the variant when the two are timed in turn."""
+        from lawlab.run.memory import LONGEST_REQUEST, forward_terms
+
+        length = LONGEST_REQUEST if params.benchmark else params.prompt_tokens + params.decode_tokens
+        tokens = params.benchmark_batch_size * min(length, shapes.max_positions)
+        base = {"base model": shapes.params * dtype_bytes} if params.paired else {}
+        return MemoryTerms({**base, **forward_terms(shapes, dtype_bytes, tokens=tokens)})
 
     def _lm_eval_params(self, params: RuntimeParams) -> LmEvalParams:
         return LmEvalParams(tasks=params.tasks, limit=params.limit, batch_size=params.benchmark_batch_size)

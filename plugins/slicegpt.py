@@ -37,7 +37,7 @@ from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.accounting import check_ratios
-from lawlab.api import CheckContext, LoadedModel, Params, Pruner, RunContext
+from lawlab.api import CheckContext, LoadedModel, MemoryTerms, Params, Pruner, RunContext
 from lawlab.calibration import calibration_windows, check_calibration
 from lawlab.calibration import layer_inputs as _layer_inputs
 from lawlab.calibration import layer_types as _layer_types
@@ -413,6 +413,12 @@ class SliceGPT(Pruner):
     )
     calibration: ClassVar[bool] = True
     Params: ClassVar[type[Params]] = SliceGPTParams
+
+    def memory(self, params: SliceGPTParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
+        from lawlab.run.memory import calibration_terms
+
+        return calibration_terms(shapes, dtype_bytes, samples=params.calibration_samples,
+                                 length=params.calibration_seqlen, batch=params.batch_size)
 
     def supports(self, model_type: str) -> str | None:
         if model_type in SUPPORTED:

@@ -367,8 +367,13 @@ def test_plan_prints_each_models_peak_and_the_14b_fits_80_gib(capsys):
 
 def test_rft_estimate_grows_with_tokens_per_pass_and_not_with_accumulation():
     shapes = Shapes.from_config(KNOWN_CONFIGS["Qwen/Qwen2.5-14B"])
-    one = estimate_model("q", shapes, "bfloat16", [StageRequest("rft", "lora", {"batch_size": 1, "max_length": 1024})])
-    four = estimate_model("q", shapes, "bfloat16", [StageRequest("rft", "lora", {"batch_size": 4, "max_length": 1024})])
+    lora = get_registry().get("rft_recipes", "lora")
+
+    def rft(batch_size: int):
+        params = lora.Params(batch_size=batch_size, max_length=1024, grad_accumulation=8 // batch_size)
+        return estimate_model("q", shapes, "bfloat16", [StageRequest("rft", "lora", lora.memory(params, shapes, 2))])
+
+    one, four = rft(1), rft(4)
     act1, act4 = (m.stages[1].terms["activations"] for m in (one, four))
     assert act4 == 4 * act1
     assert four.peak_device > 80 * GIB > one.peak_device  # why the paper spec accumulates
@@ -418,8 +423,7 @@ def test_lm_eval_estimate_follows_the_backend_the_spec_chose():
 
     def eval_stage(backend: str):
         params = evaluator.Params(backend=backend)
-        req = StageRequest("eval", "lm-eval", params, evaluator_kind="extrinsic",
-                           forward_size=evaluator.forward_size(params))
+        req = StageRequest("eval", "lm-eval", evaluator.memory(params, shapes, 4))
         return estimate_model("gemma", shapes, "float32", [req]).stages[1]
 
     hf, lawlab = eval_stage("hf"), eval_stage("lawlab")
@@ -430,12 +434,48 @@ def test_lm_eval_estimate_follows_the_backend_the_spec_chose():
     assert hf.device > 17 * GIB > 2 * GIB > lawlab.device
 
 
-def test_an_evaluator_without_a_forward_size_keeps_the_default_shape():
+def test_cross_entropy_declares_batch_size_windows_with_every_tokens_logits():
     shapes = Shapes.from_config(GEMMA3_270M)
     evaluator = get_registry().get("evaluators", "cross-entropy")
     params = evaluator.Params()
-    assert evaluator.forward_size(params) is None
-    req = StageRequest("eval", "cross-entropy", params, evaluator_kind="intrinsic")
+    req = StageRequest("eval", "cross-entropy", evaluator.memory(params, shapes, 4))
     stage = estimate_model("gemma", shapes, "float32", [req]).stages[1]
     tokens = params.batch_size * params.window
     assert stage.terms["logits"] == tokens * 262144 * 8
+
+
+def test_the_core_reads_no_plugin_parameter_and_defaults_name_none():
+    """memory.py names no plugin parameter; a plugin that declares nothing gets a default
+    that needs none (one longest request at a time; a recipe's weights only)."""
+    import ast
+
+    import lawlab.run.memory as memory
+    from lawlab.api import Evaluator, RFTRecipe
+
+    strings = {n.value for n in ast.walk(ast.parse(Path(memory.__file__).read_text()))
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not strings & {"batch_size", "max_length", "window", "rank", "calibration_samples",
+                          "benchmark_batch_size", "paired", "lora"}
+
+    class Quiet(Evaluator):
+        name = "quiet"
+        kind = "extrinsic"
+
+        def evaluate(self, model, params, ctx):
+            return []
+
+    class Plain(RFTRecipe):
+        name = "plain"
+
+        def train(self, model, data, size, params, ctx):
+            return model, []
+
+    shapes = Shapes.from_config(GEMMA3_270M)
+    est = estimate_model("gemma", shapes, "float32", [
+        StageRequest("eval", "quiet", Quiet().memory(None, shapes, 4)),
+        StageRequest("rft", "plain", Plain().memory(None, shapes, 4)),
+    ])
+    evaluation, training = est.stages[1], est.stages[2]
+    assert evaluation.terms["logits"] == memory.LONGEST_REQUEST * 262144 * 8
+    assert evaluation.terms["layer forward"] == shapes.layer_forward_bytes(memory.LONGEST_REQUEST, 4)
+    assert training.terms == {"weights": shapes.params * 4}

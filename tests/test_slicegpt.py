@@ -40,7 +40,7 @@ def gemma_wrapper(seed: int = 0) -> LoadedModel:
     with a non-zero image projector so that a forgotten rotation of it would show."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lawlab.testing import _scale_norms
+    from lawlab.testing import scale_norms
 
     torch.manual_seed(seed)
     text = tiny_config("gemma3_text", **GEMMA).to_dict()
@@ -48,7 +48,7 @@ def gemma_wrapper(seed: int = 0) -> LoadedModel:
                   image_size=28, patch_size=14)
     config = AutoConfig.for_model("gemma3", text_config=text, vision_config=vision, mm_tokens_per_image=4)
     model = AutoModelForCausalLM.from_config(config)
-    _scale_norms(model)
+    scale_norms(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "mm_input_projection" in name:

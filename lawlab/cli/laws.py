@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lawlab.files import jsonable
+
 KINDS = ("intrinsic", "extrinsic", "runtime")
 GROUPS = ("pooled", "model", "method", "calibration", "dataset")
 
@@ -435,14 +437,8 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
             entries.append({**point, "least_D": least})
         console.print(t)
         payload.append({"law": f.law, "form": f.form, "group": f.group, "method": f.method, "metric": f.rule,
-                        "beta": beta, "two_to_beta": 2**beta, "points": _jsonable(entries)})
+                        "beta": beta, "two_to_beta": 2**beta, "points": jsonable(entries)})
     return {"fits": str(_fits_path(args.fits)), "results": payload}
-
-
-def _jsonable(v: Any) -> Any:
-    from lawlab.laws.results import jsonable as conv
-
-    return conv(v)
 
 
 def _budget(args: argparse.Namespace, fits: list[Any], console: Any) -> dict[str, Any]:
@@ -478,6 +474,6 @@ def _budget(args: argparse.Namespace, fits: list[Any], console: Any) -> dict[str
                   if best else "no configuration meets the target within the budget")
     for n in answer.notes:
         console.print(f"note: {n}")
-    return _jsonable({"budget": answer.budget, "target": answer.target, "metric": answer.metric,
+    return jsonable({"budget": answer.budget, "target": answer.target, "metric": answer.metric,
                       "best": best.__dict__ if best else None, "candidates": [c.__dict__ for c in answer.candidates],
                       "notes": answer.notes})

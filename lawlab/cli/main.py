@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,22 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_plugins)
 
-    for module in ("lawlab.cli.laws", "lawlab.cli.packs", "lawlab.run.fetch"):
-        _optional_commands(module, sub)
+    # Subcommands that live in their own modules. They are part of lawlab, not optional: an
+    # import error here is a bug and stops the command line with its traceback.
+    from lawlab.cli import laws, packs
+    from lawlab.run import fetch
+
+    for module in (laws, packs, fetch):
+        module.add_commands(sub)
     return parser
-
-
-def _optional_commands(module: str, sub: Any) -> None:
-    """Subcommands that live next to the stage they drive (fit/compare/critical, packs)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    add: Callable[[Any], None] | None = getattr(mod, "add_commands", None)
-    if add is not None:
-        add(sub)
 
 
 # --------------------------------------------------------------------------- helpers

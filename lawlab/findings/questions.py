@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lawlab.errors import UsageError
+from lawlab.files import jsonable
 
 LEVEL = 0.95
 N_BOOT = 2000
@@ -106,7 +107,7 @@ class Answer:
         return cls(key, CLAIMS[key], verdict, ev, reason, parts, ci, list(notes))
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Answer:
@@ -128,7 +129,7 @@ class Findings:
         return self.answers[key]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "notes": self.notes, "chance": _jsonable(self.chance),
+        return {"source": self.source, "notes": self.notes, "chance": jsonable(self.chance),
                 **{k: a.to_dict() for k, a in self.answers.items()}}
 
     @classmethod
@@ -150,18 +151,6 @@ class Findings:
             lines.append("")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item"):
-        return _jsonable(v.item())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # --------------------------------------------------------------------------- reading

@@ -88,7 +88,7 @@ def cluster_mean(
     for i, c in enumerate(labels):
         groups.setdefault(c, []).append(i)
     if not noisy and all(len(g) == 1 for g in groups.values()):
-        return bca_mean(x, seed, n_boot)
+        return bca_mean(list(x), seed, n_boot)
     m = float(x.mean()) if len(x) else math.nan
     if len(groups) < 2:
         return Interval(m, math.nan, math.nan, len(x), len(groups), "one cluster: no interval")

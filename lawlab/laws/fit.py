@@ -104,18 +104,10 @@ def fit_law(
     leave-one-model-out with two models or more, else leave-one-ratio-out.
     """
     import numpy as np
-    from scipy import stats
 
     form = resolve_form(form)
     rule = metric_rule(metric_kind)
-    if method not in ("ols", "nls"):
-        raise LawFitError(f"method must be 'ols' or 'nls', not {method!r}")
-    if space not in ("log", "linear"):
-        raise LawFitError(f"space must be 'log' or 'linear', not {space!r}")
-    if method == "ols" and not form.log_linear:
-        raise LawFitError(f"{form.name} is not linear in log space; fit it with method='nls'")
-    if method == "ols" and space != "log":
-        raise LawFitError("OLS fits the law in log space only; use method='nls' for space='linear'")
+    _check_options(form, method, space, cov)
     opts = options if isinstance(options, Params) else form.Params.model_validate(options or {})
     notes: list[str] = []
     d = law_data(rows, ratio, notes)
@@ -123,8 +115,6 @@ def fit_law(
     if len(d) <= p:
         raise LawFitError(f"{form.name} has {p} parameters and needs more rows than that to estimate errors; "
                           f"got {len(d)} row(s)")
-    if cov not in ("cluster", "iid"):
-        raise LawFitError(f"cov must be 'cluster' or 'iid', not {cov!r}")
     clusters = _clusters(d, p, notes) if cov == "cluster" else None
     rng = np.random.default_rng(seed)
 
@@ -154,18 +144,8 @@ def fit_law(
     dof = len(d) - p
     gof = goodness(est.z, est.resid, p, centred)
     df_t = est.df if est.df is not None and (est.cov_type == "cluster" or method == "ols") else dof
-    tq = float(stats.t.ppf(1 - (1 - LEVEL) / 2, df_t))
     names = [q.name for q in form.parameters]
-    params = []
-    for j, name in enumerate(names):
-        value = float(est.theta[j])
-        se = None if est.stderr is None else float(est.stderr[j])
-        pe = ParamEstimate(name, value, se)
-        if se is not None and se > 0:
-            pe.ci = (value - tq * se, value + tq * se)
-            pe.tvalue = value / se
-            pe.pvalue = float(2 * stats.t.sf(abs(pe.tvalue), df_t))
-        params.append(pe)
+    params = _estimates(names, est, df_t)
 
     theta = dict(zip(names, (float(t) for t in est.theta), strict=True))
     predicted = np.asarray(form.predict(d.L0, d.r, d.D, theta, opts), float)
@@ -201,6 +181,37 @@ def fit_law(
     if bootstrap:
         _bootstrap(result, form, d, opts, method, space, bootstrap, resample, seed, est.theta)
     return result
+
+
+def _check_options(form: LawForm, method: str, space: str, cov: str) -> None:
+    if method not in ("ols", "nls"):
+        raise LawFitError(f"method must be 'ols' or 'nls', not {method!r}")
+    if space not in ("log", "linear"):
+        raise LawFitError(f"space must be 'log' or 'linear', not {space!r}")
+    if method == "ols" and not form.log_linear:
+        raise LawFitError(f"{form.name} is not linear in log space; fit it with method='nls'")
+    if method == "ols" and space != "log":
+        raise LawFitError("OLS fits the law in log space only; use method='nls' for space='linear'")
+    if cov not in ("cluster", "iid"):
+        raise LawFitError(f"cov must be 'cluster' or 'iid', not {cov!r}")
+
+
+def _estimates(names: Sequence[str], est: Any, df: float) -> list[ParamEstimate]:
+    """Each parameter with its standard error, t interval at LEVEL and two-sided t test on df."""
+    from scipy import stats
+
+    tq = float(stats.t.ppf(1 - (1 - LEVEL) / 2, df))
+    params = []
+    for j, name in enumerate(names):
+        value = float(est.theta[j])
+        se = None if est.stderr is None else float(est.stderr[j])
+        pe = ParamEstimate(name, value, se)
+        if se is not None and se > 0:
+            pe.ci = (value - tq * se, value + tq * se)
+            pe.tvalue = value / se
+            pe.pvalue = float(2 * stats.t.sf(abs(pe.tvalue), df))
+        params.append(pe)
+    return params
 
 
 def _bootstrap(res: FitResult, form: LawForm, d: LawData, opts: Any, method: str, space: str,

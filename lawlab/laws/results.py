@@ -3,11 +3,11 @@ parameter), statsmodels-shaped: it carries its own numbers, text summary and JSO
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lawlab.api import LawForm
+from lawlab.files import jsonable
 from lawlab.laws.forms import LEVEL, MetricRule, metric_rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,17 +157,3 @@ class FitResult:
 
 def fmt_num(v: float | None, spec: str = ".4g") -> str:
     return "-" if v is None else format(v, spec)
-
-
-def jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if hasattr(v, "tolist"):
-        return jsonable(v.tolist())
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-

@@ -194,11 +194,11 @@ def gguf_quantisation(meta: dict[str, Any]) -> str:
     file_type = meta.get("general.file_type")
     if file_type is None:
         return "unknown"
-    try:
-        from gguf import LlamaFileType
+    from gguf import LlamaFileType
 
+    try:
         return LlamaFileType(file_type).name.removeprefix("MOSTLY_")
-    except (ImportError, ValueError):
+    except ValueError:  # a file type newer than the installed gguf knows
         return f"file_type {file_type}"
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lawlab.files import slug
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -259,7 +261,7 @@ def figure_law(study: StudyData, law_key: str) -> Drawing:
     """A fitted law over its measured points (Fig. 4 a–b) and the effect of D (Fig. 4 c–d)."""
     import numpy as np
 
-    name = "law_" + _slug(law_key)
+    name = "law_" + slug(law_key)
     title = f"Fitted law {law_key} over the measurements (Figure 4)"
     fits = [f for f in preferred(study.fits) if f.law == law_key]
     if not fits:
@@ -549,10 +551,6 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)[:6])
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
-
-
 def all_figures(study: StudyData) -> list[Drawing]:
     """Every figure the report shows, in the order it shows them (call it inside
     ``matplotlib.rc_context(STYLE)``, which must also cover saving)."""
@@ -560,7 +558,7 @@ def all_figures(study: StudyData) -> list[Drawing]:
         ("extrinsic_vs_ratio", lambda: figure_vs_ratio(study, "extrinsic")),
         ("intrinsic_vs_ratio", lambda: figure_vs_ratio(study, "intrinsic")),
         ("runtime", lambda: figure_runtime(study)),
-        *[(f"law_{_slug(law.key)}", lambda key=law.key: figure_law(study, key)) for law in study.laws],
+        *[(f"law_{slug(law.key)}", lambda key=law.key: figure_law(study, key)) for law in study.laws],
         ("r_crit", lambda: figure_r_crit(study)),
         ("intrinsic_per_dataset", lambda: figure_per_dataset(study)),
         ("calibration", lambda: figure_calibration(study)),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lawlab.files import write_bytes
+from lawlab.files import slug, write_bytes
 from lawlab.findings.questions import COMPARED_FORMS, TITLES, Findings, findings
 from lawlab.report.figures import GREEK, Drawing, fits_for, preferred
 
@@ -332,7 +332,7 @@ def law_tables(study: StudyData) -> list[Table]:
             mine = [f for f in fits if f.law == law.key and f.group.get("by") == by]
             if mine:
                 tables.append(fit_table(
-                    f"fits_{_slug(law.key)}_by_{by}", f"{law.key}: fitted per {by} ({paper.get(by, '')})", mine,
+                    f"fits_{slug(law.key)}_by_{by}", f"{law.key}: fitted per {by} ({paper.get(by, '')})", mine,
                     f"{law.form} on {law.metric} rows, one fit per {by}. " + conv, by_column=by,
                 ))
     return tables
@@ -524,14 +524,10 @@ def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "–"
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
-
-
 # --------------------------------------------------------------------------- building the sections
 
 
-def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], list[Table]]:
+def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], list[Table]]:  # noqa: C901 (split pending with the one-analysis change)
     sections: list[Section] = []
     tables: list[Table] = []
     counts = study.status["counts"]
@@ -754,8 +750,6 @@ def _md_block(kind: str, value: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------- files
-
-
 
 
 def table_csv(table: Table) -> str:

@@ -20,13 +20,13 @@ With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one f
   CPU with autograd's saved-tensor hooks, LoRA on every projection, dropout on) + logits
   (``T · V · (b + 12)``: the logits, their fp32 copy, log-softmax and its gradient).
 - evaluation: ``W`` + logits (``T · V · (b + 4)``) + the KV cache + one layer's
-  activations; the paired runtime evaluator holds the base model too (``+ W_base``). An
-  evaluator that knows its passes better (one that packs requests, or scores a bounded
-  chunk of logits at a time) declares them with ``forward_size`` (:class:`lawlab.api.ForwardSize`).
+  activations; an evaluator that compares with the base model holds it too (``+ W_base``),
+  one that scores a bounded chunk of logits at a time counts only that chunk.
 
-Plugins' parameters are read by their common names (``batch_size``, ``max_length``,
-``window``, ``rank``, ``calibration_samples``...), so the estimate follows a spec's
-settings without knowing any plugin by name. Numbers are bytes; reports use GiB.
+Each plugin declares its own terms (``memory(params, shapes, dtype_bytes)`` on
+:class:`lawlab.api.Pruner`, :class:`~lawlab.api.RFTRecipe` and :class:`~lawlab.api.Evaluator`,
+returning :class:`lawlab.api.MemoryTerms`) from its own params, with the helpers below;
+this module reads no plugin's parameters. Numbers are bytes; reports use GiB.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.api import MemoryTerms
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -222,24 +225,49 @@ class ModelMemory:
         return "\n".join(lines)
 
 
+def calibration_terms(shapes: Shapes, b: int, *, samples: int, length: int, batch: int) -> MemoryTerms:
+    """A calibration-based pruner's terms: ``samples`` windows of ``length`` tokens, run
+    ``batch`` windows a pass (see the module doc)."""
+    from lawlab.api import MemoryTerms
+
+    return MemoryTerms(
+        {
+            # a block's inputs, its midpoints and its outputs for every window coexist
+            "calibration activations": 3 * samples * length * shapes.hidden * b,
+            "layer forward": shapes.layer_forward_bytes(batch * length, b),
+            "Gram matrix (float64)": 8 * shapes.hidden**2,
+        },
+        host=3 * 8 * shapes.hidden**2,  # the eigendecomposition in float64 on the CPU
+    )
+
+
+def training_terms(shapes: Shapes, b: int, *, tokens: int) -> dict[str, int]:
+    """Activations saved for backward and the logits of one training pass of ``tokens``
+    tokens (batch × length), with every projection adapted (see the module doc)."""
+    return {
+        "activations": tokens * shapes.layers * shapes.train_activation_bytes(b),
+        "logits": tokens * shapes.vocab * (b + 12),
+    }
+
+
+def forward_terms(shapes: Shapes, b: int, *, tokens: int, logit_elements: int | None = None) -> dict[str, int]:
+    """One inference pass of ``tokens`` tokens: the logits (every token's, or a bounded
+    chunk of ``logit_elements``), the KV cache and one layer's activations."""
+    if logit_elements is None:
+        logits = tokens * shapes.vocab * (b + 4)
+    else:  # a bounded chunk: the head's output, a float32 copy and its log-softmax
+        logits = min(tokens * shapes.vocab, logit_elements) * (b + 8)
+    return {"logits": logits, "KV cache": shapes.kv_cache_bytes(tokens, b),
+            "layer forward": shapes.layer_forward_bytes(tokens, b)}
+
+
 @dataclass(frozen=True)
 class StageRequest:
-    """A stage to estimate: its kind, the plugin's name, its parameters (a dict or a
-    pydantic model) and what the plugin declares about itself."""
+    """A stage to estimate: its kind, the plugin's name and the terms it declared."""
 
     kind: str  # "prune", "rft" or "eval"
     plugin: str
-    params: Any = None
-    calibration: bool = False  # pruners: calibration-based
-    evaluator_kind: str = ""  # evaluators: intrinsic, extrinsic, runtime
-    forward_size: Any = None  # evaluators: their own ForwardSize, if they declare one
-
-
-def _param(params: Any, name: str, default: Any) -> Any:
-    if params is None:
-        return default
-    value = params.get(name) if isinstance(params, Mapping) else getattr(params, name, None)
-    return default if value is None else value
+    declared: MemoryTerms
 
 
 def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequest]) -> ModelMemory:
@@ -249,51 +277,9 @@ def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequ
     held = weights + min(weights, SHARD_BYTES) + PROCESS_HOST_BYTES  # base on the host, a shard being saved
     out = [StageMemory("load", weights, weights + PROCESS_HOST_BYTES, {"weights": weights})]
     for req in stages:
-        terms: dict[str, int] = {"weights": weights}
-        host = held + weights  # the pruned parent waits on the host beside the base
-        if req.kind == "prune":
-            host = held
-            if req.calibration:
-                samples = int(_param(req.params, "calibration_samples", 128))
-                length = int(_param(req.params, "calibration_seqlen", 2048))
-                batch = int(_param(req.params, "batch_size", 8))
-                # a block's inputs, its midpoints and its outputs for every window coexist
-                terms["calibration activations"] = 3 * samples * length * shapes.hidden * b
-                terms["layer forward"] = shapes.layer_forward_bytes(batch * length, b)
-                terms["Gram matrix (float64)"] = 8 * shapes.hidden**2
-                host += 3 * 8 * shapes.hidden**2  # the eigendecomposition in float64 on the CPU
-            else:
-                terms["one FFN rebuilt"] = 3 * shapes.hidden * shapes.intermediate * b
-        elif req.kind == "rft":
-            rank = int(_param(req.params, "rank", 16))
-            tokens = int(_param(req.params, "batch_size", 4)) * int(_param(req.params, "max_length", 1024))
-            terms["LoRA state"] = 16 * shapes.lora_params(rank)
-            terms["activations"] = tokens * shapes.layers * shapes.train_activation_bytes(b)
-            terms["logits"] = tokens * shapes.vocab * (b + 12)
-        elif req.kind == "eval":
-            if req.evaluator_kind == "runtime":
-                batch = int(_param(req.params, "benchmark_batch_size", 8))
-                length = LONGEST_REQUEST if _param(req.params, "benchmark", True) else int(
-                    _param(req.params, "prompt_tokens", 256)) + int(_param(req.params, "decode_tokens", 32))
-                if _param(req.params, "paired", False):
-                    terms["base model"] = weights
-            elif req.evaluator_kind == "intrinsic":
-                batch = int(_param(req.params, "batch_size", 4))
-                length = int(_param(req.params, "window", _param(req.params, "max_length", 1024)))
-            else:
-                batch = int(_param(req.params, "batch_size", 8))
-                length = int(_param(req.params, "max_length", LONGEST_REQUEST))
-            longest = min(length, shapes.max_positions)
-            size = req.forward_size
-            # An evaluator that packs requests says how many tokens a pass holds; the
-            # longest request, run alone, may still hold more.
-            tokens = batch * longest if size is None else max(size.tokens, longest)
-            if size is None or size.logit_elements is None:
-                terms["logits"] = tokens * shapes.vocab * (b + 4)
-            else:  # a bounded chunk: the head's output, a float32 copy and its log-softmax
-                terms["logits"] = min(tokens * shapes.vocab, size.logit_elements) * (b + 8)
-            terms["KV cache"] = shapes.kv_cache_bytes(tokens, b)
-            terms["layer forward"] = shapes.layer_forward_bytes(tokens, b)
+        terms = {"weights": weights, **req.declared.device}
+        # while pruning, the base is the parent; after, the pruned parent waits on the host beside it
+        host = (held if req.kind == "prune" else held + weights) + req.declared.host
         out.append(StageMemory(f"{req.kind} {req.plugin}", sum(terms.values()), host, terms))
     return ModelMemory(name, shapes.params, dtype, tuple(out))
 

@@ -38,11 +38,12 @@ def _freeze(obj: Any) -> Any:
     return obj
 
 
-def _thaw(obj: Any) -> Any:
+def thaw(obj: Any) -> Any:
+    """A frozen value (read-only mappings, tuples) as plain dicts and lists, for a plugin's ``Params``."""
     if isinstance(obj, MappingProxyType | dict):
-        return {k: _thaw(v) for k, v in obj.items()}
+        return {k: thaw(v) for k, v in obj.items()}
     if isinstance(obj, tuple):
-        return [_thaw(v) for v in obj]
+        return [thaw(v) for v in obj]
     return obj
 
 
@@ -81,7 +82,7 @@ class Cell:
     inputs: Any = field(default_factory=lambda: MappingProxyType({}))  # the hashed content
 
     def params_dict(self) -> dict[str, Any]:
-        return _thaw(self.params)
+        return thaw(self.params)
 
     def label(self) -> str:
         what = {"base": "load", "prune": "prune", "rft": "rft", "eval": f"eval {self.evaluator}"}[self.kind]
@@ -190,7 +191,7 @@ def selects(entry: Any, variant: Variant, study_seed: int) -> bool:
     return entry.sizes is None or variant.size in entry.sizes
 
 
-def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
+def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 (split pending: the plan's owner is changing it)
     """Resolve the spec into cells. Raises ``SpecError`` for a method asked to prune an
     architecture it cannot (unless ``execution.on_unsupported = "skip"``)."""
     spec, registry = resolved.spec, ctx.registry
@@ -324,32 +325,32 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
 
 def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], skipped: list[Skipped]) -> dict[str, Any]:
     """Each model's memory estimate per stage (:mod:`lawlab.run.memory`), where its config is known."""
-    from lawlab.run.memory import Shapes, StageRequest, compute_dtype, estimate_model
+    from lawlab.run.memory import DTYPE_BYTES, Shapes, StageRequest, compute_dtype, estimate_model
 
     spec = resolved.spec
     ex = spec.execution
     on_gpu = ex.device.startswith("cuda") or (ex.device == "auto" and _gpu_known(ex))
     dtype = compute_dtype(ex.dtype, on_gpu)
+    b = DTYPE_BYTES[dtype]
     out = {}
     for m in spec.models:
         shapes = Shapes.from_config(configs[m.name]) if configs.get(m.name) else None
         if shapes is None:
             continue
         not_here = {s.method for s in skipped if s.model == m.name}
+        # each plugin declares its own terms from its own params
         stages = [
-            StageRequest("prune", meth.method, resolved.params[f"methods[{j}].params"],
-                         calibration=registry.get("pruners", meth.method).calibration)
+            StageRequest("prune", meth.method, registry.get("pruners", meth.method).memory(
+                resolved.params[f"methods[{j}].params"], shapes, b))
             for j, meth in enumerate(spec.methods)
             if applies(meth, m.name) and meth.key not in not_here and any(r > 0 for r in meth.ratios)
         ]
-        stages += [StageRequest("rft", r.recipe, resolved.params[f"rft[{i}].params"])
+        stages += [StageRequest("rft", r.recipe, registry.get("rft_recipes", r.recipe).memory(
+                       resolved.params[f"rft[{i}].params"], shapes, b))
                    for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes) and applies(r, m.name)]
-        for i, e in enumerate(spec.evaluators):
-            if not applies(e, m.name):
-                continue
-            evaluator, params = registry.get("evaluators", e.evaluator), resolved.params[f"evaluators[{i}].params"]
-            stages.append(StageRequest("eval", e.evaluator, params, evaluator_kind=evaluator.kind,
-                                       forward_size=evaluator.forward_size(params)))
+        stages += [StageRequest("eval", e.evaluator, registry.get("evaluators", e.evaluator).memory(
+                       resolved.params[f"evaluators[{i}].params"], shapes, b))
+                   for i, e in enumerate(spec.evaluators) if applies(e, m.name)]
         out[m.name] = estimate_model(m.name, shapes, dtype, stages)
     return out
 

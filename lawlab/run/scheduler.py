@@ -35,7 +35,7 @@ from lawlab import environment
 from lawlab.api import LoadedModel, Measurement, RunContext
 from lawlab.files import write_json
 from lawlab.models.loading import HOST, Residency, to_host
-from lawlab.run.plan import Cell, Plan, stage_order
+from lawlab.run.plan import Cell, Plan, stage_order, thaw
 from lawlab.run.progress import StudyProgress
 from lawlab.run.store import Store
 
@@ -103,7 +103,7 @@ class CellWorker:
     def provenance(self, cell: Cell, plugin_kind: str) -> dict[str, Any]:
         return {
             "spec_hash": self.plan.spec_hash,
-            "cell": _thaw(cell.inputs),
+            "cell": thaw(cell.inputs),
             "plugin": self.registry.version_of(plugin_kind, cell.plugin),  # type: ignore[arg-type]
             "libraries": environment.library_versions(),
             "seed": self.seed_of(cell),
@@ -154,7 +154,7 @@ class CellWorker:
         assert cell.dataset is not None
         ds_plugin, ds_params = cell.dataset
         dataset = self.registry.get("datasets", ds_plugin)
-        data = dataset.load(dataset.Params.model_validate(_thaw(ds_params)), "train", ctx)
+        data = dataset.load(dataset.Params.model_validate(thaw(ds_params)), "train", ctx)
         data = replace(data, name=cell.variant.rft_dataset)  # as the spec names it ([datasets.alpaca6])
         model = self.residency.working_copy(parent)
         params = recipe.Params.model_validate(cell.params_dict())
@@ -183,12 +183,6 @@ class CellWorker:
         return CellOutcome(None, list(measurements), None, self.provenance(cell, "evaluators"))
 
 
-def _thaw(obj: Any) -> Any:
-    from lawlab.run.plan import _thaw as thaw
-
-    return thaw(obj)
-
-
 def plan_registry(plan: Plan) -> Any:
     from lawlab.registry import get_registry
 
@@ -208,13 +202,10 @@ def release(*models: LoadedModel | None) -> None:
     """Give memory back between stages (the GPU's caching allocator keeps it otherwise)."""
     del models
     gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -594,14 +585,12 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
         fits_path = write_fits(plan, output, console)
     report_path = None
     if report:
-        with contextlib.suppress(ImportError):
-            from lawlab.report.tables import write_report
+        # A report that cannot be written is an error with its cause, never a missing file.
+        from lawlab.report.tables import print_summary, write_report
 
-            report_path = write_report(output, registry=plan_registry(plan), console=None if quiet else console)
-            if not quiet:
-                from lawlab.report.tables import print_summary
-
-                print_summary(output, console)
+        report_path = write_report(output, registry=plan_registry(plan), console=None if quiet else console)
+        if not quiet:
+            print_summary(output, console)
     if summary.failed or summary.blocked or summary.failed_before:
         t = Table(title="Failed cells", title_justify="left", header_style="bold red")
         t.add_column("cell")
@@ -624,12 +613,9 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
     )
 
 
-def write_fits(plan: Plan, output: Path, console: Any) -> Path | None:
+def write_fits(plan: Plan, output: Path, console: Any) -> Path:
     """Fit the spec's laws to what is stored and write fits.json (and show the main ones)."""
-    try:
-        from lawlab.laws.fit import fit_study
-    except ImportError:
-        return None
+    from lawlab.laws.fit import fit_study
     from lawlab.run.store import load_table
 
     rows = load_table(output)
