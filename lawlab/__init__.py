@@ -39,7 +39,7 @@ _HOMES = {
     "run_study": "lawlab.run.scheduler", "load_table": "lawlab.run.store",
     "read_results_csv": "lawlab.laws.data", "law_form": "lawlab.laws.forms", "fit_law": "lawlab.laws.fit",
     "fit_study": "lawlab.laws.fit", "FitResult": "lawlab.laws.results",
-    "compare_forms": "lawlab.laws.compare", "study_findings": "lawlab.findings.questions",
+    "compare_forms": "lawlab.laws.compare", "study_findings": "lawlab.findings.stage",
     "write_report": "lawlab.report.tables",
 }
 

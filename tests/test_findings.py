@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from lawlab.cli.main import main
-from lawlab.findings.questions import Findings, curvature, findings, study_findings
+from lawlab.findings.answers import Findings
+from lawlab.findings.stage import findings, study_findings
+from lawlab.findings.stats import curvature
 from lawlab.testing import write_rows_csv
 
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from lawlab.findings.questions import findings
+from lawlab.findings.stage import findings
 from lawlab.findings.stats import above_chance, cluster_mean, questions_for
 from lawlab.laws.fit import cluster_of, fit_law
 from lawlab.laws.simulate import simulate

@@ -280,7 +280,7 @@ def _folds(cv: dict[str, Any]) -> str:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from lawlab.findings.questions import study_findings
+    from lawlab.findings.stage import study_findings
 
     result = study_findings(args.source)
     print(result.summary(), end="")

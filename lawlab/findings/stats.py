@@ -18,9 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 LEVEL = 0.95
 N_BOOT = 2000
+ALPHA = 0.05  # significance level of the curvature tests
 
 
 @dataclass(frozen=True)
@@ -110,17 +112,6 @@ def cluster_mean(
     return Interval(m, float(lo), float(hi), len(x), len(groups), how + f" ({n_boot} resamples)")
 
 
-def side(iv: Interval, expected: int) -> str:
-    """The verdict for an interval against a claimed sign (+1: above 0, −1: below)."""
-    if not iv.finite:
-        return "undetermined"
-    if (iv.low > 0 and expected > 0) or (iv.high < 0 and expected < 0):
-        return "consistent"
-    if (iv.high < 0 and expected > 0) or (iv.low > 0 and expected < 0):
-        return "inconsistent"
-    return "undetermined"
-
-
 def above_chance(acc: float, chance: float, *, n: int | None = None, stderr: float | None = None) -> float:
     """One-sided p value that an accuracy measured on ``n`` questions (or with ``stderr``)
     is above its chance level, by the binomial's normal approximation at chance."""
@@ -146,3 +137,63 @@ def detectable(se: float, power: float = 0.8) -> float:
     from scipy import stats
 
     return float((stats.norm.ppf(1 - (1 - LEVEL) / 2) + stats.norm.ppf(power)) * se)
+
+
+def bootstrap_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
+                   clusters: Sequence[str] | None = None, models: Sequence[str] | None = None,
+                   l0_rel_se: dict[str, float] | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): BCa over values, or, given their clusters, a bootstrap over clusters
+    (with each model's L0 drawn from its error when ``l0_rel_se`` is given); see lawlab.findings.stats."""
+    if clusters is None:
+        iv = bca_mean(values, seed, n_boot)
+    else:
+        iv = cluster_mean(values, clusters, models=models, l0_rel_se=l0_rel_se, seed=seed, n_boot=n_boot)
+    return iv.value, iv.low, iv.high
+
+
+def side(low: float, high: float, expected: int) -> str:
+    """The verdict for an interval against a claimed sign (+1: above 0, −1: below)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "undetermined"
+    if (low > 0 and expected > 0) or (high < 0 and expected < 0):
+        return "consistent"
+    if (high < 0 and expected > 0) or (low > 0 and expected < 0):
+        return "inconsistent"
+    return "undetermined"
+
+
+def curvature(r: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """Quadratic against linear least squares of y on r: the r² coefficient with its t test,
+    R² of both fits, and the AIC of each (n log(RSS/n) + 2k)."""
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(r, float), np.asarray(y, float)
+    n = len(x)
+    out: dict[str, Any] = {"n": n}
+    tss = float(np.sum((y - y.mean()) ** 2)) or 1e-300
+    for name, cols in (("linear", [np.ones(n), x]), ("quadratic", [np.ones(n), x, x**2])):
+        X = np.column_stack(cols)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        rss = float(np.sum((y - X @ coef) ** 2))
+        out[f"r2_{name}"] = 1 - rss / tss
+        out[f"aic_{name}"] = n * math.log(max(rss, 1e-300) / n) + 2 * X.shape[1]
+        if name == "linear":
+            # the slope's t test (scipy's linregress), to tell a fall from a wobble
+            dof = n - 2
+            se = float(math.sqrt(max((rss / dof) * np.linalg.inv(X.T @ X)[1, 1], 0.0)))
+            t = coef[1] / se if se > 0 else math.copysign(math.inf, coef[1])
+            out["slope"], out["slope_se"] = float(coef[1]), se
+            out["slope_p"] = float(2 * stats.t.sf(abs(t), dof)) if math.isfinite(t) else 0.0
+        else:
+            dof = n - 3
+            s2 = rss / dof
+            cov = s2 * np.linalg.inv(X.T @ X)
+            se = float(math.sqrt(max(cov[2, 2], 0.0)))
+            out["quadratic_term"] = float(coef[2])
+            out["quadratic_se"] = se
+            t = coef[2] / se if se > 0 else math.copysign(math.inf, coef[2])
+            out["quadratic_p"] = float(2 * stats.t.sf(abs(t), dof)) if math.isfinite(t) else 0.0
+    c, p = out["quadratic_term"], out["quadratic_p"]
+    out["shape"] = "convex" if c > 0 and p < ALPHA else "concave" if c < 0 and p < ALPHA else "linear"
+    return out

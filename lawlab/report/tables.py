@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lawlab.files import slug, write_bytes
-from lawlab.findings.questions import COMPARED_FORMS, TITLES, Findings, findings
+from lawlab.findings.answers import COMPARED_FORMS, TITLES, Findings
+from lawlab.findings.stage import findings
 from lawlab.report.figures import GREEK, Drawing, fits_for, preferred
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,0 +1,80 @@
+"""The laws: eq. 1 with feasible signs that beats "no change" held out, and the runtime law."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lawlab.findings.answers import COMPARED_FORMS, Answer, Part
+
+
+def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+    from lawlab.laws.compare import compare_forms
+    from lawlab.laws.data import law_rows
+
+    parts, ev = [], {}
+    for kind, main in (("intrinsic", "compression-law"), ("extrinsic", "compression-law"), ("runtime", "runtime-law")):
+        selected = [r for r in law_rows(rows, kind) if r["value"] is not None and r["L0"] is not None]
+        name = f"{main} on {kind}: feasible signs"
+        if not selected:
+            parts.append(Part(name, "undetermined", f"no {kind} results", reason=f"no {kind} results"))
+            continue
+        n_models = len({r["model"] for r in selected})
+        rank = "leave-one-model-out" if n_models >= 2 else "leave-one-ratio-out"
+        table = compare_forms(selected, COMPARED_FORMS[kind], metric_kind=kind, rank_by=rank, seed=seed)
+        ranking = []
+        for row in table.rows:
+            f = row.fit
+            ranking.append({"form": row.form, "loo_rmse": row.cv.get(rank, {}).get("rmse"),
+                            "r2_adj_centred": row.r2_centred_adj, "feasible": not f.feasibility,
+                            "skipped": f.skipped, "theta": f.theta if not f.skipped else None})
+        fitted = [x for x in ranking if not x["skipped"]]
+        ev[kind] = {"ranked_by": rank, "forms": ranking, "best": fitted[0]["form"] if fitted else None}
+        mine = next((x for x in ranking if x["form"] == main), None)
+        if mine is None or mine["skipped"]:
+            reason = mine["skipped"] if mine else f"{main} is not registered"
+            parts.append(Part(name, "undetermined", f"{main} could not be fitted", reason=reason))
+            continue
+        fit = next(r.fit for r in table.rows if r.form == main)
+        verdict, reason, quality = _law_verdict(fit, mine["feasible"])
+        coefs = ", ".join(f"{p.name} = {p.value:.3g} [{p.ci[0]:.3g}, {p.ci[1]:.3g}]" if p.ci else
+                          f"{p.name} = {p.value:.3g}" for p in fit.params)
+        best = fitted[0]
+        summary = f"{quality}; {coefs}; best form by {rank} RMSE: {best['form']} ({_g(best['loo_rmse'])}" + (
+            ")" if best["form"] == main else f"; {main} {_g(mine['loo_rmse'])})")
+        parts.append(Part(name, verdict, summary, {"theta": mine["theta"], "r2_centred_adj": fit.r2_centred_adj,
+                                                   "r2_beyond_L0": fit.r2_beyond_L0, "heldout": fit.heldout,
+                                                   "interval": fit.cov_type}, reason))
+    return Answer.of("laws", parts, ci="coefficients by OLS with cluster-robust (CR1, t on G − 1 df) 95% intervals; "
+                                       "held-out errors leave one model out (one ratio with one model)", **ev)
+
+
+def _law_verdict(fit: Any, feasible: bool) -> tuple[str, str, str]:
+    """Eq. 1 is consistent with the data only when its signs are feasible *and* it predicts
+    held-out results better than "no change" (L = L0). A sign is inconsistent only when its
+    interval excludes the feasible side; a law that does not beat the null is undetermined
+    (the data show no effect of r and D for it to describe)."""
+    h = fit.heldout or {}
+    quality = (f"centred adj. R² {_g3(fit.r2_centred_adj)}, R² beyond L0 {_g3(fit.r2_beyond_L0)}; held-out "
+               f"({h.get('scheme', 'none')}) log RMSE {_g3(h.get('rmse_log'))} vs {_g3(h.get('null_rmse_log'))} "
+               f"for L = L0")
+    if not feasible:
+        sure = [p.name for p in fit.params if p.name in {"beta", "gamma"} and p.ci
+                and any(p.name in v for v in fit.feasibility) and (p.ci[0] > 0 or p.ci[1] < 0)]
+        if sure:
+            return "inconsistent", "; ".join(fit.feasibility), quality
+        return "undetermined", "infeasible signs whose intervals include 0: " + "; ".join(fit.feasibility), quality
+    if h.get("rmse_log") is None:
+        return "undetermined", "no held-out error (too few models or ratios to hold one out)", quality
+    if not h.get("beats_null"):
+        return ("undetermined", f"feasible signs, but held out it predicts worse than no change (log RMSE "
+                f"{h['rmse_log']:.3g} vs {h['null_rmse_log']:.3g}): nothing beyond L0 is described", quality)
+    return "consistent", "", quality
+
+
+def _g3(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _g(v: float | None) -> str:
+    return "no held-out error: too few rows per fold" if v is None else f"{v:.4g}"

@@ -1,0 +1,62 @@
+"""The findings stage: the paper's research questions answered, with numbers, for one study.
+
+``study_findings(RUN_OR_CSV)`` reads a study's results (its output folder, or a results
+CSV in ``lawlab export``'s format) and returns :class:`Findings`: one :class:`Answer` per
+question (``rq1`` … ``rq5``) and one for the laws. Each answer states the paper's claim,
+the numbers it rests on, and a verdict against the claim: ``consistent``,
+``inconsistent`` or ``undetermined`` (with the reason: one model only, no RFT cells...).
+
+An answer is made of parts, each a sub-claim with its own verdict; the answer is
+consistent when every part that the data can decide is, inconsistent when one of them is
+not (the reason says which), and undetermined when no part can be decided.
+
+Intervals are 95% percentile bootstrap intervals over *cells* (one cell = one compressed
+variant: model, method, r, RFT data and D), or t intervals of fitted coefficients; every
+answer says which in ``ci``. The core knows no method: "calibration-based" is what the
+pruner plugin declares (``Pruner.calibration``), recorded in the results' ``calibration``
+column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lawlab.findings.answers import Answer, Findings
+from lawlab.findings.laws import laws
+from lawlab.findings.rows import chance_rule, clean_row, read_rows
+from lawlab.findings.rq1_shape import rq1
+from lawlab.findings.rq2_speed import rq2
+from lawlab.findings.rq3_recovery import rq3
+from lawlab.findings.rq4_budget import rq4
+from lawlab.findings.rq5_calibration import rq5
+from lawlab.findings.stats import ALPHA
+
+# --------------------------------------------------------------------------- the stage
+
+STEPS: dict[str, Callable[..., Answer]] = {"rq1": rq1, "rq2": rq2, "rq3": rq3, "rq4": rq4, "rq5": rq5, "laws": laws}
+
+
+def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0) -> Findings:
+    """Answer every question from tidy result rows (``load_table`` or a results CSV)."""
+    import warnings
+
+    clean, chance = chance_rule([clean_row(r) for r in rows])
+    notes = []
+    if chance["left_out"]:
+        notes.append("left out as not above chance on the unpruned model (one-sided binomial test, p ≥ "
+                     f"{ALPHA}): " + ", ".join(chance["left_out"]))
+    if not any(r["method"] for r in clean):
+        notes.append("no compressed variant in the results: every question is undetermined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
+        answers = {key: step(clean, seed) for key, step in STEPS.items()}
+    result = Findings(source, answers, notes)
+    result.chance = chance
+    return result
+
+
+def study_findings(source: str | Path, *, seed: int = 0) -> Findings:
+    """The findings of a study folder or a results CSV."""
+    return findings(read_rows(source), source=str(source), seed=seed)
