@@ -219,3 +219,23 @@ params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
     costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
     assert {c.variant.seed for c in costly if c.variant.method} == {2}
     assert any(not c.variant.method for c in costly)  # the unpruned model: every variant's L0
+
+
+def test_an_evaluator_can_take_some_methods_and_unknown_labels_fail(tiny_spec):
+    from lawlab.spec.models import SpecError
+
+    def edit(label):
+        def apply(t):
+            return t + f'''
+[[evaluators]]
+evaluator = "cross-entropy"
+label = "costly"
+methods = ["{label}"]
+params = {{ datasets = ["tiny-corpus"], window = 16, batch_size = 8 }}
+'''
+        return apply
+
+    plan = plan_of(tiny_spec(edit("random-prunenet")))
+    assert {c.variant.method for c in plan if c.evaluator == "costly"} == {"", "random-prunenet"}
+    with pytest.raises(SpecError, match=r"evaluators\[1\]\.methods\[0\].*no method is labelled 'slicegpt'"):
+        plan_of(tiny_spec(edit("slicegpt")))

@@ -180,11 +180,13 @@ def applies(entry: Any, model: str) -> bool:
 
 
 def selects(entry: Any, variant: Variant, study_seed: int) -> bool:
-    """Does an evaluator entry's ``ratios`` / ``sizes`` / ``seeds`` filter take this variant?
+    """Does an evaluator entry's ``ratios`` / ``methods`` / ``sizes`` / ``seeds`` filter take this variant?
     The unpruned model always passes: it is every variant's L0."""
     if not variant.method:
         return entry.sizes is None or variant.size in entry.sizes
     if entry.ratios is not None and variant.ratio not in entry.ratios:
+        return False
+    if entry.methods is not None and variant.method not in entry.methods:
         return False
     if entry.seeds is not None and (study_seed if variant.seed is None else variant.seed) not in entry.seeds:
         return False

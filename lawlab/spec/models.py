@@ -141,6 +141,9 @@ class EvaluatorEntry(Strict):
     seeds: list[int] | None = Field(
         None, description="Only the variants pruned with these seeds (methods[].seeds; default: all)."
     )
+    methods: list[str] | None = Field(
+        None, description="Only the variants pruned by these methods (their labels; default: all)."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The evaluator's parameters.")
     after_rft: bool = Field(
         True,
@@ -596,6 +599,14 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:  # 
                     SpecIssue(f"{p}.models[{j}]", f"no model is named {name!r}", None, ", ".join(sorted(model_names)))
                 )
 
+    method_labels = {m.key for m in spec.methods}
+
+    def known_methods(entry: Any, p: str) -> None:
+        for j, name in enumerate(getattr(entry, "methods", None) or []):
+            if name not in method_labels:
+                c.issues.append(SpecIssue(f"{p}.methods[{j}]", f"no method is labelled {name!r}", None,
+                                          ", ".join(sorted(method_labels)) or "no method in the spec"))
+
     for i, meth in enumerate(spec.methods):
         p = f"methods[{i}]"
         pruner = c.plugin("pruners", meth.method, f"{p}.method")
@@ -619,6 +630,7 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:  # 
         p = f"evaluators[{i}]"
         ev = c.plugin("evaluators", e.evaluator, f"{p}.evaluator")
         known_models(e, p)
+        known_methods(e, p)
         if ev is not None and (parsed := c.parse_params(ev, e.params, f"{p}.params")) is not None:
             for ds in ev.datasets(parsed):
                 c.dataset(ds, "test", f"{p}.params")
