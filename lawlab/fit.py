@@ -142,30 +142,104 @@ def _parameter(p: LawParameter | str | tuple[Any, ...]) -> LawParameter:
 # --------------------------------------------------------------------------- the data
 
 NUMERIC = ("ratio", "ratio_effective", "D", "value", "L0")
+REQUIRED = ("model", "ratio", "D", "value", "L0")
 
 
-def read_results_csv(path: str | Path, *, kind: str | None = None) -> list[dict[str, Any]]:
+def read_results_csv(path: str | Path, *, kind: str | None = None,
+                     bad: list[str] | None = None) -> list[dict[str, Any]]:
     """Rows of a results CSV: the tidy export, or published numbers with only
-    ``model, ratio, D, value, L0`` (``kind`` then comes from the argument)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    ``model, ratio, D, value, L0`` (``kind`` then comes from the argument).
+
+    Every row a law would use is checked (:func:`row_problems`). A bad row raises
+    :class:`LawFitError` naming its line as an editor counts it (the header is line 1),
+    unless ``bad`` is a list: then each bad row is left out and described there."""
+    try:
+        return _read_csv(path, kind, bad)
+    except UnicodeDecodeError:
+        raise LawFitError(f"{path}: not a UTF-8 text file (save it as CSV UTF-8)") from None
+
+
+def _read_csv(path: str | Path, kind: str | None, bad: list[str] | None) -> list[dict[str, Any]]:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would join the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        missing = {"model", "ratio", "D", "value", "L0"} - set(reader.fieldnames or ())
+        if reader.fieldnames is None:
+            raise LawFitError(f"{path}: empty file; a results CSV needs a header line with at least "
+                              f"{', '.join(REQUIRED)}")
+        names = [n.strip() for n in reader.fieldnames]
+        missing = [c for c in REQUIRED if c not in names]
         if missing:
-            raise LawFitError(f"{path}: missing column(s) {', '.join(sorted(missing))}; a results CSV needs "
-                              "at least model, ratio, D, value, L0")
+            raise LawFitError(f"{path}: missing column(s) {', '.join(missing)}; a results CSV needs "
+                              f"at least {', '.join(REQUIRED)} (its header has: {', '.join(names) or 'nothing'})")
+        reader.fieldnames = names
         rows = []
         for raw in reader:
-            row: dict[str, Any] = dict(raw)
-            for key in NUMERIC:
-                text = (row.get(key) or "").strip()
-                row[key] = float(text) if text else None
+            row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
+            row["_line"] = reader.line_num
+            problems = _parse_row(row)
             row["law_input"] = str(row.get("law_input", "true")).strip().lower() not in ("false", "0", "no")
             row.setdefault("method", "")
             row.setdefault("family", row["model"])
             if kind and not row.get("kind"):
                 row["kind"] = kind
+            problems = problems or row_problems(row)
+            if problems:
+                text = f"{path}, {position(row)}: {'; '.join(problems)}"
+                if bad is None:
+                    raise LawFitError(text)
+                bad.append(text)
+                continue
             rows.append(row)
     return rows
+
+
+def _parse_row(row: dict[str, Any]) -> list[str]:
+    """The numeric columns as floats (blank: None); a text that is no number is a problem."""
+    problems = []
+    for key in NUMERIC:
+        text = (row.get(key) or "").strip()
+        try:
+            row[key] = float(text) if text else None
+        except ValueError:
+            problems.append(f"{key} = {text!r} is not a number")
+            row[key] = None
+    return problems
+
+
+def row_problems(row: dict[str, Any]) -> list[str]:
+    """Why a law cannot use this row (empty when it can): a number missing, NaN or
+    infinite, a value or L0 that is not > 0 (its logarithm is taken), r outside [0, 1),
+    D < 0. Rows no law reads (``law_input`` false, or the base row) are not checked."""
+    if not row.get("law_input", True) or is_base(row):
+        return []
+    problems = []
+    for key, need, ok in (("ratio", "in [0, 1)", lambda v: 0 <= v < 1),
+                          ("D", ">= 0", lambda v: v >= 0),
+                          ("value", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
+                          ("L0", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
+                          ("ratio_effective", "in [0, 1)", lambda v: 0 <= v < 1)):
+        value = row.get(key)
+        if value is None or value == "":
+            if key != "ratio_effective":  # optional: the nominal ratio stands in
+                problems.append(f"{key} is blank")
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{key} = {value!r} is not a number")
+            continue
+        if not math.isfinite(number):
+            problems.append(f"{key} = {number} (a finite number is needed)")
+        elif not ok(number):
+            problems.append(f"{key} = {number:g} must be {need}")
+    return problems
+
+
+def position(row: dict[str, Any], i: int | None = None) -> str:
+    """Where a row is, as a person finds it: the CSV line, else its 1-based row number."""
+    where = _where(row)
+    at = f"line {row['_line']}" if row.get("_line") else (f"row {i + 1}" if i is not None else "")
+    return f"{at} ({where})" if at and where else (at or where)
 
 
 def is_base(row: dict[str, Any]) -> bool:
@@ -203,11 +277,11 @@ class LawData:
 def _number(row: dict[str, Any], key: str, i: int) -> float:
     value = row.get(key)
     if value is None or value == "":
-        raise LawFitError(f"row {i} ({_where(row)}): {key} is missing")
+        raise LawFitError(f"{position(row, i)}: {key} is missing")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise LawFitError(f"row {i} ({_where(row)}): {key} = {value!r} is not a number") from None
+        raise LawFitError(f"{position(row, i)}: {key} = {value!r} is not a number") from None
 
 
 def _where(row: dict[str, Any]) -> str:
@@ -256,13 +330,13 @@ def _check_values(d: LawData) -> None:
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
             i = int(bad[0])
-            raise LawFitError(f"{label} is NaN or infinite in {bad.size} row(s); first: row {i} "
-                              f"({_where(d.rows[i])}): {label} = {arr[i]}")
+            raise LawFitError(f"{label} is NaN or infinite in {bad.size} row(s); first: "
+                              f"{position(d.rows[i], i)}: {label} = {arr[i]}")
         bad = np.flatnonzero(~test(arr))
         if bad.size:
             i = int(bad[0])
-            raise LawFitError(f"{label} must be {need}; {bad.size} row(s) break this, first: row {i} "
-                              f"({_where(d.rows[i])}): {label} = {arr[i]:g}")
+            raise LawFitError(f"{label} must be {need}; {bad.size} row(s) break this, first: "
+                              f"{position(d.rows[i], i)}: {label} = {arr[i]:g}")
 
 
 # --------------------------------------------------------------------------- results
@@ -438,8 +512,8 @@ def _design(form: LawForm, d: LawData, opts: Any) -> Any:
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad.size:
         i = int(bad[0])
-        raise LawFitError(f"{form.name}: the log design is not finite in {bad.size} row(s); first: row {i} "
-                          f"({_where(d.rows[i])})")
+        raise LawFitError(f"{form.name}: the log design is not finite in {bad.size} row(s); first: "
+                          f"{position(d.rows[i], i)}")
     return X
 
 
