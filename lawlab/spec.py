@@ -289,6 +289,8 @@ HERE_KINDS = {
     "hub-dataset": "datasets that need the hub",
     "network-data": "data that needs the network",
     "device": "a device this machine lacks",
+    "pack": "offline packs not installed",
+    "memory": "models too large for this machine (no GPU)",
 }
 
 

@@ -266,9 +266,10 @@ class PackSource(ModelSource):
 
     def check(self, params: PackParams, ctx: CheckContext) -> None:
         pack = self._pack(params.pack, ctx.registry)
-        if not pack.installed():
-            raise CheckFailed(
-                f"the model pack {params.pack!r} is not installed; run: lawlab packs install {params.pack}", field="pack"
+        if not pack.installed():  # a property of this machine, like a hub model offline
+            raise CannotRunHere(
+                f"the model pack {params.pack!r} is not installed here", kind="pack", item=params.pack,
+                fix=f"lawlab packs install {params.pack}", field="pack",
             )
         require_adapter(pack.model_type, ctx, "pack")
 

@@ -45,7 +45,7 @@ def test_r_crit_ranges_are_enforced():
     with pytest.raises(CriticalRangeError, match=r"wrong side for accuracy: no r reaches it.* in \(0, 1\)") as exc:
         r_crit(BETA, 1.2)
     assert exc.value.outcome == "unreachable"
-    with pytest.raises(CriticalRangeError, match="wrong side for a loss: no r reaches it.* > 1") as exc:
+    with pytest.raises(CriticalRangeError, match=r"wrong side for a loss: no r reaches it.* > 1") as exc:
         r_crit(1.72, 0.8, "loss")
     assert exc.value.outcome == "unreachable"
     with pytest.raises(CriticalRangeError, match=r"beta = 1.18 breaks the accuracy feasibility condition") as exc:

@@ -275,8 +275,10 @@ def test_pack_not_installed_says_how_to_install(tmp_path):
     reg = Registry()
     reg.add("packs", Uninstalled(), PluginInfo("test", "test", None, None, False))
     source = PackSource()
-    with pytest.raises(CheckFailed, match="lawlab packs install ghost-model"):
+    # a property of this machine (validate lists it and exits 0), with the command that installs it
+    with pytest.raises(CannotRunHere, match="'ghost-model' is not installed") as err:
         source.check(source.Params(pack="ghost-model"), check_ctx(tmp_path, reg))
+    assert err.value.kind == "pack" and err.value.fix == "lawlab packs install ghost-model"
 
 
 def installed_pack(registry, name: str):
