@@ -83,8 +83,21 @@ def keep_numbers_whole(table: Table) -> Table:
             column.min_width = max(len(c) for c in cells)
         else:  # text with numbers in it ("beta -1.188 ± 0.012") wraps between them
             numbers = [len(w) for c in cells for w in c.split() if _NUMBER.match(w)]
-            column.min_width = max(numbers, default=None)
+            column.min_width = max([*numbers, column.min_width or 0]) or None  # a caller's minimum stands
     return table
+
+
+def narrowest_width(table: Table) -> int:
+    """The least width at which ``table`` shows every cell with no word cut: each column
+    as wide as its longest word (header included), plus padding and borders."""
+    from rich.text import Text
+
+    total = 1  # the left border
+    for column in table.columns:
+        words = [w for c in [column.header, *column.cells]
+                 for w in (Text.from_markup(c).plain if isinstance(c, str) else _plain(c)).split()]
+        total += max(column.min_width or 0, max((len(w) for w in words), default=1)) + 3  # padding, border
+    return total
 
 
 # --------------------------------------------------------------------------- the run's log

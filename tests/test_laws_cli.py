@@ -178,3 +178,16 @@ def test_compare_without_kind_compares_each_kind_and_ranks_one_model_by_ratio(tm
     assert {r["form"] for r in runtime["rows"]} <= {"runtime-law", "ablation-r"}
     errors = [r["cv"]["leave-one-ratio-out"]["rmse"] for r in extrinsic["rows"] if not r["skipped"]]
     assert errors == sorted(errors) and extrinsic["rank_by"] == "leave-one-ratio-out"
+
+
+def test_findings_lines_wrap_to_the_terminal(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["findings", str(results_csv)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("    ") for line in lines)  # a folded line continues indented
+    monkeypatch.setenv("COLUMNS", "2000")
+    assert main(["findings", str(results_csv)]) == 0
+    wide = capsys.readouterr().out
+    assert " ".join(wide.split()) == " ".join(out.split())  # the same words, only folded
