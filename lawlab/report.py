@@ -658,7 +658,10 @@ th{background:#eef3f8}tr:nth-child(even) td{background:#fafafa}td:first-child{wh
 figure{margin:1.2em 0;page-break-inside:avoid}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.88em;color:#333}.formula{font-family:"STIX Two Math","Cambria Math",serif;white-space:nowrap}
 pre{background:#f6f8fa;padding:.7em;overflow-x:auto;font-size:.8em}details{margin:.4em 0}
-@media print{nav{display:none}body{max-width:none}}
+td.formula{white-space:normal}td.long{word-break:break-all;min-width:12em}.wide table{font-size:.78em}
+.scroll{box-shadow:inset -10px 0 8px -8px rgba(0,0,0,.25)}
+@media print{nav{display:none}body{max-width:none;margin:0}.scroll{overflow:visible;box-shadow:none}
+table{width:100%;table-layout:fixed;font-size:.72em}td,th{overflow-wrap:anywhere}td:first-child{white-space:normal}}
 """
 
 
@@ -702,13 +705,20 @@ def _html_block(kind: str, value: Any, pngs: dict[str, bytes]) -> str:
     rows = []
     for row in t.cells:
         tds = "".join(f'<td class="formula">{formula_html(c)}</td>' if i in t.formula_columns
+                      else f'<td class="long">{html.escape(c)}</td>' if _unbreakable(c)
                       else f"<td>{html.escape(c)}</td>" for i, c in enumerate(row))
         rows.append(f"<tr>{tds}</tr>")
     body = "".join(rows) or f'<tr><td colspan="{len(t.header)}">nothing recorded yet</td></tr>'
-    return (f'<h3 id="table-{t.name}">{html.escape(t.title)}</h3><div class="scroll"><table>'
+    scroll = "scroll wide" if len(t.header) >= 10 else "scroll"  # many columns: smaller type before scrolling
+    return (f'<h3 id="table-{t.name}">{html.escape(t.title)}</h3><div class="{scroll}"><table>'
             f"<thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in t.header)}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>"
             f'<p class="caption">{html.escape(t.caption)} CSV: tables/{t.name}.csv.</p>')
+
+
+def _unbreakable(cell: str) -> bool:
+    """A cell with a word too long to sit in a column (a checksum, a path): it may break anywhere."""
+    return any(len(word) > 32 for word in cell.split())
 
 
 def render_markdown(study: StudyData, sections: list[Section]) -> str:

