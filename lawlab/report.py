@@ -784,7 +784,9 @@ def save_figures(drawings: list[Drawing], folder: Path) -> dict[str, bytes]:
             continue
         for ext in ("png", "svg"):
             buf = io.BytesIO()
-            d.figure.savefig(buf, format=ext, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+            # tight: the image grows to hold every label and the legend below the panels, none clipped
+            d.figure.savefig(buf, format=ext, dpi=150, metadata={"Date": None} if ext == "svg" else None,
+                             bbox_inches="tight", pad_inches=0.08)
             write_bytes(folder / f"{d.name}.{ext}", buf.getvalue())
             if ext == "png":
                 pngs[d.name] = buf.getvalue()

@@ -384,3 +384,47 @@ def test_wide_tables_fit_the_page_on_screen_and_on_paper(report: Path, tmp_path:
     assert not over, over
     # narrower than that, a wide table scrolls inside its box, and the box shows it (a shadow)
     assert "box-shadow:inset" in report.read_text()
+
+
+def test_every_figure_holds_its_legend_and_labels(report: Path) -> None:
+    """Nothing drawn touches a saved PNG's edge: legends and axis labels are inside it."""
+    import numpy as np
+    from PIL import Image
+
+    pngs = sorted((report.parent / "figures").glob("*.png"))
+    assert len(pngs) == len(FIGURES)
+    for png in pngs:
+        a = np.asarray(Image.open(png).convert("L"))
+        edge = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
+        assert edge.min() == 255, png.name
+
+
+def test_a_model_has_one_colour_in_every_figure_and_axes_say_what_is_plotted(report: Path) -> None:
+    import dataclasses
+
+    from matplotlib.colors import to_hex
+
+    from lawlab.figures import colour, figure_law, figure_runtime
+    from lawlab.report import gather
+
+    study = gather(report.parent.parent)
+
+    def colours(drawing) -> dict[str, str]:
+        out = {}
+        for ax in drawing.figure.axes:
+            for line in ax.get_lines():
+                model = next((m for m in study.models if line.get_label().startswith(m)), None)
+                if model:
+                    out.setdefault(model, set()).add(to_hex(line.get_color()))
+        return out
+
+    expected = {m: {colour(i).lower()} for i, m in enumerate(study.models)}
+    for drawing in (figure_law(study, "compression-law:extrinsic"), figure_law(study, "compression-law:intrinsic"),
+                    figure_runtime(study)):
+        assert colours(drawing) == expected, drawing.name
+    # runtime in seconds says seconds; a paired time ratio says it is one
+    assert figure_law(study, "runtime-law:runtime").figure.axes[0].get_ylabel() == "runtime (s)"
+    paired = dataclasses.replace(study, rows=[{**r, "metric": "relative_time"} if r["kind"] == "runtime" else r
+                                              for r in study.rows])
+    for drawing in (figure_law(paired, "runtime-law:runtime"), figure_runtime(paired)):
+        assert drawing.figure.axes[0].get_ylabel() == "time relative to the unpruned model (×)"
