@@ -370,9 +370,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         print(spec_reference(_registry(args)), end="")
         return EXIT_OK
-    from lawlab.spec import json_schema
+    from lawlab.reference import editor_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(editor_schema(_registry(args)), indent=2))
     return EXIT_OK
 
 

@@ -137,7 +137,11 @@ class LawEntry(Strict):
     metric: Literal["intrinsic", "extrinsic", "runtime"] = Field(
         description="Which measurements the law describes."
     )
-    group_by: list[GroupBy] = Field(default_factory=lambda: ["pooled"])
+    group_by: list[GroupBy] = Field(
+        default_factory=lambda: ["pooled"],
+        description="Groupings to fit, each a separate set of fits: pooled (one fit of all rows), or one fit per "
+        "model, method, calibration (free or based) or test dataset.",
+    )
     fit: Literal["ols", "nls", "both"] = Field(
         "ols", description="ols: least squares in log space (the paper's way, log-linear forms only); nls: lmfit."
     )
