@@ -112,9 +112,7 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     if src.is_dir():
         from lawlab.store import load_table
 
-        if not (src / "store.db").exists():
-            _fail(f"{src}: not a study folder (no store.db); give a study's output folder or a results CSV")
-        rows = []
+        rows = []  # load_table says when the folder is not a study's
         for i, row in enumerate(load_table(src)):
             problems = row_problems(row)
             if problems:
@@ -424,12 +422,13 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
                   f"{'≥' if args.metric == 'accuracy' else '≤'} {2**beta:.3f})")
     sigmas = args.sigma or default_sigmas(beta, args.metric)
     rs = _ratios(args)
-    t = Table(title="critical compression ratio and least RFT size (Theorem 3.1, Corollary 3.2)", title_justify="left")
+    t = Table(title="critical compression ratio and least RFT size D at each r (Theorem 3.1, Corollary 3.2)",
+              title_justify="left")
     t.add_column("σ", justify="right")
     t.add_column("r_crit", justify="right")
     if args.gamma is not None:
         for r in rs:
-            t.add_column(f"least D at r={r:g}", justify="right")
+            t.add_column(f"D at r={r:g}", justify="right")
     results = []
     for s in sigmas:
         entry: dict[str, Any] = {"sigma": s}
@@ -454,7 +453,7 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
                     entry.setdefault("reason", str(exc))
         t.add_row(*row)
         results.append(entry)
-    console.print(t)
+    _print_critical(console, t)
     for e in results:
         if e["r_crit"] is not None:
             console.print(f"r_crit({e['sigma']:g}) = {e['sigma']:g}^(1/{beta:g}) − 1 ≈ {e['r_crit']:.3f}")
@@ -487,7 +486,19 @@ _OUTCOME_CELL = {
 
 
 def _d_text(d: float) -> str:
-    return "none (r ≥ r_crit)" if math.isinf(d) else f"{d:,.0f}"
+    return "none" if math.isinf(d) else f"{d:,.0f}"
+
+
+def _print_critical(console: Any, t: Any) -> None:
+    """A critical-ratio table with no word cut, and what "none" and "-" mean, once."""
+    from lawlab.terminal import words_whole
+
+    console.print(words_whole(t, console.width))
+    cells = {str(c) for col in t.columns[2:] for c in col.cells}
+    if any(c == "none" or c.startswith("none ") for c in cells):
+        console.print("none: r ≥ r_crit(σ), so no RFT size D reaches σ")
+    if "-" in cells:
+        console.print("-: no least D for this σ (see the note on σ)")
 
 
 def _fits_path(p: Path) -> Path:
@@ -539,12 +550,12 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
             continue
         console.print(f"[bold]{f.law or f.form}[/bold] · {group} · {f.method}: β = {beta:.3f}, "
                       f"2^β ≈ {2**beta:.3f} ({f.metric_kind}: {f.rule} thresholds)", highlight=False)
-        t = Table()
+        rs = _ratios(args) if "gamma" in f.theta else []
+        t = Table(title="critical ratio and least RFT size D at each r" if rs else None, title_justify="left")
         t.add_column("σ", justify="right")
         t.add_column(f"r_crit ({LEVEL:.0%} interval)", justify="right")
-        rs = _ratios(args) if "gamma" in f.theta else []
         for r in rs:
-            t.add_column(f"least D at r={r:g}", justify="right")
+            t.add_column(f"D at r={r:g}", justify="right")
         curve = r_crit_curve(f, sigmas)
         entries = []
         for point in curve:
@@ -566,7 +577,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
                 row.append(text)
             t.add_row(*row)
             entries.append({**point, "least_D": least})
-        console.print(t)
+        _print_critical(console, t)
         for reason in sorted({p["reason"] for p in curve if p["reason"] and p["outcome"] != "recoverable"}):
             console.print(f"note: {reason}", highlight=False)
         payload.append({"law": f.law, "form": f.form, "group": f.group, "method": f.method, "metric": f.rule,

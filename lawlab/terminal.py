@@ -100,6 +100,21 @@ def narrowest_width(table: Table) -> int:
     return total
 
 
+def words_whole(table: Table, width: int) -> Table:
+    """No word of a header or a cell is cut (each column at least its longest word), as
+    long as the table still fits ``width``; narrower than that, text may fold."""
+    from rich.text import Text
+
+    for column in table.columns:
+        words = [w for c in [column.header, *column.cells]
+                 for w in (Text.from_markup(c).plain if isinstance(c, str) else _plain(c)).split()]
+        column.min_width = max((len(w) for w in words), default=None)
+    if narrowest_width(table) > width:
+        for column in table.columns:
+            column.min_width = None
+    return table
+
+
 # --------------------------------------------------------------------------- the run's log
 
 

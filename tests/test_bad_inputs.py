@@ -120,7 +120,7 @@ def good_csv(tmp_path) -> Path:
     (["fit", "{csv}"], ["--kind"]),  # published numbers carry no kind
     (["fit", "{csv}", "--kind", "extrinsical"], ["--kind", "invalid choice"]),
     (["fit", "{dir}/missing.csv", "--kind", "extrinsic"], ["no such file"]),
-    (["fit", "{dir}", "--kind", "extrinsic"], ["not a study folder"]),
+    (["fit", "{dir}", "--kind", "extrinsic"], ["not a lawlab study output folder"]),
     (["critical", "--beta", "0.5", "--metric", "loss", "--sigma", "0.8"], ["σ = 0.8", "wrong side for a loss"]),
     (["critical", "--beta", "-1.18", "--sigma", "1.5"], ["σ = 1.5", "wrong side for accuracy"]),
     (["critical", "--beta", "-1.18", "--sigma", "-1"], ["--sigma -1", "> 0"]),

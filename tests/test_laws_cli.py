@@ -108,7 +108,6 @@ def test_fit_a_study_folder_uses_its_spec_laws(tmp_path, monkeypatch, capsys, wi
     monkeypatch.setattr(lawlab.store, "load_table", lambda output: rows)
     spec = {"laws": [{"form": "compression-law", "metric": "intrinsic", "group_by": ["model"], "label": "ce"}]}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    (tmp_path / "store.db").touch()  # a study folder; its rows come from the stand-in above
     assert main(["fit", str(tmp_path)]) == 0
     fits = json.loads((tmp_path / "fits.json").read_text())
     assert [(f["law"], f["group"]["value"]) for f in fits] == [("ce", "a"), ("ce", "b"), ("ce", "c")]
@@ -191,3 +190,14 @@ def test_findings_lines_wrap_to_the_terminal(results_csv, capsys, monkeypatch):
     assert main(["findings", str(results_csv)]) == 0
     wide = capsys.readouterr().out
     assert " ".join(wide.split()) == " ".join(out.split())  # the same words, only folded
+
+
+def test_critical_tables_fit_100_columns_with_every_header_whole(three_kinds, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "0.8", "--sigma", "2"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if line.startswith(("┃", "│", "┏", "└"))) <= 100
+    assert out.count("r_crit (95% interval)") == 2
+    for r in ("0.1", "0.3", "0.5", "0.7", "0.9"):
+        assert out.count(f"D at r={r} ") == 2
+    assert "none: no r reaches σ" in out and "none: r ≥ r_crit(σ)" in out
