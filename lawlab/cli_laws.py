@@ -207,9 +207,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     registry = _registry(args)
     _form_names(registry, args.law, "--law")
     rows = _rows(args)
-    kinds = [args.kind] if args.kind else sorted({r.get("kind") for r in rows} & set(KINDS))
-    if not kinds:
-        _fail("the rows carry no metric kind: pass --kind intrinsic|extrinsic|runtime")
+    kinds = _kinds(args, rows)
     laws = [] if args.law else _study_laws(args.source)
     if args.kind:
         laws = [law for law in laws if law.metric == args.kind]
@@ -224,7 +222,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         params=_options(args.option, form),
                     ))
         except ValidationError as exc:
-            _fail(_one_line(exc, "--option"))
+            _fail(_one_line(exc, "--law"))
     _form_names(registry, [law.form for law in laws], "the study's law")
     try:
         fits = fit_study(rows, laws, registry, seed=args.seed)
@@ -252,12 +250,38 @@ def _console_err(message: str) -> None:
 
 
 def _one_line(exc: Any, flag: str) -> str:
-    """A pydantic error as one line: where, what was given, what is allowed."""
+    """A pydantic error as one line: the flag, what was given, what is allowed. A law
+    entry's own field is its flag (bootstrap → --bootstrap); a form's option is --option."""
     parts = []
     for e in exc.errors():
-        loc = ".".join(str(x) for x in e.get("loc", ()))
-        parts.append(f"{loc}: {e.get('msg')} (given {e.get('input')!r})" if loc else str(e.get("msg")))
-    return f"{flag}: " + "; ".join(parts)
+        loc = [str(x) for x in e.get("loc", ())]
+        if loc and loc[0] == "params":
+            loc = loc[1:]
+        elif loc and flag == "--law" and loc[0] in _LAW_FLAGS:
+            parts.append(f"{_LAW_FLAGS[loc[0]]} {e.get('input')!r}: {e.get('msg')}")
+            continue
+        where = ".".join(loc)
+        parts.append(f"{flag} {where}={e.get('input')!r}: {e.get('msg')}" if where else f"{flag}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+# LawEntry fields that `lawlab fit` sets from a flag
+_LAW_FLAGS = {"bootstrap": "--bootstrap", "group_by": "--group-by", "fit": "--method", "space": "--space",
+              "ratio": "--ratio", "form": "--law", "metric": "--kind"}
+
+
+def _kinds(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    """The metric kinds to fit: --kind, else those the rows carry (one line if none)."""
+    if args.kind:
+        return [args.kind]
+    found = {str(r.get("kind") or "") for r in rows}
+    kinds = sorted(found & set(KINDS))
+    if not kinds:
+        other = sorted(found - {""})
+        said = f"the rows' kind column says {', '.join(map(repr, other))}" if other else "the rows carry no kind"
+        _fail(f"{args.source}: {said}, and a law needs intrinsic, extrinsic or runtime: pass --kind "
+              "intrinsic|extrinsic|runtime")
+    return kinds
 
 
 # --------------------------------------------------------------------------- compare
@@ -268,9 +292,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     given = [f.strip() for f in args.forms.split(",") if f.strip()]
     _form_names(registry, given, "--forms")
     rows = _rows(args)
-    kinds = [args.kind] if args.kind else sorted({r.get("kind") for r in rows} & set(KINDS))
-    if not kinds:
-        _fail("the rows carry no metric kind: pass --kind intrinsic|extrinsic|runtime")
+    kinds = _kinds(args, rows)
     for kind in kinds:  # forms are compared on one kind of metric at a time
         _compare_kind(args, registry, rows, kind, given or _default_forms(registry, kind), len(kinds) > 1)
     return 0
@@ -299,7 +321,6 @@ def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str,
 def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[str, Any]], kind: str,
                   forms: list[str], several: bool) -> None:
     from pydantic import ValidationError
-    from rich.table import Table
 
     from lawlab.fit import CV_SCHEMES, LawFitError, compare_forms, law_rows
 
@@ -315,35 +336,58 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
         _fail(str(exc))
     except ValidationError as exc:
         _fail(_one_line(exc, "--option"))
-    t = Table(title=f"law forms on {len(rows)} {kind} rows, ranked by {rank_by}{why}", title_justify="left")
-    for col in ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE",
-                "LORO RMSE", "feasible"):
-        t.add_column(col, justify="left" if col in ("form", "fit", "feasible") else "right")
+    cols = ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE", "LORO RMSE",
+            "feasible")
+    cells = []
     for i, r in enumerate(table.rows, 1):
         f = r.fit
         if f.skipped:
-            t.add_row(str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
-                      *[""] * 7)
+            cells.append([str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
+                          *[""] * 7])
             continue
         cv = [_num(r.cv[k].get("rmse"), ".4g") + _folds(r.cv[k]) for k in CV_SCHEMES]
-        t.add_row(str(i), r.form, r.method, str(r.n_params),
-                  _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
-                  _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
-                  *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility))
+        cells.append([str(i), r.form, r.method, str(r.n_params),
+                      _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
+                      _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
+                      *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility)])
+    from lawlab.terminal import narrowest_width, words_whole
+
     console = _console()
-    console.print(t)
+    title = f"law forms on {len(rows)} {kind} rows, ranked by {rank_by}{why}"
+    whole = _columns_table(title, cols, cells, cols)
+    if narrowest_width(words_whole(whole, console.width)) <= console.width:
+        console.print(whole)
+    else:  # a narrow terminal: goodness of fit, then the ranking criteria, each with the form's name
+        console.print(words_whole(_columns_table(title + ": fit", cols, cells, (
+            "#", "form", "k", "adj. R²", "adj. R² (centred)", "F", "feasible")), console.width))
+        console.print(words_whole(_columns_table(f"{kind}: selection criteria", cols, cells, (
+            "#", "form", "fit", "AIC", "BIC", "LOMO RMSE", "LORO RMSE")), console.width))
     for note in table.notes:
-        console.print(f"note: {note}")
+        console.print(_wrap(f"note: {note}", console.width), markup=False, highlight=False)
     for scheme in CV_SCHEMES:  # a scheme that cannot apply ("-" in every row) says why, once
         reasons = {r.cv[scheme].get("reason") for r in table.rows if scheme in r.cv}
         if len(reasons) == 1 and (reason := reasons.pop()):
             ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == rank_by else ""
-            console.print(f"note: no {scheme} RMSE ({reason}){ranked}")
+            console.print(_wrap(f"note: no {scheme} RMSE ({reason}){ranked}", console.width), markup=False,
+                          highlight=False)
     path = _out_path(args, f"compare-{kind}")
     if args.out and several:
         path = path.with_suffix(f".{kind}{path.suffix}")
     _write(path, table.to_dict())
     console.print(f"comparison: {path}")
+
+
+def _columns_table(title: str, cols: tuple[str, ...], cells: list[list[str]], keep: tuple[str, ...]) -> Any:
+    """A table of some of the columns ``cols`` names, over the same rows."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    idx = [cols.index(c) for c in keep]
+    for c in keep:
+        t.add_column(c, justify="left" if c in ("form", "fit", "feasible") else "right")
+    for row in cells:
+        t.add_row(*(row[i] for i in idx))
+    return t
 
 
 def _num(v: float | None, spec: str) -> str:
@@ -461,12 +505,12 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
             "results": results}
 
 
-def _wrap(text: str) -> str:
-    """Prose lines folded to the terminal's width, continuations indented under their line."""
-    import shutil
+def _wrap(text: str, width: int | None = None) -> str:
+    """Prose lines folded to the console's width (the terminal's; off a terminal as wide
+    as the text unless COLUMNS says), continuations indented under their line."""
     import textwrap
 
-    width = max(40, shutil.get_terminal_size().columns - 1)
+    width = max(40, (width or _console().width) - 1)
     out = []
     for line in text.splitlines():
         body = line.lstrip(" ")
@@ -579,7 +623,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
             entries.append({**point, "least_D": least})
         _print_critical(console, t)
         for reason in sorted({p["reason"] for p in curve if p["reason"] and p["outcome"] != "recoverable"}):
-            console.print(f"note: {reason}", highlight=False)
+            console.print(_wrap(f"note: {reason}", console.width), markup=False, highlight=False)
         payload.append({"law": f.law, "form": f.form, "group": f.group, "method": f.method, "metric": f.rule,
                         "metric_kind": f.metric_kind, "beta": beta, "two_to_beta": 2**beta,
                         "points": _jsonable(entries)})

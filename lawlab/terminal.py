@@ -92,11 +92,13 @@ def narrowest_width(table: Table) -> int:
     as wide as its longest word (header included), plus padding and borders."""
     from rich.text import Text
 
+    keep_numbers_whole(table)  # as printing will: a numeric column does not wrap, its header neither
     total = 1  # the left border
     for column in table.columns:
         words = [w for c in [column.header, *column.cells]
                  for w in (Text.from_markup(c).plain if isinstance(c, str) else _plain(c)).split()]
-        total += max(column.min_width or 0, max((len(w) for w in words), default=1)) + 3  # padding, border
+        header = len(_plain(column.header)) if column.no_wrap else 0
+        total += max(column.min_width or 0, header, max((len(w) for w in words), default=1)) + 3  # padding, border
     return total
 
 

@@ -107,6 +107,8 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads(tmp_path, capsys):
 def good_csv(tmp_path) -> Path:
     path = tmp_path / "good.csv"
     path.write_text("\n".join([HEADER, *good_lines()]) + "\n")
+    kinds = tmp_path / "kinds.csv"  # a misspelt kind in the kind column
+    kinds.write_text("\n".join([HEADER + ",kind", *(f"{line},extrinsc" for line in good_lines())]) + "\n")
     return path
 
 
@@ -118,6 +120,10 @@ def good_csv(tmp_path) -> Path:
     (["fit", "{csv}", "--kind", "extrinsic", "--option", "epsilon"], ["--option 'epsilon'", "KEY=VALUE"]),
     (["fit", "{csv}", "--kind", "extrinsic", "--option", "epsilon=abc"], ["--option", "epsilon"]),
     (["fit", "{csv}"], ["--kind"]),  # published numbers carry no kind
+    (["fit", "{dir}/kinds.csv"], ["kind column says 'extrinsc'", "--kind"]),
+    (["fit", "{csv}", "--kind", "extrinsic", "--bootstrap", "-5"], ["--bootstrap -5", "greater than or equal to 0"]),
+    (["fit", "{csv}", "--kind", "extrinsic", "--option", "epsilon=-3"], ["--option epsilon=-3", "greater than 0"]),
+    (["compare", "{csv}", "--kind", "extrinsic", "--option", "epsilon=-3"], ["--option epsilon=-3"]),
     (["fit", "{csv}", "--kind", "extrinsical"], ["--kind", "invalid choice"]),
     (["fit", "{dir}/missing.csv", "--kind", "extrinsic"], ["no such file"]),
     (["fit", "{dir}", "--kind", "extrinsic"], ["not a lawlab study output folder"]),

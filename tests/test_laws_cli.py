@@ -201,3 +201,14 @@ def test_critical_tables_fit_100_columns_with_every_header_whole(three_kinds, ca
     for r in ("0.1", "0.3", "0.5", "0.7", "0.9"):
         assert out.count(f"D at r={r} ") == 2
     assert "none: no r reaches σ" in out and "none: r ≥ r_crit(σ)" in out
+
+
+def test_compare_at_80_columns_shows_every_form_and_number_whole(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["compare", str(results_csv), "--kind", "extrinsic"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if not line.startswith("comparison:")) <= 80  # notes too
+    table = json.loads(results_csv.with_suffix(".compare-extrinsic.json").read_text())
+    for row in table["rows"]:
+        assert f" {row['form']} " in out
+        assert f" {row['aic']:.1f} " in out and f" {row['cv']['leave-one-model-out']['rmse']:.4g} " in out
