@@ -286,7 +286,8 @@ def _number(row: dict[str, Any], key: str, i: int) -> float:
 
 def _where(row: dict[str, Any]) -> str:
     keys = ("model", "method", "ratio", "D", "dataset")
-    return ", ".join(f"{k}={row[k]}" for k in keys if row.get(k) not in (None, ""))
+    return ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                     for k in keys if row.get(k) not in (None, ""))
 
 
 def law_data(rows: Sequence[dict[str, Any]], ratio: str = "nominal", notes: list[str] | None = None) -> LawData:
