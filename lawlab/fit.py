@@ -209,7 +209,8 @@ def _parse_row(row: dict[str, Any]) -> list[str]:
 def row_problems(row: dict[str, Any]) -> list[str]:
     """Why a law cannot use this row (empty when it can): a number missing, NaN or
     infinite, a value or L0 that is not > 0 (its logarithm is taken), r outside [0, 1),
-    D < 0. Rows no law reads (``law_input`` false, or the base row) are not checked."""
+    D < 0. Rows no law reads (``law_input`` false, or the base row) are not checked, nor
+    is a blank ``ratio_effective`` (the nominal ratio stands in)."""
     if not row.get("law_input", True) or is_base(row):
         return []
     problems = []
@@ -217,7 +218,9 @@ def row_problems(row: dict[str, Any]) -> list[str]:
                           ("D", ">= 0", lambda v: v >= 0),
                           ("value", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
                           ("L0", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
-                          ("ratio_effective", "in [0, 1)", lambda v: 0 <= v < 1)):
+                          # a finite number only: SliceGPT at a small r can add parameters (< 0),
+                          # and the range is checked when a fit uses it (--ratio effective)
+                          ("ratio_effective", "finite", lambda v: True)):
         value = row.get(key)
         if value is None or value == "":
             if key != "ratio_effective":  # optional: the nominal ratio stands in
