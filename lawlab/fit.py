@@ -143,6 +143,7 @@ def _parameter(p: LawParameter | str | tuple[Any, ...]) -> LawParameter:
 
 NUMERIC = ("ratio", "ratio_effective", "D", "value", "L0")
 REQUIRED = ("model", "ratio", "D", "value", "L0")
+LAW_KINDS = ("intrinsic", "extrinsic", "runtime")  # the rows a law describes (a store also holds RFT losses)
 
 
 def read_results_csv(path: str | Path, *, kind: str | None = None,
@@ -211,7 +212,7 @@ def row_problems(row: dict[str, Any]) -> list[str]:
     infinite, a value or L0 that is not > 0 (its logarithm is taken), r outside [0, 1),
     D < 0. Rows no law reads (``law_input`` false, or the base row) are not checked, nor
     is a blank ``ratio_effective`` (the nominal ratio stands in)."""
-    if not row.get("law_input", True) or is_base(row):
+    if not row.get("law_input", True) or is_base(row) or row.get("kind") not in (None, "", *LAW_KINDS):
         return []
     problems = []
     for key, need, ok in (("ratio", "in [0, 1)", lambda v: 0 <= v < 1),

@@ -143,3 +143,17 @@ def test_bad_flags_are_one_line_and_exit_2(good_csv, capsys, args, needles):
         assert code == 2 and "Traceback" not in err and all(n in err for n in needles)
         return
     assert_one_line_usage_error(code, err, *needles)
+
+
+def test_rows_no_law_reads_are_not_refused():
+    from lawlab.fit import row_problems
+
+    law_row = {"model": "m", "method": "slicegpt", "ratio": 0.1, "D": 0.0, "value": 3.2, "L0": 3.0,
+               "kind": "intrinsic", "law_input": True}
+    assert row_problems(law_row) == []
+    assert row_problems({**law_row, "ratio_effective": -0.04}) == []  # SliceGPT at small r adds parameters
+    assert row_problems({**law_row, "ratio_effective": float("nan")}) == ["ratio_effective = nan (a finite number is needed)"]
+    assert row_problems({**law_row, "kind": "rft", "L0": None}) == []  # an RFT training loss: no law reads it
+    assert row_problems({**law_row, "law_input": False, "value": -1.0}) == []
+    assert row_problems({**law_row, "method": "", "ratio": 0.0, "L0": None}) == []  # the base row gives L0
+    assert row_problems({**law_row, "L0": None}) == ["L0 is blank"]
