@@ -102,7 +102,37 @@ def keep_numbers_whole(table: Table) -> Table:
             column.min_width = max(len(c) for c in cells)
         else:  # text with numbers in it ("beta -1.188 ± 0.012") wraps between them
             numbers = [len(w) for c in cells for w in c.split() if _NUMBER.match(w)]
-            column.min_width = max(numbers, default=None)
+            column.min_width = max([*numbers, column.min_width or 0]) or None  # a caller's minimum stands
+    return table
+
+
+def narrowest_width(table: Table) -> int:
+    """The least width at which ``table`` shows every cell with no word cut: each column
+    as wide as its longest word (header included), plus padding and borders."""
+    from rich.text import Text
+
+    keep_numbers_whole(table)  # as printing will: a numeric column does not wrap, its header neither
+    total = 1  # the left border
+    for column in table.columns:
+        words = [w for c in [column.header, *column.cells]
+                 for w in (Text.from_markup(c).plain if isinstance(c, str) else _plain(c)).split()]
+        header = len(_plain(column.header)) if column.no_wrap else 0
+        total += max(column.min_width or 0, header, max((len(w) for w in words), default=1)) + 3  # padding, border
+    return total
+
+
+def words_whole(table: Table, width: int) -> Table:
+    """No word of a header or a cell is cut (each column at least its longest word), as
+    long as the table still fits ``width``; narrower than that, text may fold."""
+    from rich.text import Text
+
+    for column in table.columns:
+        words = [w for c in [column.header, *column.cells]
+                 for w in (Text.from_markup(c).plain if isinstance(c, str) else _plain(c)).split()]
+        column.min_width = max((len(w) for w in words), default=None)
+    if narrowest_width(table) > width:
+        for column in table.columns:
+            column.min_width = None
     return table
 
 

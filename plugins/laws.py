@@ -144,7 +144,8 @@ class KeptFractionLaw(LawForm):
     free; fitted as log_P0 the form is linear in log space, so OLS applies."""
 
     name: ClassVar[str] = "kept-fraction-law"
-    description: ClassVar[str] = "The talk's form L = L0 · P0 · (1−r)^α · (1 + D/(D+ε))^β, P0 a pruning constant."
+    description: ClassVar[str] = ("The form of the authors' talk (Chakraborty, Enough of Scaling Laws! Let's Focus on "
+                                  "Downscaling): L = L0 · P0 · (1−r)^α · (1 + D/(D+ε))^β, P0 a pruning constant.")
     formula: ClassVar[str] = "L = L0 · exp(log_P0) · (1−r)^α · (1 + D/(D+ε))^β"
     Params: ClassVar[type[Params]] = RFTOptions
     parameters: ClassVar[tuple[LawParameter, ...]] = (

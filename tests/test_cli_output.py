@@ -260,6 +260,10 @@ def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
             assert format(f.fstat, ".4g") in text and f"{f.r2_adj:.3f}" in text
             for p in f.params:  # coefficients wrap between numbers, never inside one
                 assert f"{p.value:.3f}" in text
+            if width >= 80:  # and from 80 columns no label is cut inside a word
+                assert f.law in text and (f.group["value"] if f.group["by"] != "pooled" else "pooled") in text
+                for p in f.params:
+                    assert f"{p.name} {p.value:.3f} ± {p.stderr:.3f}" in text
         assert "…" not in text
 
 
@@ -269,7 +273,11 @@ def test_compare_says_once_why_a_scheme_cannot_apply(tmp_path, capsys):
     path = write_rows_csv(rows, tmp_path / "one-model.csv")
     assert main(["compare", str(path), "--kind", "extrinsic", "--forms", "compression-law,ablation-r"]) == 0
     out = capsys.readouterr().out
-    assert out.count("no leave-one-model-out RMSE (only one model in the data), so the forms are not ranked") == 1
+    assert out.count("no leave-one-model-out RMSE (only one model in the data)") == 1
+    assert "ranked by leave-one-ratio-out (one model: leave-one-model-out cannot apply)" in out
+    assert main(["compare", str(path), "--kind", "extrinsic", "--forms", "compression-law,ablation-r",
+                 "--rank-by", "leave-one-model-out"]) == 0  # asked for: said why it cannot rank
+    assert "so the forms are not ranked by it" in capsys.readouterr().out
     assert "leave-one-ratio-out RMSE (" not in out  # that one applies
 
 

@@ -39,14 +39,22 @@ def test_paper_llama_3_8b_example():
 
 
 def test_r_crit_ranges_are_enforced():
-    with pytest.raises(CriticalRangeError, match=r"0.3 < 2\^β = 0.4414: every r .* no critical ratio"):
+    # each case says which it is: every r recovers, no r reaches σ, β breaks the sign rule, σ is no threshold
+    with pytest.raises(CriticalRangeError, match=r"0.3 < 2\^β = 0.4414: every r .* no critical ratio") as exc:
         r_crit(BETA, 0.3)
-    with pytest.raises(CriticalRangeError, match=r"for accuracy the recovery threshold must be in \(0, 1\)"):
+    assert exc.value.outcome == "recoverable"
+    with pytest.raises(CriticalRangeError, match=r"wrong side for accuracy: no r reaches it.* in \(0, 1\)") as exc:
         r_crit(BETA, 1.2)
-    with pytest.raises(CriticalRangeError, match="for loss the recovery threshold must be > 1"):
+    assert exc.value.outcome == "unreachable"
+    with pytest.raises(CriticalRangeError, match=r"wrong side for a loss: no r reaches it.* > 1") as exc:
         r_crit(1.72, 0.8, "loss")
-    with pytest.raises(CriticalRangeError, match=r"beta = 1.18 breaks the accuracy feasibility condition"):
+    assert exc.value.outcome == "unreachable"
+    with pytest.raises(CriticalRangeError, match=r"beta = 1.18 breaks the accuracy feasibility condition") as exc:
         r_crit(-BETA, 0.8)
+    assert exc.value.outcome == "infeasible"
+    with pytest.raises(CriticalRangeError, match=r"must be > 0") as exc:
+        r_crit(BETA, -0.5)
+    assert exc.value.outcome == "invalid"
     # loss: r_crit exists for σ in (1, 2^β]
     beta = 1.72
     assert r_crit(beta, 2.0, "loss") == pytest.approx(2.0 ** (1 / beta) - 1)

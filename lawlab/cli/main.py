@@ -175,23 +175,43 @@ def _make_plan(args: argparse.Namespace) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     plan = _make_plan(args)  # planning is part of validation: unsupported pairs are spec errors
     spec = plan.spec.spec
+    if args.here:
+        _require_here(plan, args.spec)  # exit 2 with the reasons, and no "ok" first
     console.print(
         f"[green]ok[/green] {args.spec}: study [bold]{spec.study.name}[/bold], {len(spec.models)} model(s), "
-        f"{len(plan)} cells" + (" (offline)" if plan.spec.offline else "")
+        f"{len(plan)} cells"
     )
-    print_here(plan.spec, args.spec)
-    return EXIT_USAGE if args.here and plan.spec.here else EXIT_OK
+    if plan.spec.offline:  # a property of this machine, not of the spec
+        console.print("this machine is offline: models and data come from the cache and offline packs")
+    print_here(plan, args.spec)
+    return EXIT_OK
 
 
-def print_here(resolved: Any, spec_path: Path) -> None:
+def _here(plan: Any) -> list[Any]:
+    """Every reason this machine cannot run the plan: the checks' and the machine's limits."""
+    from lawlab.machine import machine_limits
+
+    return [*plan.spec.here, *machine_limits(plan)]
+
+
+def _require_here(plan: Any, spec_path: Path) -> None:
+    from lawlab.spec.models import MachineError
+
+    here = _here(plan)
+    if here:
+        raise MachineError(spec_path, here)
+
+
+def print_here(plan: Any, spec_path: Path) -> None:
     """The "cannot run on this machine" section: each reason once, with its fix."""
     from lawlab.spec.models import here_lines
 
-    if not resolved.here:
+    here = _here(plan)
+    if not here:
         return
     console.print(f"[yellow]cannot run on this machine[/yellow] (`lawlab validate --here {spec_path}` and "
                   "`lawlab run` refuse it):")
-    for line in here_lines(resolved.here, spec_path):
+    for line in here_lines(here, spec_path):
         console.print(f"  {line}", markup=False, highlight=False)
 
 
@@ -206,7 +226,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from lawlab.run.sizing import size_plan
 
     console.print(size_plan(plan, _registry(args)).summary(), markup=False, highlight=False)
-    print_here(plan.spec, args.spec)
+    print_here(plan, args.spec)
     return EXIT_OK
 
 
@@ -261,16 +281,22 @@ def print_plan(plan: Any, *, cells: bool = False) -> None:
 
 def print_memory(plan: Any) -> None:
     """Each model's estimated peak memory (lawlab.run.memory), where its sizes are known."""
+    from lawlab.machine import dtype_here
     from lawlab.run.memory import GIB
 
     if plan.memory:
         t = Table(title="Peak memory (estimated from the config)", title_justify="left")
         for col in ("model", "parameters", "dtype", "device peak", "stage at the peak", "host peak"):
             t.add_column(col, justify="left" if col in ("model", "dtype", "stage at the peak") else "right")
+        here = dtype_here(plan)
         for name, m in plan.memory.items():
-            t.add_row(name, f"{m.params / 1e9:.2f}B", m.dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
+            dtype = m.dtype if m.dtype == here else f"{m.dtype} on the GPU ({here} here)"
+            t.add_row(name, f"{m.params / 1e9:.2f}B", dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
                       f"{m.peak_host / GIB:.1f} GiB")
         console.print(t)
+        if any(m.dtype != here for m in plan.memory.values()):
+            console.print(f"the estimates are for the GPU the spec declares (execution.device_memory_gb); this "
+                          f"machine has none and would load the models in {here}")
     unknown = [m.name for m in plan.spec.spec.models if m.name not in plan.memory]
     if unknown:
         console.print(f"no memory estimate for {', '.join(unknown)}: sizes are known only after loading")
@@ -280,7 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lawlab.run.scheduler import run_study
 
     plan = _make_plan(args)
-    plan.spec.require_here()
+    _require_here(plan, args.spec)
     _check_pins(plan, args)
     return run_study(
         plan,
@@ -342,9 +368,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         print(spec_reference(_registry(args)), end="")
         return EXIT_OK
-    from lawlab.spec.models import json_schema
+    from lawlab.spec.reference import editor_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(editor_schema(_registry(args)), indent=2))
     return EXIT_OK
 
 

@@ -26,7 +26,17 @@ Metric = Literal["accuracy", "loss"]
 
 
 class CriticalRangeError(LawFitError):
-    """σ or the coefficients are outside the range where the theorem says anything."""
+    """σ or the coefficients are outside the range where the theorem says anything.
+
+    ``outcome`` says which case it is, so a caller can tell them apart: ``recoverable``
+    (every r in (0, 1) reaches σ with enough RFT), ``unreachable`` (no r reaches σ: it
+    is on the wrong side of 1 for the metric), ``infeasible`` (β or γ breaks the
+    metric's sign rule), ``invalid`` (σ ≤ 0 or not a number, r outside [0, 1)),
+    ``no-law`` (the fit has no usable β)."""
+
+    def __init__(self, message: str, outcome: str = "invalid") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def check_signs(metric: str, beta: float, gamma: float | None = None) -> str:
@@ -36,16 +46,22 @@ def check_signs(metric: str, beta: float, gamma: float | None = None) -> str:
         if v is not None and (not math.isfinite(v) or v * want <= 0):
             raise CriticalRangeError(
                 f"{name} = {v:g} breaks the {rule} feasibility condition ({name} {'<' if want < 0 else '>'} 0), "
-                f"which Theorem 3.1 assumes; the critical ratio is undefined for this law"
+                f"which Theorem 3.1 assumes; the critical ratio is undefined for this law", "infeasible"
             )
     return rule
 
 
 def _check_sigma(rule: str, sigma: float) -> None:
-    if rule == "accuracy" and not 0 < sigma < 1:
-        raise CriticalRangeError(f"σ = {sigma:g}: for accuracy the recovery threshold must be in (0, 1)")
-    if rule == "loss" and not sigma > 1:
-        raise CriticalRangeError(f"σ = {sigma:g}: for loss the recovery threshold must be > 1")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise CriticalRangeError(f"σ = {sigma:g}: a recovery threshold is a ratio L/L0^α, so it must be > 0")
+    # At r = 0 with unlimited RFT the law gives L = L0^α (σ = 1): an accuracy never rises
+    # above it and a loss never falls below it, so a σ past 1 is reached by no ratio.
+    if rule == "accuracy" and sigma >= 1:
+        raise CriticalRangeError(f"σ = {sigma:g} is on the wrong side for accuracy: no r reaches it (accuracy "
+                                 "recovers at most to L0^α, σ = 1); an accuracy threshold is in (0, 1)", "unreachable")
+    if rule == "loss" and sigma <= 1:
+        raise CriticalRangeError(f"σ = {sigma:g} is on the wrong side for a loss: no r reaches it (a loss recovers "
+                                 "at most to L0^α, σ = 1); a loss threshold is > 1", "unreachable")
 
 
 def recoverable_everywhere(beta: float, sigma: float, metric: str = "accuracy") -> bool:
@@ -66,7 +82,7 @@ def r_crit(beta: float, sigma: float, metric: str = "accuracy") -> float:
         side = "<" if rule == "accuracy" else ">"
         raise CriticalRangeError(
             f"σ = {sigma:g} {side} 2^β = {2**beta:.4g}: every r in (0, 1) can be recovered with enough RFT, "
-            "so there is no critical ratio"
+            "so there is no critical ratio", "recoverable"
         )
     return sigma ** (1 / beta) - 1
 
@@ -91,7 +107,7 @@ def min_rft_samples(
     rule = check_signs(metric, beta, gamma)
     _check_sigma(rule, sigma)
     if not 0 <= r < 1:
-        raise CriticalRangeError(f"r = {r:g} is outside [0, 1)")
+        raise CriticalRangeError(f"r = {r:g} is outside [0, 1) (a compression ratio)")
     if (alpha is None) != (L0 is None):
         raise CriticalRangeError("give both alpha and L0 (a threshold on L / L0), or neither (on L / L0^α)")
     if alpha is not None and L0 is not None:
@@ -136,10 +152,13 @@ def _percentiles(values: Sequence[float]) -> tuple[float, float]:
 def _coefficients(fit: FitResult, names: Sequence[str]) -> None:
     if fit.skipped:
         raise CriticalRangeError(f"the fit of {fit.form} ({fit.group}) was skipped: {fit.skipped}")
+    if fit.metric_kind == "runtime":
+        raise CriticalRangeError(f"{fit.law or fit.form} is a runtime law: a recovery threshold and a critical "
+                                 "ratio are defined for loss and accuracy laws only", "no-law")
     missing = [n for n in names if n not in fit.theta]
     if missing:
         raise CriticalRangeError(f"{fit.form} has no {', '.join(missing)}: critical ratios need a law of eq. 1's "
-                                 "shape (compression-law, or ablation-r for r_crit alone)")
+                                 "shape (compression-law, or ablation-r for r_crit alone)", "no-law")
 
 
 def r_crit_from_fit(fit: FitResult, sigma: float) -> Interval:
@@ -195,9 +214,11 @@ def r_crit_curve(fit_or_beta: FitResult | float, sigmas: Sequence[float] | None 
     for s in sigmas if sigmas is not None else default_sigmas(beta, rule):
         try:
             iv = r_crit_from_fit(fit, s) if fit is not None else Interval(r_crit(beta, s, rule))
-            out.append({"sigma": s, "r_crit": iv.value, "low": iv.low, "high": iv.high, "reason": None})
+            out.append({"sigma": s, "r_crit": iv.value, "low": iv.low, "high": iv.high, "reason": None,
+                        "outcome": "critical"})
         except CriticalRangeError as exc:
-            out.append({"sigma": s, "r_crit": None, "low": None, "high": None, "reason": str(exc)})
+            out.append({"sigma": s, "r_crit": None, "low": None, "high": None, "reason": str(exc),
+                        "outcome": exc.outcome})
     return out
 
 

@@ -4,6 +4,7 @@ numeric arrays (:class:`LawData`) the engines take."""
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,30 +18,108 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 NUMERIC = ("ratio", "ratio_effective", "D", "value", "L0")
+REQUIRED = ("model", "ratio", "D", "value", "L0")
+LAW_KINDS = ("intrinsic", "extrinsic", "runtime")  # the rows a law describes (a store also holds RFT losses)
 
 
-def read_results_csv(path: str | Path, *, kind: str | None = None) -> list[dict[str, Any]]:
+def read_results_csv(path: str | Path, *, kind: str | None = None,
+                     bad: list[str] | None = None) -> list[dict[str, Any]]:
     """Rows of a results CSV: the tidy export, or published numbers with only
-    ``model, ratio, D, value, L0`` (``kind`` then comes from the argument)."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    ``model, ratio, D, value, L0`` (``kind`` then comes from the argument).
+
+    Every row a law would use is checked (:func:`row_problems`). A bad row raises
+    :class:`LawFitError` naming its line as an editor counts it (the header is line 1),
+    unless ``bad`` is a list: then each bad row is left out and described there."""
+    try:
+        return _read_csv(path, kind, bad)
+    except UnicodeDecodeError:
+        raise LawFitError(f"{path}: not a UTF-8 text file (save it as CSV UTF-8)") from None
+
+
+def _read_csv(path: str | Path, kind: str | None, bad: list[str] | None) -> list[dict[str, Any]]:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would join the first column's name
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        missing = {"model", "ratio", "D", "value", "L0"} - set(reader.fieldnames or ())
+        if reader.fieldnames is None:
+            raise LawFitError(f"{path}: empty file; a results CSV needs a header line with at least "
+                              f"{', '.join(REQUIRED)}")
+        names = [n.strip() for n in reader.fieldnames]
+        missing = [c for c in REQUIRED if c not in names]
         if missing:
-            raise LawFitError(f"{path}: missing column(s) {', '.join(sorted(missing))}; a results CSV needs "
-                              "at least model, ratio, D, value, L0")
+            raise LawFitError(f"{path}: missing column(s) {', '.join(missing)}; a results CSV needs "
+                              f"at least {', '.join(REQUIRED)} (its header has: {', '.join(names) or 'nothing'})")
+        reader.fieldnames = names
         rows = []
         for raw in reader:
-            row: dict[str, Any] = dict(raw)
-            for key in NUMERIC:
-                text = (row.get(key) or "").strip()
-                row[key] = float(text) if text else None
+            row: dict[str, Any] = {k: v for k, v in raw.items() if k is not None}
+            row["_line"] = reader.line_num
+            problems = _parse_row(row)
             row["law_input"] = str(row.get("law_input", "true")).strip().lower() not in ("false", "0", "no")
             row.setdefault("method", "")
             row.setdefault("family", row["model"])
             if kind and not row.get("kind"):
                 row["kind"] = kind
+            problems = problems or row_problems(row)
+            if problems:
+                text = f"{path}, {position(row)}: {'; '.join(problems)}"
+                if bad is None:
+                    raise LawFitError(text)
+                bad.append(text)
+                continue
             rows.append(row)
     return rows
+
+
+def _parse_row(row: dict[str, Any]) -> list[str]:
+    """The numeric columns as floats (blank: None); a text that is no number is a problem."""
+    problems = []
+    for key in NUMERIC:
+        text = (row.get(key) or "").strip()
+        try:
+            row[key] = float(text) if text else None
+        except ValueError:
+            problems.append(f"{key} = {text!r} is not a number")
+            row[key] = None
+    return problems
+
+
+def row_problems(row: dict[str, Any]) -> list[str]:
+    """Why a law cannot use this row (empty when it can): a number missing, NaN or
+    infinite, a value or L0 that is not > 0 (its logarithm is taken), r outside [0, 1),
+    D < 0. Rows no law reads (``law_input`` false, or the base row) are not checked, nor
+    is a blank ``ratio_effective`` (the nominal ratio stands in)."""
+    if not row.get("law_input", True) or is_base(row) or row.get("kind") not in (None, "", *LAW_KINDS):
+        return []
+    problems = []
+    for key, need, ok in (("ratio", "in [0, 1)", lambda v: 0 <= v < 1),
+                          ("D", ">= 0", lambda v: v >= 0),
+                          ("value", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
+                          ("L0", "> 0 (a power law takes its logarithm)", lambda v: v > 0),
+                          # a finite number only: SliceGPT at a small r can add parameters (< 0),
+                          # and the range is checked when a fit uses it (--ratio effective)
+                          ("ratio_effective", "finite", lambda v: True)):
+        value = row.get(key)
+        if value is None or value == "":
+            if key != "ratio_effective":  # optional: the nominal ratio stands in
+                problems.append(f"{key} is blank")
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{key} = {value!r} is not a number")
+            continue
+        if not math.isfinite(number):
+            problems.append(f"{key} = {number} (a finite number is needed)")
+        elif not ok(number):
+            problems.append(f"{key} = {number:g} must be {need}")
+    return problems
+
+
+def position(row: dict[str, Any], i: int | None = None) -> str:
+    """Where a row is, as a person finds it: the CSV line, else its 1-based row number."""
+    where = row_where(row)
+    at = f"line {row['_line']}" if row.get("_line") else (f"row {i + 1}" if i is not None else "")
+    return f"{at} ({where})" if at and where else (at or where)
 
 
 def is_base(row: dict[str, Any]) -> bool:
@@ -78,16 +157,17 @@ class LawData:
 def _number(row: dict[str, Any], key: str, i: int) -> float:
     value = row.get(key)
     if value is None or value == "":
-        raise LawFitError(f"row {i} ({row_where(row)}): {key} is missing")
+        raise LawFitError(f"{position(row, i)}: {key} is missing")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise LawFitError(f"row {i} ({row_where(row)}): {key} = {value!r} is not a number") from None
+        raise LawFitError(f"{position(row, i)}: {key} = {value!r} is not a number") from None
 
 
 def row_where(row: dict[str, Any]) -> str:
     keys = ("model", "method", "ratio", "D", "dataset")
-    return ", ".join(f"{k}={row[k]}" for k in keys if row.get(k) not in (None, ""))
+    return ", ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                     for k in keys if row.get(k) not in (None, ""))
 
 
 def law_data(rows: Sequence[dict[str, Any]], ratio: str = "nominal", notes: list[str] | None = None) -> LawData:
@@ -131,12 +211,12 @@ def _check_values(d: LawData) -> None:
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
             i = int(bad[0])
-            raise LawFitError(f"{label} is NaN or infinite in {bad.size} row(s); first: row {i} "
-                              f"({row_where(d.rows[i])}): {label} = {arr[i]}")
+            raise LawFitError(f"{label} is NaN or infinite in {bad.size} row(s); first: "
+                              f"{position(d.rows[i], i)}: {label} = {arr[i]}")
         bad = np.flatnonzero(~test(arr))
         if bad.size:
             i = int(bad[0])
-            raise LawFitError(f"{label} must be {need}; {bad.size} row(s) break this, first: row {i} "
-                              f"({row_where(d.rows[i])}): {label} = {arr[i]:g}")
+            raise LawFitError(f"{label} must be {need}; {bad.size} row(s) break this, first: "
+                              f"{position(d.rows[i], i)}: {label} = {arr[i]:g}")
 
 

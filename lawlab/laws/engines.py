@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lawlab.api import LawForm
-from lawlab.laws.data import LawData, row_where
+from lawlab.laws.data import LawData, position
 from lawlab.laws.forms import LawFitError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,8 +35,8 @@ def design_matrix(form: LawForm, d: LawData, opts: Any) -> Any:
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad.size:
         i = int(bad[0])
-        raise LawFitError(f"{form.name}: the log design is not finite in {bad.size} row(s); first: row {i} "
-                          f"({row_where(d.rows[i])})")
+        raise LawFitError(f"{form.name}: the log design is not finite in {bad.size} row(s); first: "
+                          f"{position(d.rows[i], i)}")
     return X
 
 

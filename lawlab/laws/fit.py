@@ -310,22 +310,53 @@ def fit_study(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], registry
 
 
 def print_fits(fits: Sequence[FitResult], console: Any) -> None:
-    """One rich table of fitted laws: coefficients ± standard errors and goodness of fit."""
-    from rich.table import Table
+    """Rich tables of fitted laws: coefficients ± standard errors and goodness of fit. One
+    table with a law column when it fits the console; else one table per law under its
+    label, so on a narrow terminal no name is cut inside a word."""
+    from lawlab.terminal import narrowest_width
 
-    t = Table(title="fitted laws", title_justify="left")
-    for col in ("law", "group", "fit", "n", "coefficients (± s.e.)", "adj. R²", "F", "feasible"):
-        t.add_column(col, justify="right" if col in ("n", "adj. R²", "F") else "left")
-    for f in fits:
-        group = "pooled" if f.group.get("by") == "pooled" else f"{f.group['by']}={f.group['value']}"
-        if f.skipped:
-            t.add_row(f.law or f.form, group, f.method, str(f.n), f"[dim]skipped: {f.skipped}[/dim]", "", "", "")
-            continue
-        coefs = "  ".join(f"{p.name} {p.value:.3f}" + (f" ± {p.stderr:.3f}" if p.stderr is not None else "")
-                          for p in f.params)
-        adj = fmt_num(f.r2_adj, ".3f") + (" (u)" if f.r2_kind == "uncentred" else "")
-        t.add_row(f.law or f.form, group, f.method, str(f.n), coefs, adj, fmt_num(f.fstat, ".4g"),
-                  "yes" if not f.feasibility else "[red]no[/red]")
-    console.print(t)
+    table = _fits_table(fits, "fitted laws", with_law=True)
+    if narrowest_width(table) <= console.width:
+        console.print(table)
+    else:
+        labels = list(dict.fromkeys(f.law or f.form for f in fits))
+        for label in labels:
+            t = _fits_table([f for f in fits if (f.law or f.form) == label], f"fitted law {label}", with_law=False)
+            if narrowest_width(t) > console.width:  # still too narrow: text folds, numbers stay whole
+                for column in t.columns:
+                    column.min_width = None
+            console.print(t)
     if any(f.r2_kind == "uncentred" for f in fits):
         console.print("(u): uncentred R² of a regression through the origin, as statsmodels reports it")
+
+
+def _fits_table(fits: Sequence[FitResult], title: str, *, with_law: bool) -> Any:
+    """The fits as a table; without the law column (one law per table) it is narrower
+    still: one fit method goes to the title and a group label may break after "by:"."""
+    from rich.table import Table
+
+    methods = {f.method for f in fits}
+    one_method = not with_law and len(methods) == 1
+    cols = ["law", "group", "fit", "n", "coefficients (± s.e.)", "adj. R²", "F", "feasible"]
+    cols = [c for c in cols if (with_law or c != "law") and not (one_method and c == "fit")]
+    t = Table(title=title + (f" ({methods.pop()})" if one_method else ""), title_justify="left")
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("n", "adj. R²", "F") else "left")
+    for f in fits:
+        by = f.group.get("by")
+        group = "pooled" if by == "pooled" else (f"{by}={f.group['value']}" if with_law else f"{by}: {f.group['value']}")
+        lead = ([f.law or f.form] if with_law else []) + [group] + ([] if one_method else [f.method]) + [str(f.n)]
+        if f.skipped:
+            t.add_row(*lead, f"[dim]skipped: {f.skipped}[/dim]", "", "", "")
+            continue
+        coefs = "\n".join(f"{p.name} {p.value:.3f}" + (f" ± {p.stderr:.3f}" if p.stderr is not None else "")
+                           for p in f.params)  # one per line: a coefficient and its error stay together
+        adj = fmt_num(f.r2_adj, ".3f") + (" (u)" if f.r2_kind == "uncentred" else "")
+        t.add_row(*lead, coefs, adj, fmt_num(f.fstat, ".4g"), "yes" if not f.feasibility else "[red]no[/red]")
+    for column in t.columns:  # labels are never cut inside a word, coefficients never inside a line
+        cells = [str(c) for c in column.cells if not str(c).startswith("[dim]")]
+        if column.header in ("law", "group", "fit", "feasible"):
+            column.min_width = max((len(w) for c in [column.header, *cells] for w in c.split()), default=None)
+        elif column.header.startswith("coefficients"):
+            column.min_width = max((len(line) for c in cells for line in c.splitlines()), default=None)
+    return t

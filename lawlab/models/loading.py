@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -213,6 +214,42 @@ def converted_config(path: str | Path, cache_dir: Path) -> dict[str, Any] | None
     return read_config(config.parent) if config.is_file() else None
 
 
+class _BarFilter:
+    """A stderr stand-in that drops progress-bar output (tqdm's "\\r…%|…|" redraws) and
+    passes everything else (a warning, an error) to the real stream."""
+
+    def __init__(self, target: Any):
+        self.target = target
+
+    def write(self, text: str) -> int:
+        if "%|" in text or "\r" in text or not text.strip():
+            return len(text)
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def library_bars_dropped() -> Iterator[None]:
+    """No library progress bar reaches the terminal: tqdm (transformers' GGUF conversion
+    calls it directly, so the TQDM_DISABLE it read at import cannot help) writes to
+    sys.stderr, which drops them; transformers' own bars are switched off as well."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stderr(_BarFilter(sys.stderr)):  # type: ignore[type-var]
+            yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def convert_gguf(path: str | Path, cache_dir: Path, progress: Any = None) -> Path:
     """The HF folder for a GGUF file: converted once (dequantised to float32, tokenizer
     included), then found again by the file's sha256 under ``cache_dir/gguf/``."""
@@ -229,17 +266,18 @@ def convert_gguf(path: str | Path, cache_dir: Path, progress: Any = None) -> Pat
     if progress is not None:
         progress.log(f"converting {path.name} to an HF folder (once; takes a minute or more)")
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    clean_config(model.config)
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
+    with library_bars_dropped():  # lawlab's own line above says what the three tqdm bars would
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        clean_config(model.config)
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
 
-    meta = gguf_metadata(path)
-    tmp = target.with_name(f".{sha}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+        meta = gguf_metadata(path)
+        tmp = target.with_name(f".{sha}.{os.getpid()}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     record = {
         "gguf_file": path.name,
         "gguf_sha256": sha,

@@ -64,6 +64,19 @@ def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def model_colour(study: StudyData, model: str, fallback: int) -> str:
+    """A model's colour: its place in the study, the same in every figure."""
+    return colour(study.models.index(model) if model in study.models else fallback)
+
+
+def unit(study: StudyData, kind: str) -> str:
+    """What a metric's axis shows: runtime measured as paired ratios has no seconds."""
+    runtime = [r for r in study.rows if r["kind"] == "runtime"]
+    if kind == "runtime" and runtime and all(r["metric"] == "relative_time" for r in runtime):
+        return "time relative to the unpruned model (×)"
+    return UNITS.get(kind, "metric")
+
+
 def marker(i: int) -> str:
     return MARKERS[i % len(MARKERS)]
 
@@ -185,12 +198,12 @@ def figure_vs_ratio(study: StudyData, kind: str) -> Drawing:
                             linestyle=linestyle(ki), markersize=4, label=f"{model} · {method}")
             ax.set_title(f"{ds}: " + (f"with RFT (D = {top_D:,})" if rft else "without RFT"))
             ax.set_xlabel("nominal compression ratio r")
-            ax.set_ylabel(UNITS[kind] if kind != "extrinsic" or ds == "mean" else f"{ds} accuracy (fraction)")
+            ax.set_ylabel(unit(study, kind) if kind != "extrinsic" or ds == "mean" else f"{ds} accuracy (fraction)")
     n_rft_sets = len({(r["rft"], r["rft_dataset"]) for r in rows if int(r["D"]) == top_D and top_D})
     if n_rft_sets > 1:
         notes.append(f"with RFT: the mean over {n_rft_sets} RFT training sets at D = {top_D:,}")
     legend_below(fig, (a for row in axes for a in row))
-    caption = (f"{UNITS[kind].capitalize()} of each model (colour and marker) and method (line style) at each "
+    caption = (f"{unit(study, kind).capitalize()} of each model (colour and marker) and method (line style) at each "
                f"nominal ratio r; r = 0 is the unpruned model. " + " ".join(notes))
     return Drawing(name, title, caption.strip(), fig)
 
@@ -238,7 +251,7 @@ def figure_runtime(study: StudyData) -> Drawing:
             ax_s.plot(grid, S, color=colour(mi), linewidth=1.2, alpha=0.8,
                       label=f"{model}: {which} law β = {fit.theta.get('beta', float('nan')):.2f}")
     ax_s.set_xlabel("nominal compression ratio r")
-    ax_s.set_ylabel("time relative to the unpruned model (×)" if paired else UNITS["runtime"])
+    ax_s.set_ylabel(unit(study, "runtime") if paired else UNITS["runtime"])
     ax_s.set_title("runtime: measured (markers), fitted law (lines)")
     ax_x.axhline(1.0, color="grey", linewidth=0.8)
     ax_x.set_xlabel("nominal compression ratio r")
@@ -273,7 +286,7 @@ def figure_law(study: StudyData, law_key: str) -> Drawing:
     has_D = len(sizes) > 1
     fig, axes = new_figure(1, 2 if has_D else 1, width=3.8, height=3.2)
     ax = axes[0][0]
-    unit = UNITS.get(chosen[0].metric_kind, "metric")
+    y_unit = unit(study, chosen[0].metric_kind)
     top = max(sizes)
     k = -1  # frontier counter across groups: colour and marker
     for gi, fit in enumerate(chosen):
@@ -286,16 +299,17 @@ def figure_law(study: StudyData, law_key: str) -> Drawing:
         for model, L0 in frontiers:
             k += 1
             here = (models == model) & (data["L0"] == L0)
+            c = model_colour(study, model, k)  # the model's colour; its test sets differ by marker
             for D, filled in ((0.0, True), (top, False)) if has_D else ((sizes[0], True),):
                 pts = here & (data["D"] == D)
                 ax.plot(data["r"][pts], data["value"][pts], linestyle="none", marker=marker(k), markersize=5,
-                        color=colour(k), markerfacecolor=colour(k) if filled else "white")
+                        color=c, markerfacecolor=c if filled else "white")
                 pred = np.asarray(fit.predict(np.full_like(grid, L0), grid, np.full_like(grid, D)), float)
                 group = "" if fit.group.get("by") == "pooled" else f" ({fit.group['value']})"
-                ax.plot(grid, pred, color=colour(k), linestyle=linestyle(gi if not has_D else int(not filled)),
+                ax.plot(grid, pred, color=c, linestyle=linestyle(gi if not has_D else int(not filled)),
                         linewidth=1.2, label=f"{model}{group}, L0 = {L0:.3g}, D = {D:,.0f}")
     ax.set_xlabel("nominal compression ratio r" if chosen[0].ratio == "nominal" else "fraction of parameters removed")
-    ax.set_ylabel(unit)
+    ax.set_ylabel(y_unit)
     ax.set_title("law (lines) and measurements (markers)")
     notes = ["Filled markers: no RFT; hollow markers: the largest D."] if has_D else []
     if has_D:
@@ -329,7 +343,7 @@ def _effect_of_D(ax: Axes, fit: FitResult, study: StudyData) -> None:
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
     ax.set_xlabel("RFT size D (samples; symlog scale)")
-    ax.set_ylabel(UNITS.get(fit.metric_kind, "metric"))
+    ax.set_ylabel(unit(study, fit.metric_kind))
     ax.set_title(f"effect of RFT size D (rescaled to L0 = {ref:.3g})")
 
 
@@ -506,7 +520,7 @@ def figure_observed_vs_predicted(study: StudyData, kind: str) -> Drawing:
     cols = 2 if n == 4 else min(3, n)
     fig, axes = new_figure(math.ceil(n / cols), cols, width=3.0, height=2.8)
     flat = [a for row in axes for a in row]
-    unit = UNITS.get(kind, "metric")
+    y_unit = unit(study, kind)
     for ax, row in zip(flat, table.rows, strict=False):
         fit = row.fit
         ax.set_title(f"{row.form} ({row.method.upper()})", fontsize=9)
@@ -530,8 +544,8 @@ def figure_observed_vs_predicted(study: StudyData, kind: str) -> Drawing:
                 f"LORO RMSE {_f(cv.get('leave-one-ratio-out', {}).get('rmse'))}")
         ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=7,
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
-        ax.set_xlabel(f"predicted {unit}")
-        ax.set_ylabel(f"observed {unit}")
+        ax.set_xlabel(f"predicted {y_unit}")
+        ax.set_ylabel(f"observed {y_unit}")
         ax.locator_params(nbins=5)
     for ax in flat[n:]:
         ax.set_visible(False)

@@ -488,23 +488,43 @@ def sources_table(study: StudyData) -> Table:
             m = prov["model"]
             keys = ("source", "id", "revision", "endpoint", "pack", "pypi", "path")  # hub: id@revision, commit below
             where = " ".join(f"{k}={m[k]}" for k in keys if m.get(k) and not (k == "path" and m.get("id")))
-            seen[("model", c["model"] or "", where)] = str(m.get("sha256") or m.get("commit") or "")
+            seen[("model", c["model"] or "", where)] = (weights_text(m),
+                                                        str(m.get("sha256") or m.get("gguf_sha256") or m.get("commit") or ""))
         if c["kind"] == "rft" and prov.get("dataset"):
             d = prov["dataset"]
-            seen[(f"RFT training ({d.get('split')})", str(d.get("name")), str(d.get("source")))] = str(d.get("checksum"))
+            seen[(f"RFT training ({d.get('split')})", str(d.get("name")), str(d.get("source")))] = ("", str(d.get("checksum")))
     for r in study.rows:
         det = r["details"] or {}
         if r["kind"] == "rft":
             continue  # training data: the RFT cells' own rows above
         if "dataset_checksum" in det or "dataset_source" in det:
-            seen[(f"test: {r['evaluator']}", r["dataset"], str(det.get("dataset_source")))] = str(
-                det.get("dataset_checksum") or "")
+            seen[(f"test: {r['evaluator']}", r["dataset"], str(det.get("dataset_source")))] = (
+                "", str(det.get("dataset_checksum") or ""))
         elif r["kind"] == "extrinsic" and det.get("source"):
-            seen.setdefault((f"test: {r['evaluator']}", r["dataset"], str(det["source"])), "")
-    rows = [[*k, v] for k, v in sorted(seen.items())]
-    return Table("data_sources", "Models and data sources", ["use", "name", "source", "checksum"], rows,
-                 [dict(zip(("use", "name", "source", "checksum"), r, strict=True)) for r in rows],
-                 "Where every model and dataset came from (hub or offline pack), with the checksum recorded.")
+            seen.setdefault((f"test: {r['evaluator']}", r["dataset"], str(det["source"])), ("", ""))
+    rows = [[*k, *v] for k, v in sorted(seen.items())]
+    header = ["use", "name", "source", "weights", "checksum"]
+    return Table("data_sources", "Models and data sources", header, rows,
+                 [dict(zip(header, r, strict=True)) for r in rows],
+                 "Where every model and dataset came from (hub or offline pack), with the checksum recorded. "
+                 "Weights: the checkpoint as loaded (instruct or base, its quantisation).")
+
+
+def weights_text(prov: dict[str, Any]) -> str:
+    """A model's weights as they are: the checkpoint, instruct or base, and quantisation."""
+    name = str(prov.get("weights") or "")
+    if not name and prov.get("pack"):  # a store from before packs recorded it: the pack says
+        from lawlab.registry import get_registry
+
+        registry = get_registry()
+        if registry.has("packs", str(prov["pack"])):
+            name = registry.get("packs", str(prov["pack"])).description
+    name = name or str(prov.get("id") or prov.get("path") or "")
+    tuned = re.search(r"instruct|chat|(^|[-_/ ])it($|[-_ ])", name, re.IGNORECASE)
+    quant = str(prov.get("quantisation") or "")
+    parts = [name, "instruct-tuned" if tuned else "base (pretrained)",
+             "not quantised" if quant in ("", "none") else quant]
+    return "; ".join(p for p in parts if p)
 
 
 def runs_table(study: StudyData) -> Table:
@@ -658,7 +678,10 @@ th{background:#eef3f8}tr:nth-child(even) td{background:#fafafa}td:first-child{wh
 figure{margin:1.2em 0;page-break-inside:avoid}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.88em;color:#333}.formula{font-family:"STIX Two Math","Cambria Math",serif;white-space:nowrap}
 pre{background:#f6f8fa;padding:.7em;overflow-x:auto;font-size:.8em}details{margin:.4em 0}
-@media print{nav{display:none}body{max-width:none}}
+td.formula{white-space:normal}td.long{word-break:break-all;min-width:12em}.wide table{font-size:.78em}
+.scroll{box-shadow:inset -10px 0 8px -8px rgba(0,0,0,.25)}
+@media print{nav{display:none}body{max-width:none;margin:0}.scroll{overflow:visible;box-shadow:none}
+table{width:100%;table-layout:fixed;font-size:.72em}td,th{overflow-wrap:anywhere}td:first-child{white-space:normal}}
 """
 
 
@@ -702,13 +725,20 @@ def _html_block(kind: str, value: Any, pngs: dict[str, bytes]) -> str:
     rows = []
     for row in t.cells:
         tds = "".join(f'<td class="formula">{formula_html(c)}</td>' if i in t.formula_columns
+                      else f'<td class="long">{html.escape(c)}</td>' if _unbreakable(c)
                       else f"<td>{html.escape(c)}</td>" for i, c in enumerate(row))
         rows.append(f"<tr>{tds}</tr>")
     body = "".join(rows) or f'<tr><td colspan="{len(t.header)}">nothing recorded yet</td></tr>'
-    return (f'<h3 id="table-{t.name}">{html.escape(t.title)}</h3><div class="scroll"><table>'
+    scroll = "scroll wide" if len(t.header) >= 10 else "scroll"  # many columns: smaller type before scrolling
+    return (f'<h3 id="table-{t.name}">{html.escape(t.title)}</h3><div class="{scroll}"><table>'
             f"<thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in t.header)}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>"
             f'<p class="caption">{html.escape(t.caption)} CSV: tables/{t.name}.csv.</p>')
+
+
+def _unbreakable(cell: str) -> bool:
+    """A cell with a word too long to sit in a column (a checksum, a path): it may break anywhere."""
+    return any(len(word) > 32 for word in cell.split())
 
 
 def render_markdown(study: StudyData, sections: list[Section]) -> str:
@@ -772,7 +802,9 @@ def save_figures(drawings: list[Drawing], folder: Path) -> dict[str, bytes]:
             continue
         for ext in ("png", "svg"):
             buf = io.BytesIO()
-            d.figure.savefig(buf, format=ext, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+            # tight: the image grows to hold every label and the legend below the panels, none clipped
+            d.figure.savefig(buf, format=ext, dpi=150, metadata={"Date": None} if ext == "svg" else None,
+                             bbox_inches="tight", pad_inches=0.08)
             write_bytes(folder / f"{d.name}.{ext}", buf.getvalue())
             if ext == "png":
                 pngs[d.name] = buf.getvalue()

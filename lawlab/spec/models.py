@@ -165,7 +165,11 @@ class LawEntry(Strict):
     metric: Literal["intrinsic", "extrinsic", "runtime"] = Field(
         description="Which measurements the law describes."
     )
-    group_by: list[GroupBy] = Field(default_factory=lambda: ["pooled"])
+    group_by: list[GroupBy] = Field(
+        default_factory=lambda: ["pooled"],
+        description="Groupings to fit, each a separate set of fits: pooled (one fit of all rows), or one fit per "
+        "model, method, calibration (free or based) or test dataset.",
+    )
     fit: Literal["ols", "nls", "both"] = Field(
         "ols", description="ols: least squares in log space (the paper's way, log-linear forms only); nls: lmfit."
     )
@@ -322,6 +326,8 @@ HERE_KINDS = {
     "hub-dataset": "datasets that need the hub",
     "network-data": "data that needs the network",
     "device": "a device this machine lacks",
+    "pack": "offline packs not installed",
+    "memory": "models too large for this machine (no GPU)",
 }
 
 

@@ -44,10 +44,14 @@ def _type_name(annotation: Any) -> str:
 
 def _default(field: Any) -> str:
     if field.default is not PydanticUndefined:
-        return f"`{json.dumps(field.default, default=str)}`"
-    if field.default_factory is not None:
-        return f"`{json.dumps(field.default_factory(), default=str)}`"
-    return "required"
+        value = field.default
+    elif field.default_factory is not None:
+        value = field.default_factory()
+    else:
+        return "required"
+    if isinstance(value, BaseModel):  # a nested model's defaults as the TOML keys they are
+        value = value.model_dump(mode="json")
+    return f"`{json.dumps(value, default=str)}`"
 
 
 def fields_table(model: type[BaseModel]) -> list[str]:
@@ -67,6 +71,22 @@ def spec_reference(registry: Any) -> str:
         "A study is one TOML file. Unknown keys are errors everywhere; each plugin's `params`",
         "are checked against that plugin's own model (below) when the spec is validated.",
         "Paths are relative to the spec file, except `study.output` (relative to where you run).",
+        "",
+        "**In an editor.** `lawlab schema > lawlab-spec.schema.json` writes the spec's JSON Schema",
+        "with this machine's plugins: their names as the allowed values of `method`, `source`,",
+        "`recipe`, `evaluator`, `form`, `executor` and `loader`, ratios bounded to [0, 1), and each",
+        "plugin's own `params` (names, types, bounds, descriptions). Editors that use taplo (its",
+        "command line, or VS Code's Even Better TOML) read it in either of two ways: a first line",
+        "`#:schema ./lawlab-spec.schema.json` in a spec, or a `.taplo.toml` beside your specs:",
+        "",
+        "```toml",
+        "[[rule]]",
+        'include = ["specs/*.toml"]',
+        "[rule.schema]",
+        'path = "./lawlab-spec.schema.json"',
+        "```",
+        "",
+        "Write the schema again after installing a plugin, so its name and params are known.",
         "",
     ]
     for title, model, what in SECTIONS:
@@ -88,3 +108,64 @@ def spec_reference(registry: Any) -> str:
                 out.append("No parameters.")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- the editor's schema
+
+# Which spec entry names a plugin of which kind, in which key ($defs name, key, kind).
+PLUGIN_KEYS = [
+    ("ModelEntry", "source", "model_sources"),
+    ("MethodEntry", "method", "pruners"),
+    ("RFTEntry", "recipe", "rft_recipes"),
+    ("EvaluatorEntry", "evaluator", "evaluators"),
+    ("LawEntry", "form", "law_forms"),
+    ("Execution", "executor", "executors"),
+    ("DatasetEntry", "loader", "datasets"),
+]
+
+
+def editor_schema(registry: Any) -> dict[str, Any]:
+    """The spec's JSON Schema for an editor (taplo, Even Better TOML): the plugin keys are
+    enums of the installed plugins' names, ratios are bounded to [0, 1), and each entry's
+    ``params`` are checked against the chosen plugin's own fields. Built from plain
+    properties, enums and ``anyOf``, which older validators (taplo's) read too."""
+    from lawlab.spec.models import json_schema
+
+    schema = json_schema()
+    defs = schema["$defs"]
+    ratios = defs["MethodEntry"]["properties"]["ratios"]
+    ratios["items"] = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+    for entry, key, kind in PLUGIN_KEYS:
+        names = registry.names(kind)
+        if entry not in defs or not names:
+            continue
+        props = defs[entry]["properties"]
+        target = props[key]
+        if "anyOf" in target:  # an optional key: the names, or nothing
+            target["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+        else:
+            target["enum"] = names
+        choices = []
+        for name in names:
+            params = _params_schema(registry.get(kind, name), f"{kind}.{name}", defs)
+            if params is not None:
+                choices.append({"properties": {key: {"enum": [name]}, "params": params}})
+        if choices:  # an entry naming another plugin (or none) keeps free-form params
+            others = [n for n in names if not any(c["properties"][key]["enum"] == [n] for c in choices)]
+            rest = {"properties": {key: {"enum": others}}} if others else None
+            defs[entry]["anyOf"] = [*choices, *([rest] if rest else [])]
+            if key not in defs[entry].get("required", []):
+                defs[entry]["anyOf"].append({"not": {"required": [key]}})
+    return schema
+
+
+def _params_schema(plugin: Any, prefix: str, defs: dict[str, Any]) -> dict[str, Any] | None:
+    """A plugin's Params as a schema whose own definitions join ``defs`` under ``prefix``."""
+    model = getattr(plugin, "Params", None)
+    if model is None or not isinstance(model, type) or not issubclass(model, BaseModel):
+        return None
+    part = model.model_json_schema(ref_template=f"#/$defs/{prefix}.{{model}}")
+    for name, sub in part.pop("$defs", {}).items():
+        defs[f"{prefix}.{name}"] = sub
+    part.pop("title", None)
+    return part

@@ -28,6 +28,7 @@ class L2MagnitudePruner(Pruner):
         import torch
 
         from lawlab.accounting import compression, kept_count, measure, record, stopwatch
+        from lawlab.models.loading import replace_module
 
         adapter = ctx.registry.get("architectures", model.model_type)  # reach layers only through it
         before = measure(model.model, adapter)
@@ -41,9 +42,10 @@ class L2MagnitudePruner(Pruner):
                 norms = gate.weight.pow(2).sum(1) + up.weight.pow(2).sum(1) + down.weight.pow(2).sum(0)
                 # Ties (r = 0 keeps all) break by channel number, so the result is deterministic.
                 index = torch.argsort(norms, descending=True, stable=True)[:keep].sort().values
-                layer.mlp.gate_proj = _rows(gate, index)
-                layer.mlp.up_proj = _rows(up, index)
-                layer.mlp.down_proj = _columns(down, index)
+                # put each smaller matrix where the adapter's module sits: no attribute names
+                replace_module(layer, gate, _rows(gate, index))
+                replace_module(layer, up, _rows(up, index))
+                replace_module(layer, down, _columns(down, index))
             adapter.set_intermediate_size(model.model, keep)
         model.compression = compression(self.name, ratio, before, measure(model.model, adapter), t["seconds"],
                                         {"kept_channels": keep, "criterion": "L2 norm of gate row, up row, down column"})
