@@ -191,6 +191,7 @@ def run_cell_task(
             "measurements": [m.__dict__ for m in outcome.measurements],
             "compression": compression,
             "provenance": outcome.provenance | {"execution": ray_info},
+            "attachments": [a.__dict__ for a in outcome.attachments],  # bytes travel as Ray pickles them
         }
     except Exception as exc:
         result = {
@@ -330,7 +331,7 @@ class RayScheduler(ResumeRules):
         import ray
         from ray.exceptions import RayError, RayTaskError
 
-        from lawlab.api import Measurement
+        from lawlab.api import Attachment, Measurement
         from lawlab.execute import cell_row
 
         cell = job.cell
@@ -374,6 +375,7 @@ class RayScheduler(ResumeRules):
                 cell_row(cell), status="done", run_id=self.run_id, started=started, ended=ended,
                 provenance=result["provenance"], measurements=[Measurement(**m) for m in result["measurements"]],
                 compression=result["compression"],
+                attachments=[Attachment(**a) for a in result.get("attachments", [])],
             )
             self.status[cell.key] = "done"
             summary.done.append(cell.key)
