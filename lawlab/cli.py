@@ -323,8 +323,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.questions:
         console.print(f"wrote {export(args.output, args.format, args.out)}")
         return EXIT_OK
-    done = export_questions(args.output, args.format, args.out)
-    console.print(f"wrote {done.path}: {done.rows:,} questions from {done.cells} evaluation cells")
+    path, done = export_questions(args.output, args.format, args.out)
+    console.print(f"wrote {path}: {len(done.rows):,} questions from {done.cells} evaluation cells")
     if done.missing:
         console.print(f"{len(done.missing)} evaluation cells have no per-question records, e.g. "
                       f"{next(iter(done.missing.values()))}", highlight=False)

@@ -413,23 +413,26 @@ def export(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = No
 
 
 @dataclass(frozen=True)
-class QuestionExport:
-    path: Path
-    rows: int
-    cells: int  # evaluation cells whose records were exported
+class QuestionRows:
+    """Every question of a study's finished evaluation cells, one row each
+    (``lawlab.questions.EXPORT_COLUMNS``), and which cells have none."""
+
+    rows: list[dict[str, Any]]
     # cell key -> why it has no records: cells of an evaluator that keeps them elsewhere in
     # the study, or every evaluation cell when none has any (a store older than records)
     missing: dict[str, str]
 
+    @property
+    def cells(self) -> int:
+        return len({r["cell_key"] for r in self.rows})
 
-def export_questions(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> QuestionExport:
-    """Write one row per question of every finished evaluation cell of the latest plan
-    (``lawlab.questions.EXPORT_COLUMNS``) as csv or parquet."""
-    from lawlab.questions import EXPORT_COLUMNS, export_row
 
-    if fmt not in ("csv", "parquet"):
-        raise UsageError(f"unknown question export format {fmt!r}; allowed: csv, parquet")
-    path = Path(out) if out else Path(output_dir) / f"questions.{fmt}"
+def load_questions(output_dir: str | Path) -> QuestionRows:
+    """One row per question of every finished evaluation cell of the latest plan, with its
+    variant (model, method, ratio, rft, D, seed) so that rows of two cells pair by
+    (task, subtask, doc_id)."""
+    from lawlab.questions import export_row
+
     rows: list[dict[str, Any]] = []
     lacking: dict[str, tuple[str, str]] = {}  # key -> (evaluator, why)
     keeping: set[str] = set()  # evaluators with records
@@ -449,20 +452,30 @@ def export_questions(output_dir: str | Path, fmt: str = "csv", out: str | Path |
                        "cell_key": key}
             for task, table in found.tables.items():
                 rows += [export_row(variant, task, q) for q in table]
-    missing = {k: why for k, (ev, why) in lacking.items() if not keeping or ev in keeping}
+    return QuestionRows(rows, {k: why for k, (ev, why) in lacking.items() if not keeping or ev in keeping})
+
+
+def export_questions(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> tuple[Path, QuestionRows]:
+    """Write :func:`load_questions` as csv or parquet (default: OUTPUT/questions.FORMAT)."""
+    from lawlab.questions import EXPORT_COLUMNS
+
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"unknown question export format {fmt!r}; allowed: csv, parquet")
+    path = Path(out) if out else Path(output_dir) / f"questions.{fmt}"
+    found = load_questions(output_dir)
     with atomic_path(path) as tmp:
         if fmt == "csv":
             with tmp.open("w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(EXPORT_COLUMNS))
                 w.writeheader()
-                w.writerows(rows)
+                w.writerows(found.rows)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in EXPORT_COLUMNS})
+            table = pa.Table.from_pylist(found.rows) if found.rows else pa.table({c: [] for c in EXPORT_COLUMNS})
             pq.write_table(table, tmp)
-    return QuestionExport(path, len(rows), len({r["cell_key"] for r in rows}), missing)
+    return path, found
 
 
 # --------------------------------------------------------------------------- status

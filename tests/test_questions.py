@@ -258,6 +258,14 @@ def test_export_questions_one_row_per_question_of_each_cell(tmp_path, capsys):
     assert main(["export", str(out), "--questions", "--format", "parquet"]) == 0
     assert pq.read_table(out / "questions.parquet").num_rows == 20
     assert main(["export", str(out), "--questions", "--format", "jsonl"]) == 2  # csv or parquet only
+    # the pruned model against the unpruned one, on the same questions
+    with Store(out) as store:
+        keys = [r["key"] for r in store.plan_rows() if r["kind"] == "eval"]
+        base, pruned = (store.question_records(k).tables["arc_easy"] for k in keys)
+    pairs = paired(base, pruned)
+    assert len(pairs) == 5 and all(x.key == y.key and x.gold == y.gold for x, y in pairs)
+    mean, low, high = paired_bootstrap(pairs, "acc_norm")
+    assert mean == pytest.approx(pruned.accuracy("acc_norm") - base.accuracy("acc_norm")) and low <= mean <= high
 
     # a store from before records: the export says so instead of failing
     with Store(out) as store:
