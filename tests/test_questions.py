@@ -273,3 +273,34 @@ def test_export_questions_one_row_per_question_of_each_cell(tmp_path, capsys):
     assert main(["export", str(out), "--questions"]) == 0
     said = capsys.readouterr().out
     assert "0 questions" in said and "2 evaluation cells have no per-question records" in said
+
+
+def test_a_task_without_choices_keeps_no_records_and_says_why():
+    """Online, lm-eval tasks of other output types can be named (lambada's acc is is_greedy):
+    they have no choices, so no records, chance or task loss, and the cell still runs."""
+    from lawlab_plugins.lm_eval_tasks import no_choices
+
+    class Leaf:
+        def __init__(self, kind: str):
+            self.OUTPUT_TYPE = kind
+
+    class Manager:  # what TaskManager.load gives: the leaf tasks by name
+        def __init__(self, kinds: dict[str, str]):
+            self.kinds = kinds
+
+        def load(self, names: list[str]) -> dict:
+            return {"tasks": {k: Leaf(v) for k, v in self.kinds.items()}}
+
+    assert no_choices("lambada", Manager({"lambada": "loglikelihood"})) == (
+        "output type loglikelihood has no choices to record")
+    assert no_choices("mmlu", Manager({"mmlu_a": "multiple_choice", "mmlu_b": "multiple_choice"})) is None
+    ms = LmEval._with_means({"piqa": (Measurement("accuracy", 0.6, "piqa", {"chance": 0.5, "variant": "acc"}),
+                                      Measurement("task_loss", 1.0, "piqa", {"chance": 0.5, "unit": "u",
+                                                                             "per_token": 2.0}),
+                                      Measurement("p_correct", 0.6, "piqa", {"chance": 0.5})),
+                             "lambada": (Measurement("accuracy", 0.3, "lambada", {"chance": None,
+                                                                                  "variant": "acc"}),)},
+                            EV.Params(tasks=["piqa", "lambada"], metrics={"lambada": "acc"}))
+    means = {(m.metric, m.dataset): m for m in ms if m.dataset == "mean2"}
+    assert set(means) == {("accuracy", "mean2")} and means[("accuracy", "mean2")].details["chance"] is None
+    assert means[("accuracy", "mean2")].value == pytest.approx(0.45) and means[("accuracy", "mean2")].law_input
