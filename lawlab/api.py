@@ -153,10 +153,11 @@ class RunContext:
     attachments: list[Attachment] = field(default_factory=list)
 
     def attach(self, name: str, data: bytes, *, kind: str, count: int | None = None) -> None:
-        """Keep a file with this cell's result: the store writes it, whole or not at all,
-        under ``records/CELL_KEY/name`` and lists it in the cell's provenance (name, sha256,
-        bytes, count). Per-question records use ``kind = "questions"`` and the format of
-        :mod:`lawlab.questions`, which ``Store.question_records`` reads."""
+        """Keep a file with this evaluation cell's result (evaluators only, for now): the
+        store writes it, whole or not at all, under ``records/CELL_KEY/name`` and lists it
+        in the cell's provenance (name, sha256, bytes, count). Per-question records use
+        ``kind = "questions"`` and the format of :mod:`lawlab.questions`, which
+        ``Store.question_records`` reads."""
         if "/" in name or "\\" in name or name.startswith("."):
             raise ValueError(f"attachment name {name!r} must be a plain file name")
         self.attachments.append(Attachment(name, data, kind, count))
