@@ -124,6 +124,16 @@ class Progress:
     def log(self, message: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file a cell keeps beside its numbers (see :meth:`RunContext.attach`)."""
+
+    name: str  # file name inside the cell's records folder
+    data: bytes
+    kind: str  # what reads it: "questions" (lawlab.questions) for per-question records
+    count: int | None = None  # the rows it holds, for the provenance
+
+
 @dataclass
 class RunContext:
     """What a plugin gets while a cell runs."""
@@ -141,6 +151,17 @@ class RunContext:
     # Gives the study's unpruned model of this cell's variant (evaluators that compare
     # against it, as the paired runtime does); None where the executor cannot.
     base: Callable[[], LoadedModel] | None = field(default=None, repr=False)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    def attach(self, name: str, data: bytes, *, kind: str, count: int | None = None) -> None:
+        """Keep a file with this evaluation cell's result (evaluators only, for now): the
+        store writes it, whole or not at all, under ``records/CELL_KEY/name`` and lists it
+        in the cell's provenance (name, sha256, bytes, count). Per-question records use
+        ``kind = "questions"`` and the format of :mod:`lawlab.questions`, which
+        ``Store.question_records`` reads."""
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"attachment name {name!r} must be a plain file name")
+        self.attachments.append(Attachment(name, data, kind, count))
 
     def base_model(self) -> LoadedModel | None:
         """The unpruned model this cell's variant was made from, shared and read-only:
@@ -384,7 +405,16 @@ class Dataset(ABC):
 @dataclass(frozen=True)
 class Measurement:
     """One measured number. ``dataset`` names what it was measured on (a test set, a
-    task, ``"mean"`` for an average); ``details`` says how (metric variant, stderr, n)."""
+    task, an average named for what it holds); ``details`` says how (metric variant,
+    stderr, n).
+
+    ``details`` keys the core reads, when present:
+
+    - ``chance`` (accuracy-like metrics): the value a uniform guess gets, the mean over
+      questions of 1 / number of choices, so the analysis can tell a task the model does
+      not perform above chance, and normalise (A - c) / (A0 - c).
+    - ``tasks``: the tasks an average holds.
+    """
 
     metric: str
     value: float

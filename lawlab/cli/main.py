@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="the study's output folder")
     p.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv")
     p.add_argument("-o", "--out", type=Path, help="file to write (default: OUTPUT/results.FORMAT)")
+    p.add_argument("--questions", action="store_true",
+                   help="one row per question of each lm-eval cell instead (csv or parquet; "
+                        "default: OUTPUT/questions.FORMAT)")
     p.set_defaults(func=cmd_export)
 
     p = subcommand(sub, "report",
@@ -339,10 +342,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lawlab.run.store import export
+    from lawlab.run.store import export, export_questions
 
-    path = export(args.output, args.format, args.out)
-    console.print(f"wrote {path}")
+    if not args.questions:
+        console.print(f"wrote {export(args.output, args.format, args.out)}")
+        return EXIT_OK
+    path, done = export_questions(args.output, args.format, args.out)
+    console.print(f"wrote {path}: {len(done.rows):,} questions from {done.cells} evaluation cells")
+    if done.missing:
+        console.print(f"{len(done.missing)} evaluation cells have no per-question records, e.g. "
+                      f"{next(iter(done.missing.values()))}", highlight=False)
     return EXIT_OK
 
 

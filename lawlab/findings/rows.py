@@ -116,8 +116,14 @@ def chance_rule(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
     kept = []
     for r in rows:
         tasks = r["details"].get("tasks")
-        if r["kind"] != "extrinsic" or not r.get("law_input", True) or not isinstance(tasks, list):
+        if r["kind"] != "extrinsic" or not r.get("law_input", True):
             kept.append(r)
+            continue
+        if not isinstance(tasks, list):  # one task is the law's input itself (MMLU)
+            if (r["model"], r["evaluator"], r["dataset"]) in out_tasks:
+                report["means"].append({"model": r["model"], "series": r["series"], "dropped": True})
+            else:
+                kept.append(r)
             continue
         drop = [t for t in tasks if (r["model"], r["evaluator"], t) in out_tasks]
         if not drop:

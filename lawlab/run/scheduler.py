@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lawlab import environment
-from lawlab.api import LoadedModel, Measurement, RunContext
+from lawlab.api import Attachment, LoadedModel, Measurement, RunContext
 from lawlab.files import write_json
 from lawlab.models.loading import HOST, Residency, to_host
 from lawlab.run.plan import Cell, Plan, stage_order, thaw
@@ -51,6 +51,7 @@ class CellOutcome:
     measurements: list[Measurement]
     compression: dict[str, Any] | None
     provenance: dict[str, Any]
+    attachments: list[Attachment] = field(default_factory=list)  # files kept beside the numbers
 
 
 class CellWorker:
@@ -180,7 +181,7 @@ class CellWorker:
         finally:
             self.evaluating = False
             self.residency.end_stage()  # a model the evaluator borrowed goes back to the host
-        return CellOutcome(None, list(measurements), None, self.provenance(cell, "evaluators"))
+        return CellOutcome(None, list(measurements), None, self.provenance(cell, "evaluators"), ctx.attachments)
 
 
 def plan_registry(plan: Plan) -> Any:
@@ -451,6 +452,7 @@ class LocalScheduler(ResumeRules):
         self.store.record_cell(
             cell_row(cell), status="done", run_id=self.run_id, started=started, ended=ended,
             provenance=outcome.provenance, measurements=outcome.measurements, compression=outcome.compression,
+            attachments=outcome.attachments,
         )
         self.status[cell.key] = "done"
         self.progress.cell_finished(cell, "done", ended - started)

@@ -11,6 +11,8 @@ Layout of an output folder::
     spec.json         the validated spec of the latest run
     artifacts/KEY/    models kept for later cells (safetensors + JSON)
     results.csv       the tidy export, fits.json, report/
+    records/KEY/      files a cell keeps beside its numbers (per-question records, one
+                      gzipped JSON-lines file per task: lawlab.questions)
     lawlab.log        what the libraries wrote during each run (warnings, stderr)
 """
 
@@ -26,11 +28,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lawlab.api import Measurement
+from lawlab.api import Attachment, Measurement
 from lawlab.errors import UsageError
 from lawlab.files import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from lawlab.questions import CellQuestions
 
 DB_NAME = "lawlab.sqlite"
 SCHEMA_VERSION = 1
@@ -171,8 +176,14 @@ class Store:
         measurements: Sequence[Measurement] = (),
         compression: dict[str, Any] | None = None,
         error: str | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> None:
-        """Write one finished (or failed) cell and all its numbers atomically."""
+        """Write one finished (or failed) cell and all its numbers atomically. Its
+        attachments are written first, each whole or not at all, and listed in the
+        provenance; a kill before the transaction leaves files no cell names, which the
+        cell's rerun overwrites."""
+        if attachments:
+            provenance = {**provenance, "attachments": self._write_attachments(cell["key"], attachments)}
         with self.transaction() as db:
             db.execute("DELETE FROM results WHERE cell_key = ?", (cell["key"],))
             db.execute(
@@ -194,6 +205,45 @@ class Store:
                     for m in measurements
                 ],
             )
+
+    def records_dir(self, key: str) -> Path:
+        return self.root / "records" / key
+
+    def _write_attachments(self, key: str, attachments: Sequence[Attachment]) -> list[dict[str, Any]]:
+        from lawlab.files import write_bytes
+        from lawlab.questions import sha256
+
+        listed = []
+        for a in attachments:
+            write_bytes(self.records_dir(key) / a.name, a.data)
+            listed.append({"file": f"records/{key}/{a.name}", "kind": a.kind, "sha256": sha256(a.data),
+                           "bytes": len(a.data), "count": a.count})
+        return listed
+
+    def question_records(self, key: str) -> CellQuestions:
+        """The per-question records of a cell, by task; ``missing`` says why there are
+        none (a cell recorded before records existed, an evaluator that keeps none, a file
+        removed or changed since) instead of failing."""
+        from lawlab.questions import QUESTIONS, CellQuestions, QuestionTable, sha256
+
+        rec = self.cell(key)
+        if rec is None or rec.status != "done":
+            return CellQuestions(key, {}, f"cell {key} is not a finished cell of this store")
+        listed = [a for a in rec.provenance.get("attachments", []) if a.get("kind") == QUESTIONS]
+        if not listed:
+            return CellQuestions(key, {}, f"cell {key} has no per-question records (recorded by an older lawlab, "
+                                          "or its evaluator keeps none)")
+        tables: dict[str, QuestionTable] = {}
+        for a in listed:
+            path = self.root / a["file"]
+            if not path.is_file():
+                return CellQuestions(key, {}, f"{path} is missing")
+            data = path.read_bytes()
+            if sha256(data) != a["sha256"]:
+                return CellQuestions(key, {}, f"{path} changed since it was recorded (sha256 differs)")
+            table = QuestionTable.decode(data)
+            tables[table.task] = table
+        return CellQuestions(key, tables)
 
     def cell(self, key: str) -> CellRecord | None:
         r = self.db.execute("SELECT * FROM cells WHERE key = ?", (key,)).fetchone()
@@ -362,6 +412,72 @@ def export(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = No
             table = pa.Table.from_pylist(flat) if flat else pa.table({c: [] for c in TABLE_COLUMNS})
             pq.write_table(table, tmp)
     return path
+
+
+@dataclass(frozen=True)
+class QuestionRows:
+    """Every question of a study's finished evaluation cells, one row each
+    (``lawlab.questions.EXPORT_COLUMNS``), and which cells have none."""
+
+    rows: list[dict[str, Any]]
+    # cell key -> why it has no records: cells of an evaluator that keeps them elsewhere in
+    # the study, or every evaluation cell when none has any (a store older than records)
+    missing: dict[str, str]
+
+    @property
+    def cells(self) -> int:
+        return len({r["cell_key"] for r in self.rows})
+
+
+def load_questions(output_dir: str | Path) -> QuestionRows:
+    """One row per question of every finished evaluation cell of the latest plan, with its
+    variant (model, method, ratio, rft, D, seed) so that rows of two cells pair by
+    (task, subtask, doc_id)."""
+    from lawlab.questions import export_row
+
+    rows: list[dict[str, Any]] = []
+    lacking: dict[str, tuple[str, str]] = {}  # key -> (evaluator, why)
+    keeping: set[str] = set()  # evaluators with records
+    with Store(output_dir) as store:
+        seed = (store.meta("spec") or {}).get("study", {}).get("seed")
+        cells = {r["key"]: r for r in store.db.execute("SELECT * FROM cells WHERE status = 'done' AND kind = 'eval'")}
+        for key in (r["key"] for r in store.plan_rows() if r["key"] in cells):
+            c = cells[key]
+            found = store.question_records(key)
+            if found.missing:
+                lacking[key] = (c["evaluator"], found.missing)
+                continue
+            keeping.add(c["evaluator"])
+            variant = {"model": c["model"], "method": c["method"] or "", "ratio": c["ratio"] or 0.0,
+                       "rft": c["rft"] or "", "rft_dataset": c["rft_dataset"] or "", "D": c["size"] or 0,
+                       "seed": json.loads(c["provenance"]).get("seed", seed), "evaluator": c["evaluator"],
+                       "cell_key": key}
+            for task, table in found.tables.items():
+                rows += [export_row(variant, task, q) for q in table]
+    return QuestionRows(rows, {k: why for k, (ev, why) in lacking.items() if not keeping or ev in keeping})
+
+
+def export_questions(output_dir: str | Path, fmt: str = "csv", out: str | Path | None = None) -> tuple[Path, QuestionRows]:
+    """Write :func:`load_questions` as csv or parquet (default: OUTPUT/questions.FORMAT)."""
+    from lawlab.questions import EXPORT_COLUMNS
+
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"unknown question export format {fmt!r}; allowed: csv, parquet")
+    path = Path(out) if out else Path(output_dir) / f"questions.{fmt}"
+    found = load_questions(output_dir)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(EXPORT_COLUMNS))
+                w.writeheader()
+                w.writerows(found.rows)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist(found.rows) if found.rows else pa.table({c: [] for c in EXPORT_COLUMNS})
+            pq.write_table(table, tmp)
+    return path, found
 
 
 # --------------------------------------------------------------------------- status
