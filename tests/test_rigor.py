@@ -196,3 +196,15 @@ def test_a_single_task_law_input_at_chance_is_dropped_too():
     assert {m["series"] for m in f.chance["means"]} == {"lm-eval:mmlu"}
     retention = [p for p in f["rq1"].parts if p.name.startswith("RFT raises")]
     assert all("mmlu" not in p.name for p in retention)
+
+
+def test_a_nonlinear_fit_that_does_not_converge_says_so():
+    rows = simulate("kept-fraction-law", {"log_P0": -0.1, "alpha": 0.6, "beta": 0.2}, models=MODELS, noise=0.01,
+                    options={"d_unit": 1000}, seed=2)
+    args = dict(metric_kind="extrinsic", method="nls", space="linear", options={"d_unit": 1000}, starts=0,
+                heldout=False)
+    stopped = fit_law("kept-fraction-law", rows, max_nfev=3, **args)  # lmfit stops after 3 evaluations
+    assert not stopped.converged
+    assert any("did not converge" in n for n in stopped.notes)
+    good = fit_law("kept-fraction-law", rows, **args)
+    assert good.converged and not any("did not converge" in n for n in good.notes)

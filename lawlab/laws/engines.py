@@ -123,7 +123,8 @@ def ols(X: Any, z: Any, clusters: Sequence[str] | None = None) -> Estimate:
     return est
 
 
-def nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any]) -> Estimate:
+def nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any],
+        max_nfev: int | None = None) -> Estimate:
     """lmfit least squares from each start; the lowest χ² wins."""
     import lmfit
     import numpy as np
@@ -145,7 +146,7 @@ def nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any])
         # does not, so they are kept with the start rather than shown.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = lmfit.minimize(residual, params, method="leastsq")
+            result = lmfit.minimize(residual, params, method="leastsq", max_nfev=max_nfev)
         result.lawlab_warnings = sorted({str(w.message) for w in caught})
         # A start that converged beats one that stopped early, whatever their χ².
         if best is None or (result.success, -result.chisqr) > (best.success, -best.chisqr):

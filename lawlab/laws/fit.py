@@ -87,6 +87,7 @@ def fit_law(
     group: dict[str, str] | None = None,
     cov: Literal["cluster", "iid"] = "cluster",
     heldout: bool = True,
+    max_nfev: int | None = None,
 ) -> FitResult:
     """Fit one law form to the given rows (all of them: select with :func:`law_rows`).
 
@@ -102,6 +103,8 @@ def fit_law(
     more clusters than parameters, the iid interval is used and a note says why.
     ``heldout`` adds the law's held-out error beside that of "no change" (L = L0):
     leave-one-model-out with two models or more, else leave-one-ratio-out.
+    ``max_nfev`` caps lmfit's function evaluations per start (its default otherwise); a fit
+    that stops before converging says so in ``converged`` and its notes.
     """
     import numpy as np
 
@@ -128,7 +131,7 @@ def fit_law(
         est = ols(X, np.log(d.y) - offset, clusters)
     else:
         first = [ols(X, np.log(d.y) - offset).theta] if form.log_linear else []
-        est = nls(form, d, opts, space, starting_points(form, starts, rng, first))
+        est = nls(form, d, opts, space, starting_points(form, starts, rng, first), max_nfev)
         if not form.log_linear or space == "linear":
             centred = True
         if est.stderr is None:

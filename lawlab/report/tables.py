@@ -276,7 +276,11 @@ def _fit_record(f: FitResult) -> dict[str, Any]:
                 f"{p.name}_boot_low": boot[0], f"{p.name}_boot_high": boot[1]}
     rec |= {"r2": f.r2, "r2_adj": f.r2_adj, "r2_kind": f.r2_kind, "F": f.fstat, "F_pvalue": f.f_pvalue, "aic": f.aic,
             "bic": f.bic, "rmse": f.rmse, "feasible": not f.feasibility if not f.skipped else None,
-            "feasibility": "; ".join(f.feasibility), "skipped": f.skipped or "", "notes": "; ".join(f.notes)}
+            "feasibility": "; ".join(f.feasibility), "skipped": f.skipped or "", "notes": "; ".join(f.notes),
+            "r2_centred_adj": f.r2_centred_adj, "r2_beyond_L0": f.r2_beyond_L0, "interval": f.cov_type,
+            "clusters": f.n_clusters, "converged": f.converged,
+            "heldout_scheme": (f.heldout or {}).get("scheme"), "heldout_rmse_log": (f.heldout or {}).get("rmse_log"),
+            "null_rmse_log": (f.heldout or {}).get("null_rmse_log")}
     return rec
 
 
@@ -296,7 +300,17 @@ def _r2(f: FitResult) -> str:
 
 
 def _feasible(f: FitResult) -> str:
-    return "yes" if not f.feasibility else "NO: " + "; ".join(f.feasibility)
+    verdict = "yes" if not f.feasibility else "NO: " + "; ".join(f.feasibility)
+    return verdict if f.converged else verdict + " (the nonlinear fit did not converge)"
+
+
+def _beyond_null(f: FitResult) -> str:
+    """What the law explains beyond "no change" (L = L0): R² of log(L/L0), and its held-out
+    log error beside that of L = L0."""
+    h = f.heldout or {}
+    law, null = h.get("rmse_log"), h.get("null_rmse_log")
+    held = f"{law:.3g} vs {null:.3g}" if law is not None and null is not None else "-"
+    return f"{fmt(f.r2_beyond_L0)}; {held}"
 
 
 def fit_table(name: str, title: str, fits: Sequence[FitResult], caption: str, *, by_column: str) -> Table:
@@ -304,22 +318,26 @@ def fit_table(name: str, title: str, fits: Sequence[FitResult], caption: str, *,
     adjusted R², F, rows and feasibility (the shape of the paper's Tables 1–4 and 6)."""
     names = _param_names([f for f in fits if not f.skipped])
     header = [by_column, "fit", "fitted function", *[f"{GREEK.get(n, n)} [95% CI]" for n in names],
-              "adj. R²", "F", "n", "feasible"]
+              "adj. R²", "centred adj. R²", "R² beyond L0; held-out log RMSE vs L = L0", "F", "n", "feasible"]
     cells = []
     for f in fits:
         group = f.group.get("value") if f.group.get("by") != "pooled" else f.law
         if f.skipped:
-            cells.append([group, f.method, "not fitted: " + f.skipped, *[""] * len(names), "", "", str(f.n), ""])
+            cells.append([group, f.method, "not fitted: " + f.skipped, *[""] * len(names), "", "", "", "", str(f.n),
+                          ""])
             continue
         cells.append([group, f.method.upper(), fitted_function(f), *[_coef_cell(f, n) for n in names], _r2(f),
-                      fmt_f(f.fstat), str(f.n), _feasible(f)])
+                      fmt(f.r2_centred_adj), _beyond_null(f), fmt_f(f.fstat), str(f.n), _feasible(f)])
     return Table(name, title, header, cells, [_fit_record(f) for f in fits], caption, formula_columns=(2,))
 
 
 def law_tables(study: StudyData) -> list[Table]:
     fits = sorted(study.fits, key=lambda f: (study.law_order(f.law), f.method != "ols"))
     conv = ("R² (u): uncentred, of a regression through the origin (as statsmodels reports it); otherwise centred. "
-            "Intervals: t intervals at 95%; 'boot': bootstrap percentile intervals where the law asked for them.")
+            "Read the centred R², the R² beyond L0 (of log L/L0) and the held-out log error against 'no change' "
+            "(L = L0) first: eq. 1 has no intercept, so its uncentred R² is inflated by the level of L0. "
+            "Intervals: t intervals at 95%, cluster-robust over pruned models (model, method, r, seed) unless the "
+            "fit's notes say iid; 'boot': bootstrap percentile intervals where the law asked for them.")
     tables = []
     pooled = [f for f in fits if f.group.get("by") == "pooled"]
     if pooled:
@@ -660,6 +678,10 @@ def missing_items(study: StudyData) -> list[str]:
     skipped = [f for f in study.fits if f.skipped]
     if skipped:
         out.append(f"{len(skipped)} fit(s) could not be made (see the law tables).")
+    stuck = [f for f in study.fits if not f.skipped and not f.converged]
+    if stuck:
+        out.append(f"{len(stuck)} nonlinear fit(s) did not converge; their coefficients are where the optimiser "
+                   "stopped (see the law tables).")
     return out
 
 
