@@ -208,3 +208,16 @@ def test_a_nonlinear_fit_that_does_not_converge_says_so():
     assert any("did not converge" in n for n in stopped.notes)
     good = fit_law("kept-fraction-law", rows, **args)
     assert good.converged and not any("did not converge" in n for n in good.notes)
+
+
+def test_the_laws_answer_compares_accuracy_through_task_loss():
+    from test_tasklink import study
+
+    rows = study(noise=0.005)
+    for r in rows:  # as a study's tidy rows: the accuracy is the extrinsic law's input
+        r |= {"kind": "extrinsic", "evaluator": "lm-eval", "calibration": "free" if r["method"] else "",
+              "law_input": r["metric"] == "accuracy", "details": {}}
+    f = findings(rows)
+    two = f["laws"].evidence["two_step"]["mean5"]
+    assert two["rmse"]["two_step"] < two["rmse"]["direct"] < two["rmse"]["null"]
+    assert any(n.startswith("accuracy through task loss (mean5)") for n in f["laws"].notes)

@@ -45,8 +45,26 @@ def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
         parts.append(Part(name, verdict, summary, {"theta": mine["theta"], "r2_centred_adj": fit.r2_centred_adj,
                                                    "r2_beyond_L0": fit.r2_beyond_L0, "heldout": fit.heldout,
                                                    "interval": fit.cov_type}, reason))
-    return Answer.of("laws", parts, ci="coefficients by OLS with cluster-robust (CR1, t on G − 1 df) 95% intervals; "
-                                       "held-out errors leave one model out (one ratio with one model)", **ev)
+    ev["two_step"], notes = _two_step(rows)
+    return Answer.of("laws", parts, notes=notes,
+                     ci="coefficients by OLS with cluster-robust (CR1, t on G − 1 df) 95% intervals; "
+                        "held-out errors leave one model out (one ratio with one model)", **ev)
+
+
+def _two_step(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Per series with task loss: accuracy predicted through task loss (eq. 1 on task loss,
+    then a sigmoid link), against eq. 1 on accuracy and against no change, by held-out error
+    (lawlab.laws.tasklink; Bhagia et al. 2024's two steps, with compression for compute)."""
+    from lawlab.laws.tasklink import compare_two_step
+
+    out: dict[str, Any] = {}
+    notes = []
+    for dataset in sorted({r["dataset"] for r in rows if r.get("metric") == "task_loss"}):
+        mine = [r for r in rows if r["dataset"] == dataset and r.get("metric") in ("task_loss", "accuracy")]
+        cmp = compare_two_step(mine, "compression-law", dataset)
+        out[dataset] = cmp.to_dict()
+        notes.append(f"accuracy through task loss ({dataset}): {cmp.summary()}")
+    return out, notes
 
 
 def _law_verdict(fit: Any, feasible: bool) -> tuple[str, str, str]:
