@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 from lawlab.api import CheckContext
 from lawlab.memory import known_config
+from lawlab.pipelines import PlanHooks, plan_pipelines
 from lawlab.spec import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
 
-CellKind = Literal["base", "prune", "rft", "eval"]
+CellKind = Literal["base", "prune", "rft", "eval", "quantize"]
 _COUNTED_KINDS = ("intrinsic", "extrinsic")  # the paper's Table 5 counts these evaluations
 
 
@@ -57,6 +58,12 @@ class Variant:
     rft_dataset: str = ""
     size: int = 0  # D, RFT samples
     seed: int | None = None  # the pruning seed, where a method asks for several (methods[].seeds)
+    quant: str = ""  # the quantisation setting's label (a pipeline's quantiser); "" for float weights
+
+    @property
+    def label(self) -> str:
+        """The method as results name it: a quantised variant's carries its setting (wanda-sp+w8a8)."""
+        return f"{self.method}+{self.quant}" if self.quant else self.method
 
     def describe(self) -> str:
         parts = [self.model]
@@ -64,6 +71,8 @@ class Variant:
             parts.append(f"{self.method}@{self.ratio:g}" + (f"#{self.seed}" if self.seed is not None else ""))
         if self.size:
             parts.append(f"{self.rft}:{self.rft_dataset}:{self.size}")
+        if self.quant:
+            parts.append(self.quant)
         return " / ".join(parts)
 
 
@@ -84,7 +93,8 @@ class Cell:
         return _thaw(self.params)
 
     def label(self) -> str:
-        what = {"base": "load", "prune": "prune", "rft": "rft", "eval": f"eval {self.evaluator}"}[self.kind]
+        what = {"base": "load", "prune": "prune", "rft": "rft", "quantize": "quantize",
+                "eval": f"eval {self.evaluator}"}[self.kind]
         return f"{what}: {self.variant.describe()}"
 
 
@@ -229,7 +239,8 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                 continue
             add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 
-    def add_rft(variant: Variant, parent: str) -> None:
+    def add_rft(variant: Variant, parent: str) -> list[tuple[Variant, str]]:
+        added = []
         for i, r in enumerate(spec.rft):
             if not applies(r, variant.model) or (r.ratios is not None and variant.ratio not in r.ratios):
                 continue
@@ -241,9 +252,11 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                 for size in r.sizes:
                     if size == 0:
                         continue  # D = 0 is the variant itself: no RFT, no cell
-                    v = Variant(variant.model, variant.method, variant.ratio, r.key, ds, size, variant.seed)
+                    v = replace(variant, rft=r.key, rft_dataset=ds, size=size)
                     key = add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
                     add_evals(v, key)
+                    added.append((v, key))
+        return added
 
     families: dict[str, str] = {}
     configs: dict[str, Any] = {}  # model -> config.json, where known before loading
@@ -304,6 +317,9 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
                     key = add("prune", v, meth.method, params, base, ratio=ratio)
                     add_evals(v, key)
                     add_rft(v, key)
+        if spec.pipelines:
+            hooks = PlanHooks(add, add_evals, add_rft)
+            issues += plan_pipelines(resolved, registry, m.name, model_type, config, (base_v, base), hooks)
 
     memory = plan_memory(resolved, registry, configs, skipped)
     issues += memory_issues(resolved, memory)

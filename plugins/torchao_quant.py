@@ -52,7 +52,25 @@ class TorchaoParams(Params):
         return self
 
 
+# Loggers that speak once while torchao imports: its optional CUDA kernels are absent on a
+# CPU machine, and torch's own handler (which writes straight to the terminal, not to
+# lawlab's log) objects to how torchao registers two enums. Neither concerns a study.
+_IMPORT_NOISE = ("torchao", "torch.utils._pytree")
+
+
 def _torchao() -> Any:
+    import logging
+    import sys
+
+    if "torchao.quantization" not in sys.modules:
+        levels = {name: logging.getLogger(name).level for name in _IMPORT_NOISE}
+        for name in _IMPORT_NOISE:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            import torchao.quantization  # noqa: F401
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
     import torchao.quantization as q
 
     return q
@@ -103,7 +121,7 @@ class TorchaoQuantizer(Quantizer):
 
     def check(self, params: TorchaoParams, ctx: Any) -> None:
         try:
-            import torchao  # noqa: F401
+            _torchao()
         except ImportError:
             raise CheckFailed(
                 "the torchao quantiser needs torchao", allowed="pip install 'lawlab[quantize]'"
