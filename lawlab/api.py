@@ -414,6 +414,12 @@ class Pruner(ABC):
         to it (no channel or hidden dimension left...), or None."""
         return None
 
+    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
+        """At plan time: the config the pruned model will have (its new widths), so a later
+        step (a quantiser's group size) can refuse shapes before anything runs; None when
+        the method cannot tell without pruning."""
+        return None
+
     @abstractmethod
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
         """Return the pruned model (may modify ``model`` in place) with ``compression`` set."""

@@ -63,8 +63,22 @@ def test_a_pipeline_plans_the_product_of_its_steps_and_shares_the_pruning(tiny_s
     assert labels == {"random-prunenet+w8a8", "random-prunenet+w4g32"}
     assert all("w8a8" in c.label() or "w4g32" in c.label() for c in quant)
     # a setting's parameters are in its key: another group size is another cell
-    other = plan_of(tiny_spec(lambda t: with_pipeline(t, PIPELINE.replace("group_size = 32", "group_size = 64"))))
+    other = plan_of(tiny_spec(lambda t: with_pipeline(t, PIPELINE.replace("group_size = 32", "group_size = 16"))))
     assert {c.key for c in other.of_kind("quantize")} != {c.key for c in quant}
+
+
+def test_pruners_announce_their_pruned_widths():
+    from lawlab.plugins import get_registry
+
+    smollm2 = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3,
+               "head_dim": 64}
+    reg = get_registry()
+    rp = reg.get("pruners", "random-prunenet")
+    assert rp.pruned_config(smollm2, 0.1, rp.Params())["intermediate_size"] == 1384  # = 8 x 173: no group of 32
+    sp = reg.get("pruners", "wanda-sp")
+    pruned = sp.pruned_config(smollm2, 0.5, sp.Params())
+    assert pruned["num_key_value_heads"] == 2 and pruned["num_attention_heads"] == 6
+    assert pruned["intermediate_size"] < 1536
 
 
 def test_rft_on_the_quantised_model_needs_a_recipe_that_can(tiny_spec):
@@ -90,6 +104,9 @@ def test_rft_on_the_quantised_model_needs_a_recipe_that_can(tiny_spec):
          "the same setting"),
         ('{ quantizer = "torchao", settings = [{ bits = 4, group_size = 48 }] }',
          "pipelines[0].steps[0].settings[0]", "group_size 48 does not divide hidden_size = 64"),
+        ('{ method = "random-prunenet", ratios = [0.1] }, { quantizer = "torchao", settings = [{ bits = 4, group_size = 32 }] }',
+         "pipelines[0].steps[1].settings[0]",
+         "pruned by 'random-prunenet' at r = 0.1: group_size 32 does not divide intermediate_size = 112"),
         ('{ quantizer = "torchao", settings = [{ bits = 9 }] }', "pipelines[0].steps[0].settings[0].bits",
          "less than or equal to 8"),
         ('{ method = "random-prunenet", quantizer = "torchao", ratios = [0.5] }', "pipelines[0].steps[0]",
