@@ -39,9 +39,9 @@ COMPARED_FORMS = {
     "extrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
     "runtime": ("runtime-law", "ablation-r"),
 }
-QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws")
+QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws", "composition")
 TITLES = {"rq1": "RQ1, shape", "rq2": "RQ2, speed", "rq3": "RQ3, recovery", "rq4": "RQ4, which model to compress",
-          "rq5": "RQ5, calibration", "laws": "Laws"}
+          "rq5": "RQ5, calibration", "laws": "Laws", "composition": "Composition of compressions"}
 CLAIMS = {
     "rq1": "Intrinsic loss rises about quadratically with r and accuracy falls about linearly; below r = 0.5 "
            "models keep 57% of extrinsic performance without RFT and 84% with it.",
@@ -53,6 +53,9 @@ CLAIMS = {
            "larger one at a higher ratio (by about 8%).",
     "rq5": "Calibration-based pruning is better on intrinsic loss; calibration-free pruning is better on "
            "extrinsic accuracy, especially after RFT.",
+    # answered only for studies with hybrid (quantised) variants: lawlab.composition
+    "composition": "Compressions compose multiplicatively (effective-parameter form, Frantar et al. 2025; Panferov "
+                   "et al. 2025): what a hybrid variant keeps is the product of what each compression keeps alone.",
     "laws": "Eq. 1, L = L0^α (1+r)^β (1 + 1/(D+ε))^γ, describes the results with feasible signs (loss: β, γ > 0; "
             "accuracy: β, γ < 0), and runtime follows S = C (1+r)^β with β < 0.",
 }
@@ -1139,9 +1142,15 @@ def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0)
                      f"{ALPHA}): " + ", ".join(chance["left_out"]))
     if not any(r["method"] for r in clean):
         notes.append("no compressed variant in the results: every question is undetermined")
+    # the paper's questions are about pruning: quantised (hybrid) variants answer "composition"
+    pruning = [r for r in clean if not r.get("quant")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
-        answers = {key: step(clean, seed) for key, step in STEPS.items()}
+        answers = {key: step(pruning, seed) for key, step in STEPS.items()}
+    if len(pruning) < len(clean):
+        from lawlab.composition import composition
+
+        answers["composition"] = composition(clean, seed)
     result = Findings(source, answers, notes)
     result.chance = chance
     return result
