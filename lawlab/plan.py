@@ -145,7 +145,7 @@ class Plan:
         extrinsic) of compressed variants, per model family, with and without RFT."""
         counts: Counter[str] = Counter()
         for c in self.cells:
-            if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS:
+            if c.kind == "eval" and c.variant.label and c.evaluator_kind in _COUNTED_KINDS:
                 counts[self.families.get(c.variant.model, c.variant.model)] += 1
         return dict(sorted(counts.items()))
 
@@ -160,12 +160,13 @@ class Plan:
                     "model": m.name,
                     "family": self.families.get(m.name, m.name),
                     "prune": kinds["prune"],
+                    "quantize": kinds["quantize"],
                     "rft": kinds["rft"],
                     "eval": kinds["eval"],
                     "experiments": sum(
                         1
                         for c in mine
-                        if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS
+                        if c.kind == "eval" and c.variant.label and c.evaluator_kind in _COUNTED_KINDS
                     ),
                 }
             )
@@ -354,6 +355,12 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
                          calibration=registry.get("pruners", meth.method).calibration)
             for j, meth in enumerate(spec.methods)
             if applies(meth, m.name) and meth.key not in not_here and any(r > 0 for r in meth.ratios)
+        ]
+        stages += [  # a pipeline's pruning step is planned as a method's
+            StageRequest("prune", s.method, resolved.params[f"pipelines[{i}].steps[{j}].params"],
+                         calibration=registry.get("pruners", s.method).calibration)
+            for i, p in enumerate(spec.pipelines) if applies(p, m.name)
+            for j, s in enumerate(p.steps) if s.kind == "prune" and any(r > 0 for r in s.ratios or [])
         ]
         stages += [StageRequest("rft", r.recipe, resolved.params[f"rft[{i}].params"])
                    for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes) and applies(r, m.name)]
