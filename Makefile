@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # On a machine without an NVIDIA GPU, pin torch to the CPU wheel (an unpinned torch pulls
 # several GB of CUDA packages). On a GPU server, install the torch you want first.
 CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
-EXTRAS ?= dev,ray
+EXTRAS ?= dev,ray,quantize
 
 .PHONY: install packs quickstart test browser bench lint
 

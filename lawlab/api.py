@@ -451,6 +451,12 @@ class Pruner(ABC):
         method declares its activations (:func:`lawlab.run.memory.calibration_terms`)."""
         return MemoryTerms({"one FFN rebuilt": 3 * shapes.hidden * shapes.intermediate * dtype_bytes})
 
+    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
+        """At plan time: the config the pruned model will have (its new widths), so a later
+        step (a quantiser's group size) can refuse shapes before anything runs; None when
+        the method cannot tell without pruning."""
+        return None
+
     @abstractmethod
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
         """Return the pruned model (may modify ``model`` in place) with ``compression`` set."""
@@ -470,6 +476,10 @@ class RFTRecipe(ABC):
     Params: ClassVar[type[Params]] = NoParams
     description: ClassVar[str] = ""
 
+    # Can train on a quantised base (QLoRA-style: prune → quantise → RFT); a recipe that
+    # merges its adapter into the weights cannot, and a pipeline asking for it is refused.
+    quantized_base: ClassVar[bool] = False
+
     def check(self, params: Any, dataset: str, size: int, ctx: CheckContext) -> None: ...
 
     def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
@@ -484,6 +494,38 @@ class RFTRecipe(ABC):
     ) -> tuple[LoadedModel, list[Measurement]]:
         """Return the recovered model (adapters merged: a plain model) and what training
         measured (loss curve, tokens seen, seconds)."""
+
+
+class Quantizer(ABC):
+    """Stores a model's weights in fewer bits (one step of a hybrid pipeline, see
+    :mod:`lawlab.run.pipelines`). Each entry of a pipeline step's ``settings`` is one ``Params``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+
+    def check(self, params: Any, ctx: CheckContext) -> None:
+        """Fail for settings the quantiser cannot honour (bits, group sizes)."""
+
+    def check_model(self, config: dict[str, Any], params: Any) -> str | None:
+        """At plan time, when the model's config is known: why these settings cannot quantise
+        it (a group size that divides none of its widths...), or None."""
+        return None
+
+    def label(self, params: Any) -> str:
+        """A short name of one setting (``w8a8``, ``w4g32``): the variant's quantisation label."""
+        return self.name
+
+    @abstractmethod
+    def quantize(self, model: LoadedModel, params: Any, ctx: RunContext) -> LoadedModel:
+        """Return the quantised model (may modify ``model`` in place), its ``format`` set to
+        this quantiser's name and a history entry saying what each layer got."""
+
+    @abstractmethod
+    def save_model(self, model: LoadedModel, path: Path) -> None: ...
+
+    @abstractmethod
+    def load_model(self, path: Path, ctx: RunContext) -> LoadedModel: ...
 
 
 @dataclass(frozen=True)
@@ -651,6 +693,7 @@ PluginKind = Literal[
     "architectures",
     "executors",
     "packs",
+    "quantizers",
 ]
 
 Factory = Callable[[], Any]

@@ -72,3 +72,8 @@ def register_executors(register: Register) -> None:
 @hookspec
 def register_packs(register: Register) -> None:
     """Add offline packs (models or data inside PyPI packages), each a :class:`lawlab.api.Pack`."""
+
+
+@hookspec
+def register_quantizers(register: Register) -> None:
+    """Add weight quantisers (a hybrid pipeline's steps), each a :class:`lawlab.api.Quantizer`."""

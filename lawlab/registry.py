@@ -39,6 +39,7 @@ KINDS: dict[PluginKind, str] = {
     "architectures": "register_architectures",
     "executors": "register_executors",
     "packs": "register_packs",
+    "quantizers": "register_quantizers",
 }
 
 # What a registered object is called by: its model_type for adapters, its name otherwise.

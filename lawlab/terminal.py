@@ -30,7 +30,7 @@ LOG_NAME = "lawlab.log"
 # Off a terminal nothing needs wrapping: a log or a file is read with a pager or an editor.
 OFF_TERMINAL_WIDTH = 1000
 # Library loggers whose warnings belong in the log rather than on the terminal.
-LIBRARIES = ("transformers", "datasets", "accelerate", "peft", "lm_eval", "lm-eval", "torch", "huggingface_hub")
+LIBRARIES = ("transformers", "datasets", "accelerate", "peft", "lm_eval", "lm-eval", "torch", "huggingface_hub", "torchao")
 # Progress bars of libraries: lawlab's own display says what they would, and in a log
 # they are thousands of carriage returns.
 _BAR_VARS = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}

@@ -89,6 +89,12 @@ class FFNChannelPruner(Pruner):
             return str(exc)
         return None
 
+    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
+        n = config.get("intermediate_size")
+        if not isinstance(n, int) or self.check_model(config, ratio, params):
+            return None
+        return config | {"intermediate_size": kept_channels(n, ratio, params)}
+
     def choose(self, model: LoadedModel, adapter: Any, keep: int, params: Any, ctx: RunContext) -> tuple[list[Any], dict]:
         """Sorted indices of the channels to keep, per layer, and details to record."""
         raise NotImplementedError
@@ -119,6 +125,12 @@ class RandomPruneNet(FFNChannelPruner):
     description: ClassVar[str] = (
         "remove the fraction r of FFN channels in every layer, uniformly at random (seeded); calibration-free"
     )
+
+    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
+        n = config.get("intermediate_size")
+        if not isinstance(n, int) or self.check_model(config, ratio, params):
+            return None
+        return config | {"intermediate_size": kept_channels(n, ratio, params)}
 
     def choose(self, model: LoadedModel, adapter: Any, keep: int, params: Any, ctx: RunContext) -> tuple[list[Any], dict]:
         import torch

@@ -267,7 +267,8 @@ def write_artifact(final: Path, write: Any) -> int:
 
 
 def _plugin_kind(cell: Any) -> str:
-    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators"}[cell.kind]
+    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators",
+            "quantize": "quantizers"}[cell.kind]
 
 
 # --------------------------------------------------------------------------- the driver side
@@ -314,6 +315,7 @@ class RayScheduler(ResumeRules):
         # our loop retries, and records each try
         self.remote = ray.remote(max_retries=0, runtime_env=task_runtime_env())(run_cell_task)
         self.resources = {kind: self.stage_resources(kind) for kind in ("base", "prune", "rft", "eval")}
+        self.resources["quantize"] = self.resources["prune"]  # a hybrid pipeline's step: a pruner's resources
         self.setup = ray.put(self.worker_setup())
         self.clean_partial()
         waiting = self.start(summary, self.progress)

@@ -134,6 +134,18 @@ class WandaSP(Pruner):
                     f"per layer ({plan['removed_weights'] / plan['layer_weights']:.2f} at most); use a smaller ratio")
         return None
 
+    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
+        config = config.get("text_config") or config
+        try:
+            plan = plan_removal(config, ratio)
+        except (KeyError, TypeError):
+            return None
+        return config | {
+            "num_attention_heads": config["num_attention_heads"] - plan["groups"] * plan["group_size"],
+            "num_key_value_heads": plan["kv_heads"] - plan["groups"], "head_dim": plan["head_dim"],
+            "intermediate_size": plan["intermediate_size"] - plan["channels"],
+        }
+
     def prune(self, model: LoadedModel, ratio: float, params: Any, ctx: RunContext) -> LoadedModel:
         import torch
 

@@ -254,12 +254,13 @@ def plan_as_json(plan: Any, registry: Any) -> dict[str, Any]:
 def print_plan(plan: Any, *, cells: bool = False) -> None:
     spec = plan.spec.spec
     t = Table(title=f"Study plan: {spec.study.name}", title_justify="left")
-    for col, just in (("model", "left"), ("family", "left"), ("prune", "right"), ("RFT", "right"),
-                      ("evaluations", "right"), ("experiments", "right")):
+    hybrid = bool(plan.of_kind("quantize"))  # the column only where a pipeline quantises
+    for col, just in (("model", "left"), ("family", "left"), ("prune", "right"), *([("quantize", "right")] * hybrid),
+                      ("RFT", "right"), ("evaluations", "right"), ("experiments", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for row in plan.summary_rows():
-        t.add_row(row["model"], row["family"], str(row["prune"]), str(row["rft"]), str(row["eval"]),
-                  str(row["experiments"]))
+        t.add_row(row["model"], row["family"], str(row["prune"]), *([str(row["quantize"])] * hybrid), str(row["rft"]),
+                  str(row["eval"]), str(row["experiments"]))
     console.print(t)
     counts = plan.experiment_count()
     total = sum(counts.values())
@@ -268,7 +269,7 @@ def print_plan(plan: Any, *, cells: bool = False) -> None:
         f"[bold]{total}[/bold] experiments as the paper's Table 5 counts them "
         f"(intrinsic and extrinsic evaluations of compressed variants){': ' + by_family if by_family else ''}"
     )
-    base_evals = sum(1 for c in plan.cells if c.kind == "eval" and not c.variant.method)
+    base_evals = sum(1 for c in plan.cells if c.kind == "eval" and not c.variant.label)
     console.print(f"{len(plan)} cells in all, including {base_evals} evaluations of the unpruned models.")
     for s in plan.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.method} on {s.model}: {s.reason}")

@@ -18,9 +18,9 @@ COMPARED_FORMS = {
     "extrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
     "runtime": ("runtime-law", "ablation-r"),
 }
-QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws")
+QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws", "composition")
 TITLES = {"rq1": "RQ1, shape", "rq2": "RQ2, speed", "rq3": "RQ3, recovery", "rq4": "RQ4, which model to compress",
-          "rq5": "RQ5, calibration", "laws": "Laws"}
+          "rq5": "RQ5, calibration", "laws": "Laws", "composition": "Composition of compressions"}
 CLAIMS = {
     "rq1": "Intrinsic loss rises about quadratically with r and accuracy falls about linearly; below r = 0.5 "
            "models keep 57% of extrinsic performance without RFT and 84% with it.",
@@ -34,6 +34,9 @@ CLAIMS = {
            "extrinsic accuracy, especially after RFT.",
     "laws": "Eq. 1, L = L0^α (1+r)^β (1 + 1/(D+ε))^γ, describes the results with feasible signs (loss: β, γ > 0; "
             "accuracy: β, γ < 0), and runtime follows S = C (1+r)^β with β < 0.",
+    # answered only for studies with hybrid (quantised) variants: lawlab.findings.composition
+    "composition": "Compressions compose multiplicatively (effective-parameter form, Frantar et al. 2025; Panferov "
+                   "et al. 2025): what a hybrid variant keeps is the product of what each compression keeps alone.",
 }
 CELL_CI = f"{LEVEL:.0%} BCa bootstrap over cells ({N_BOOT} resamples; a cell is one variant: model, method, r, D)"
 CLUSTER_CI = (f"{LEVEL:.0%} bootstrap over clusters (a cluster is one pruned model: model, method, r, seed, with its D "

@@ -49,9 +49,15 @@ def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0)
                      f"{ALPHA}): " + ", ".join(chance["left_out"]))
     if not any(r["method"] for r in clean):
         notes.append("no compressed variant in the results: every question is undetermined")
+    # the paper's questions are about pruning: quantised (hybrid) variants answer "composition"
+    pruning = [r for r in clean if not r.get("quant")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
-        answers = {key: step(clean, seed) for key, step in STEPS.items()}
+        answers = {key: step(pruning, seed) for key, step in STEPS.items()}
+    if len(pruning) < len(clean):
+        from lawlab.findings.composition import composition
+
+        answers["composition"] = composition(clean, seed)
     result = Findings(source, answers, notes)
     result.chance = chance
     return result

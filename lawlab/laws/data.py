@@ -128,10 +128,12 @@ def is_base(row: dict[str, Any]) -> bool:
 
 
 def law_rows(rows: Iterable[dict[str, Any]], kind: str | None = None) -> list[dict[str, Any]]:
-    """The rows a law of ``kind`` describes: that kind, ``law_input``, not a base row."""
+    """The rows a law of ``kind`` describes: that kind, ``law_input``, not a base row, and
+    float weights (a quantised variant is a point of the cross-axis laws, not of f(r, D))."""
     return [
         r for r in rows
         if (kind is None or r.get("kind") == kind) and r.get("law_input", True) and not is_base(r)
+        and not r.get("quant")
     ]
 
 

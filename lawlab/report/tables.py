@@ -420,7 +420,8 @@ def status_table(study: StudyData) -> Table:
     for c in study.status["cells"]:
         by_kind[c["kind"]][c["status"]] += 1
     cells, records = [], []
-    for kind in ("base", "prune", "rft", "eval"):
+    stages = ("base", "prune", "quantize", "rft", "eval") if "quantize" in by_kind else ("base", "prune", "rft", "eval")
+    for kind in stages:
         n = by_kind.get(kind, Counter())
         cells.append([kind, str(n["done"]), str(n["failed"]), str(n["left"])])
         records.append({"stage": kind, **{s: n[s] for s in ("done", "failed", "left")}})

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 from lawlab.api import CheckContext
 from lawlab.run.memory import known_config
+from lawlab.run.pipelines import PlanHooks, plan_pipelines
 from lawlab.spec.models import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
 
-CellKind = Literal["base", "prune", "rft", "eval"]
+CellKind = Literal["base", "prune", "rft", "eval", "quantize"]
 _COUNTED_KINDS = ("intrinsic", "extrinsic")  # the paper's Table 5 counts these evaluations
 
 
@@ -58,6 +59,12 @@ class Variant:
     rft_dataset: str = ""
     size: int = 0  # D, RFT samples
     seed: int | None = None  # the pruning seed, where a method asks for several (methods[].seeds)
+    quant: str = ""  # the quantisation setting's label (a pipeline's quantiser); "" for float weights
+
+    @property
+    def label(self) -> str:
+        """The method as results name it: a quantised variant's carries its setting (wanda-sp+w8a8)."""
+        return f"{self.method}+{self.quant}" if self.quant else self.method
 
     def describe(self) -> str:
         parts = [self.model]
@@ -65,6 +72,8 @@ class Variant:
             parts.append(f"{self.method}@{self.ratio:g}" + (f"#{self.seed}" if self.seed is not None else ""))
         if self.size:
             parts.append(f"{self.rft}:{self.rft_dataset}:{self.size}")
+        if self.quant:
+            parts.append(self.quant)
         return " / ".join(parts)
 
 
@@ -85,7 +94,8 @@ class Cell:
         return thaw(self.params)
 
     def label(self) -> str:
-        what = {"base": "load", "prune": "prune", "rft": "rft", "eval": f"eval {self.evaluator}"}[self.kind]
+        what = {"base": "load", "prune": "prune", "rft": "rft", "quantize": "quantize",
+                "eval": f"eval {self.evaluator}"}[self.kind]
         return f"{what}: {self.variant.describe()}"
 
 
@@ -136,7 +146,7 @@ class Plan:
         extrinsic) of compressed variants, per model family, with and without RFT."""
         counts: Counter[str] = Counter()
         for c in self.cells:
-            if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS:
+            if c.kind == "eval" and c.variant.label and c.evaluator_kind in _COUNTED_KINDS:
                 counts[self.families.get(c.variant.model, c.variant.model)] += 1
         return dict(sorted(counts.items()))
 
@@ -151,12 +161,13 @@ class Plan:
                     "model": m.name,
                     "family": self.families.get(m.name, m.name),
                     "prune": kinds["prune"],
+                    "quantize": kinds["quantize"],
                     "rft": kinds["rft"],
                     "eval": kinds["eval"],
                     "experiments": sum(
                         1
                         for c in mine
-                        if c.kind == "eval" and c.variant.method and c.evaluator_kind in _COUNTED_KINDS
+                        if c.kind == "eval" and c.variant.label and c.evaluator_kind in _COUNTED_KINDS
                     ),
                 }
             )
@@ -235,7 +246,8 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 
                 continue
             add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 
-    def add_rft(variant: Variant, parent: str) -> None:
+    def add_rft(variant: Variant, parent: str) -> list[tuple[Variant, str]]:
+        added = []
         for i, r in enumerate(spec.rft):
             if not applies(r, variant.model) or (r.ratios is not None and variant.ratio not in r.ratios):
                 continue
@@ -247,9 +259,11 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 
                 for size in r.sizes:
                     if size == 0:
                         continue  # D = 0 is the variant itself: no RFT, no cell
-                    v = Variant(variant.model, variant.method, variant.ratio, r.key, ds, size, variant.seed)
+                    v = replace(variant, rft=r.key, rft_dataset=ds, size=size)
                     key = add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
                     add_evals(v, key)
+                    added.append((v, key))
+        return added
 
     families: dict[str, str] = {}
     configs: dict[str, Any] = {}  # model -> config.json, where known before loading
@@ -310,6 +324,9 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 
                     key = add("prune", v, meth.method, params, base, ratio=ratio)
                     add_evals(v, key)
                     add_rft(v, key)
+        if spec.pipelines:
+            hooks = PlanHooks(add, add_evals, add_rft)
+            issues += plan_pipelines(resolved, registry, m.name, model_type, config, (base_v, base), hooks)
 
     memory = plan_memory(resolved, registry, configs, skipped)
     issues += memory_issues(resolved, memory)
@@ -346,6 +363,12 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
                 resolved.params[f"methods[{j}].params"], shapes, b))
             for j, meth in enumerate(spec.methods)
             if applies(meth, m.name) and meth.key not in not_here and any(r > 0 for r in meth.ratios)
+        ]
+        stages += [  # a pipeline's pruning step is planned as a method's
+            StageRequest("prune", s.method, registry.get("pruners", s.method).memory(
+                resolved.params[f"pipelines[{i}].steps[{j}].params"], shapes, b))
+            for i, p in enumerate(spec.pipelines) if applies(p, m.name)
+            for j, s in enumerate(p.steps) if s.kind == "prune" and any(r > 0 for r in s.ratios or [])
         ]
         stages += [StageRequest("rft", r.recipe, registry.get("rft_recipes", r.recipe).memory(
                        resolved.params[f"rft[{i}].params"], shapes, b))

@@ -126,6 +126,8 @@ class CellWorker:
                 return self._prune(cell, parent, ctx)
             if cell.kind == "rft":
                 return self._rft(cell, parent, ctx)
+            if cell.kind == "quantize":
+                return self._quantize(cell, parent, ctx)
             return self._eval(cell, parent, ctx)
 
     def _base(self, cell: Cell, ctx: RunContext) -> CellOutcome:
@@ -148,7 +150,23 @@ class CellWorker:
         self.residency.adopt(pruned)
         pruned.model.eval()
         comp = pruned.compression.as_dict() if pruned.compression else None
+        if comp is not None:  # every variant records its storage beside its pruning
+            from lawlab.storage import account
+
+            comp["storage"] = account(pruned, self.registry.get("architectures", pruned.model_type))
         return CellOutcome(pruned, [], comp, self.provenance(cell, "pruners"))
+
+    def _quantize(self, cell: Cell, parent: LoadedModel, ctx: RunContext) -> CellOutcome:
+        from lawlab.run.hybrid import quantize_step
+
+        quantizer = self.registry.get("quantizers", cell.plugin)
+        model = self.residency.working_copy(parent)
+        params = quantizer.Params.model_validate(cell.params_dict())
+        adapter = self.registry.get("architectures", model.model_type)
+        quantized, comp = quantize_step(quantizer, model, params, adapter, ctx)
+        self.residency.adopt(quantized)
+        quantized.model.eval()
+        return CellOutcome(quantized, [], comp, self.provenance(cell, "quantizers"))
 
     def _rft(self, cell: Cell, parent: LoadedModel, ctx: RunContext) -> CellOutcome:
         recipe = self.registry.get("rft_recipes", cell.plugin)
@@ -222,7 +240,7 @@ def save_model(model: LoadedModel, path: Path, registry: Any) -> None:
         model.model.save_pretrained(path, safe_serialization=True)
         model.tokenizer.save_pretrained(path)
     else:
-        registry.get("pruners", model.format).save_model(model, path)
+        format_owner(registry, model.format).save_model(model, path)
     description = {
         "format": model.format,
         "model_type": model.model_type,
@@ -232,6 +250,11 @@ def save_model(model: LoadedModel, path: Path, registry: Any) -> None:
     }
     # written last: a folder without it was never finished
     (path / ARTIFACT_FILE).write_text(json.dumps(description, indent=2, default=str))
+
+
+def format_owner(registry: Any, fmt: str) -> Any:
+    """The pruner or quantiser that saves and loads models of a non-stock ``format``."""
+    return registry.get("pruners" if registry.has("pruners", fmt) else "quantizers", fmt)
 
 
 def load_model(path: Path, ctx: RunContext) -> LoadedModel:
@@ -249,7 +272,7 @@ def load_model(path: Path, ctx: RunContext) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=ctx.torch_dtype(), trust_remote_code=False)
         loaded = LoadedModel(model, AutoTokenizer.from_pretrained(path), desc["model_type"])
     else:
-        loaded = ctx.registry.get("pruners", desc["format"]).load_model(path, ctx)
+        loaded = format_owner(ctx.registry, desc["format"]).load_model(path, ctx)
     comp = desc.get("compression")
     if comp:
         derived = {"fraction_removed", "fraction_removed_no_embed", "flops_speedup"}
@@ -294,7 +317,7 @@ class ExecutionSummary:
 def cell_row(cell: Cell) -> dict[str, Any]:
     v = cell.variant
     return {
-        "key": cell.key, "kind": cell.kind, "model": v.model, "method": v.method, "ratio": v.ratio,
+        "key": cell.key, "kind": cell.kind, "model": v.model, "method": v.label, "ratio": v.ratio,
         "rft": v.rft, "rft_dataset": v.rft_dataset, "size": v.size, "evaluator": cell.evaluator,
         "evaluator_kind": cell.evaluator_kind, "plugin": cell.plugin, "parent": cell.parent,
         "label": cell.label(),
@@ -491,7 +514,8 @@ class LocalScheduler(ResumeRules):
 
 
 def _plugin_kind(cell: Cell) -> str:
-    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators"}[cell.kind]
+    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators",
+            "quantize": "quantizers"}[cell.kind]
 
 
 def _folder_bytes(path: Path) -> int:

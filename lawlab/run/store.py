@@ -307,6 +307,7 @@ TABLE_COLUMNS = (
     "params_kept", "params_kept_no_embed", "params_original", "fraction_removed_no_embed", "flops_speedup",
     "rft", "rft_dataset", "D", "evaluator", "kind", "metric", "dataset", "value", "L0", "law_input",
     "cell_key", "spec_hash", "seed", "device", "dtype", "details",
+    "quant", "bits_per_weight", "storage_ratio", "bytes_in_memory",
 )
 
 
@@ -338,6 +339,10 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
         prune = ancestor(cell["key"], "prune")
         comp = json.loads(prune["compression"]) if prune is not None and prune["compression"] else None
         pruned_prov = json.loads(prune["provenance"]) if prune is not None else {}
+        # a hybrid variant's storage: its quantise cell's record, else its pruning record's
+        quant = ancestor(cell["key"], "quantize")
+        qcomp = json.loads(quant["compression"]) if quant is not None and quant["compression"] else None
+        storage = (qcomp or comp or {}).get("storage") or {}
         method = cell["method"] or ""
         rows.append(
             {
@@ -370,6 +375,10 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
                 "device": prov.get("device"),
                 "dtype": prov.get("dtype"),
                 "details": json.loads(res["details"]),
+                "quant": (qcomp or {}).get("quantization", {}).get("label", ""),
+                "bits_per_weight": storage.get("bits_per_weight"),
+                "storage_ratio": (storage.get("ratios") or {}).get("storage"),
+                "bytes_in_memory": storage.get("bytes_in_memory"),
             }
         )
     base = {
@@ -512,7 +521,7 @@ def print_status(output_dir: str | Path, console: Any) -> int:
     t.add_column("done", justify="right")
     t.add_column("failed", justify="right")
     t.add_column("left", justify="right")
-    for kind in ("base", "prune", "rft", "eval"):
+    for kind in ("base", "prune", "quantize", "rft", "eval"):
         mine = [r for r in st["cells"] if r["kind"] == kind]
         t.add_row(kind, *(str(sum(1 for r in mine if r["status"] == s)) for s in ("done", "failed", "left")))
     console.print(t)

@@ -159,6 +159,57 @@ class EvaluatorEntry(Strict):
 GroupBy = Literal["pooled", "model", "method", "calibration", "dataset"]
 
 
+class PipelineStep(Strict):
+    """One step of a hybrid pipeline: exactly one of ``method``, ``quantizer`` or ``rft``."""
+
+    method: str | None = Field(None, description="A pruning step: the pruner plugin (with ratios and params).")
+    ratios: list[float] | None = Field(None, description="The pruning step's nominal ratios r, each in [0, 1).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The pruner's parameters.")
+    quantizer: str | None = Field(None, description="A quantisation step: the quantiser plugin (with settings).")
+    settings: list[dict[str, Any]] | None = Field(
+        None, description="The quantiser's parameters, one table per setting: each is one branch of the grid "
+        "(default: one setting, the quantiser's defaults)."
+    )
+    rft: Literal["here"] | None = Field(
+        None, description="Where the [[rft]] entries recover the model: 'here'. Without it, RFT follows the "
+        "pruning step (prune → RFT → quantise, the deployment order)."
+    )
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or not all(0.0 <= r < 1.0 for r in v)):
+            raise ValueError("ratios: one or more distinct values, each in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PipelineStep:
+        kinds = [k for k in ("method", "quantizer", "rft") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a step is exactly one of: method (pruning), quantizer, rft = \"here\"")
+        if (self.method is None) != (self.ratios is None):
+            raise ValueError("ratios belong to a pruning step, and a pruning step needs them")
+        if self.settings is not None and (self.quantizer is None or not self.settings):
+            raise ValueError("settings belong to a quantisation step, one table or more")
+        if self.params and self.method is None:
+            raise ValueError("params belong to a pruning step (a quantiser's go in settings)")
+        return self
+
+    @property
+    def kind(self) -> Literal["prune", "quantize", "rft"]:
+        return "prune" if self.method else "quantize" if self.quantizer else "rft"
+
+
+class PipelineEntry(Strict):
+    label: str | None = Field(None, pattern=SLUG, description="Unique label; default: its steps' plugins joined by '+'.")
+    steps: list[PipelineStep] = Field(min_length=1, description="Compression steps in the order they are applied.")
+    models: list[str] | None = Field(None, description="Only these models (default: all).")
+
+    @property
+    def key(self) -> str:
+        return self.label or "+".join(s.method or s.quantizer or "rft" for s in self.steps)
+
+
 class LawEntry(Strict):
     form: str = Field(description="Law form plugin: compression-law, ablation-r, ablation-d, runtime-law, ...")
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: form:metric.")
@@ -238,6 +289,10 @@ class Spec(Strict):
     study: Study
     models: list[ModelEntry] = Field(min_length=1)
     methods: list[MethodEntry] = Field(default_factory=list)
+    pipelines: list[PipelineEntry] = Field(
+        default_factory=list, description="Hybrid variants: ordered steps of pruning, quantisation and RFT; the "
+        "grid is the product of their settings (see lawlab.run.pipelines)."
+    )
     rft: list[RFTEntry] = Field(default_factory=list)
     evaluators: list[EvaluatorEntry] = Field(min_length=1)
     laws: list[LawEntry] = Field(default_factory=list)
@@ -249,6 +304,7 @@ class Spec(Strict):
         for what, keys in (
             ("models", [m.name for m in self.models]),
             ("methods", [m.key for m in self.methods]),
+            ("pipelines", [p.key for p in self.pipelines]),
             ("rft", [r.key for r in self.rft]),
             ("evaluators", [e.key for e in self.evaluators]),
             ("laws", [law.key for law in self.laws]),
@@ -267,7 +323,10 @@ class Spec(Strict):
         return {name: (d.loader, d.params) for name, d in self.datasets.items()}
 
     def canonical(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        out = self.model_dump(mode="json")
+        if not out["pipelines"]:
+            del out["pipelines"]  # a spec without pipelines keeps the hash it had before they existed
+        return out
 
     def spec_hash(self) -> str:
         return content_hash(self.canonical())
@@ -668,6 +727,11 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:  # 
                     ", ".join(sorted(kinds)),
                 )
             )
+
+    if spec.pipelines:
+        from lawlab.run.pipelines import check_pipelines
+
+        check_pipelines(c, spec, ctx)
 
     ex = spec.execution
     executor = c.plugin("executors", ex.executor, "execution.executor")

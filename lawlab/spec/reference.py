@@ -18,6 +18,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[study]", spec_module.Study, "What the study is called, its seed and where it writes."),
     ("[[models]]", spec_module.ModelEntry, "One entry per base model; `params` go to the model source plugin."),
     ("[[methods]]", spec_module.MethodEntry, "Compression methods and the ratios to prune at; `params` go to the pruner."),
+    ("[[pipelines]]", spec_module.PipelineEntry, "Hybrid variants: ordered compression steps; the grid is their product."),
+    ("[[pipelines]] steps", spec_module.PipelineStep, "One step: a pruner at `ratios`, a quantiser at `settings`, or "
+     "`rft = \"here\"`."),
     ("[[rft]]", spec_module.RFTEntry, "Recovery fine-tuning: datasets x sizes D (0 = no RFT); `params` go to the recipe."),
     ("[[evaluators]]", spec_module.EvaluatorEntry, "What is measured on every variant; `params` go to the evaluator."),
     ("[[laws]]", spec_module.LawEntry, "Law forms to fit after the run, and how to group the fits."),
@@ -28,6 +31,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
 PLUGIN_KINDS = [
     ("model_sources", "Model sources (`[[models]] source`)"),
     ("pruners", "Pruning methods (`[[methods]] method`)"),
+    ("quantizers", "Quantisers (`[[pipelines]] steps quantizer`; each of `settings` is one `params`)"),
     ("rft_recipes", "RFT recipes (`[[rft]] recipe`)"),
     ("evaluators", "Evaluators (`[[evaluators]] evaluator`)"),
     ("law_forms", "Law forms (`[[laws]] form`)"),
