@@ -89,7 +89,10 @@ def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
     # the results say where they were computed
     evals = [p for k, p in remote["provenance"].items() if remote["cells"][k][0] == "eval"]
     assert all(p["execution"]["executor"] == "ray" and p["execution"]["attempt"] == 0 for p in evals)
-    assert len({p["execution"]["pid"] for p in evals}) == 2  # two workers shared the cells
+    # computed in Ray's worker processes, never the driver; how many workers Ray started for
+    # them is its scheduler's choice (at most the 2 CPUs it was given), not a property of lawlab
+    pids = {p["execution"]["pid"] for p in evals}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
     # keep_artifacts = "needed": nothing is left once every cell is done
     assert not any((ray_out / "artifacts").iterdir())
 
