@@ -207,9 +207,3 @@ def get_registry(extra_modules: Iterable[str] = ()) -> Registry:
     if _cached is None or extra:
         _cached = load_registry(extra)
     return _cached
-
-
-def reset_registry() -> None:
-    """Forget the loaded registry (tests that install or disable plugins)."""
-    global _cached
-    _cached = None
