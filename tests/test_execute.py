@@ -87,6 +87,7 @@ def test_rerun_skips_everything_and_status_says_done(tiny_spec, tmp_path, capsys
     assert "12 done, 0 failed, 0 left" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a tiny study, then every export format (≈20 s on 2 busy cores)
 def test_export_formats(tiny_spec, tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(tiny_spec(output=out)), "--no-report", "-q"]) == 0
@@ -153,6 +154,7 @@ params = {{ fail_on_ratio = 0.25, marker = "{marker}" }}
 """
 
 
+@pytest.mark.slow  # three runs of the tiny study (≈27 s on 2 busy cores)
 def test_a_failing_cell_is_isolated_recorded_and_retried(tiny_spec, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
 
@@ -180,6 +182,7 @@ def test_a_failing_cell_is_isolated_recorded_and_retried(tiny_spec, tmp_path, ca
     assert "18 done, 0 failed, 0 left" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # three tiny studies, one with a broken pruner (≈40 s on 2 busy cores)
 def test_a_failing_prune_blocks_only_its_subtree_and_fail_fast_stops(tiny_spec, tmp_path, capsys):
     def broken(text: str) -> str:
         return text.replace('method = "random-prunenet"', 'method = "broken"')

@@ -175,6 +175,7 @@ def test_reachability_is_judged_on_the_endpoint_the_clients_use(hub, tmp_path):
     assert "HEAD /api/models" in hub.requests
 
 
+@pytest.mark.slow  # waits out the probe's and the client's timeouts (≥ 13 s)
 def test_an_endpoint_that_never_answers_is_reported_within_seconds(hub, tmp_path):
     spec = write_spec(tmp_path)
     with DeadEndpoint() as dead:
@@ -192,6 +193,7 @@ def test_an_endpoint_that_never_answers_is_reported_within_seconds(hub, tmp_path
 # --------------------------------------------------------------------------- validate through the hub
 
 
+@pytest.mark.slow  # several `lawlab validate` subprocesses (≈37 s on 2 busy cores)
 def test_validate_names_a_missing_repository_or_revision(hub, tmp_path):
     env = hub_env(tmp_path, hub.url)
     bad_id = lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, model="lawlab-test/no-such-model")))
@@ -223,6 +225,7 @@ def test_a_cold_cache_offline_names_each_missing_item_and_the_fetch_command(hub,
 # --------------------------------------------------------------------------- pinned commits
 
 
+@pytest.mark.slow  # studies through the stand-in hub in subprocesses (≈80 s on 2 busy cores)
 def test_revisions_resolve_to_commits_and_a_moved_branch_stops_a_resume(tmp_path):
     from lawlab.testing import save_tiny, tiny_model
 
@@ -302,6 +305,7 @@ def test_a_hub_study_runs_through_a_mirror_then_air_gapped_after_fetch(tmp_path)
     assert "| test:  |" not in report  # RFT training rows are not labelled as test data
 
 
+@pytest.mark.slow  # the real hub clients in subprocesses (≈36 s on 2 busy cores)
 def test_the_real_clients_read_the_standin_like_the_hub(hub, tmp_path):
     """transformers and datasets, by hub id through HF_ENDPOINT: the stand-in is faithful
     enough for the libraries lawlab's plugins and lm-eval's tasks use."""
