@@ -198,6 +198,7 @@ def noisy_study(tmp_path_factory):
     return folder / "noisy", *run_noisy(folder)
 
 
+@pytest.mark.slow  # its module fixture runs the noisy study in a subprocess (≈110 s on 2 cores at load 12)
 def test_library_output_goes_to_the_log(noisy_study):
     _, done, log = noisy_study
     assert done.returncode == 0, done.stdout + done.stderr
@@ -211,6 +212,7 @@ def test_library_output_goes_to_the_log(noisy_study):
     assert "main fits" not in done.stdout and "no pooled fits: the spec has no laws" in done.stdout
 
 
+@pytest.mark.slow  # a study in a subprocess (≈110 s on 2 cores at load 12)
 def test_verbose_shows_it_too_and_a_failing_cell_is_reported_and_counted(tmp_path):
     done, log = run_noisy(tmp_path, "-v", fail=True, unsupported=True)
     assert done.returncode == 1
@@ -284,6 +286,7 @@ def test_law_commands_take_the_common_options(results_csv, capsys):
     assert "no_such_plugin_module" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # shares the noisy study (see above)
 def test_jsonl_export_nests_details(noisy_study, tmp_path):
     out = noisy_study[0]
     rows = load_table(out)
@@ -296,6 +299,7 @@ def test_jsonl_export_nests_details(noisy_study, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # shares the noisy study (see above)
 def test_report_writes_to_the_study_log_too(noisy_study, capsys):
     out = noisy_study[0]
     assert main(["report", str(out)]) == 0

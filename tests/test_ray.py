@@ -54,6 +54,7 @@ def snapshot(out: Path) -> dict:
     return {"cells": cells, "results": results, "compression": comp, "attempts": attempts, "provenance": provenance}
 
 
+@pytest.mark.slow  # a local and a Ray run of the tiny study (≈165 s on 2 cores at load 12)
 @needs_ray
 def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
     import json
@@ -131,6 +132,7 @@ params = {{ max_retries = 1 }}
 """
 
 
+@pytest.mark.slow  # starts the local Ray instance (≈17 s at load 12) and a study on it
 @needs_ray
 def test_a_killed_worker_is_retried_and_nothing_is_lost(local_ray, tmp_path, capsys):
     out, pid_file = tmp_path / "out", tmp_path / "sleepy.pid"
@@ -210,6 +212,7 @@ executor = "ray"
 """
 
 
+@pytest.mark.slow  # two Ray runs of a study (≈60 s on 2 cores at load 12)
 @needs_ray
 def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypatch, capsys):
     out, spec = tmp_path / "out", tmp_path / "spec.toml"
@@ -231,6 +234,7 @@ def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypa
     assert sum(snap["attempts"].values()) == 5 + 2  # every cell once, then the two failures again
 
 
+@pytest.mark.slow  # needs the local Ray instance (≈17 s to start at load 12)
 @needs_ray
 def test_a_cell_no_node_can_take_is_refused_not_left_waiting(local_ray, tiny_spec, capsys):
     spec = tiny_spec(lambda t: with_ray(t, "params = { rft = { num_gpus = 1 }, eval = { num_cpus = 3 } }"))
