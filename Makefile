@@ -1,6 +1,7 @@
 # The two commands of the README, and the steps they are made of.
 #   make quickstart   set up a fresh machine and run the offline quickstart study
 #   make test         set up a fresh machine and run the whole test suite
+#   make test-fast    the quick loop: every test not marked slow or pack (under 2 minutes on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
 EXTRAS ?= dev,ray,quantize
 
-.PHONY: install packs quickstart test browser bench lint
+.PHONY: install packs quickstart test test-fast browser bench lint
 
 # pip's and setuptools' own chatter goes to $(VENV)/install.log, shown whole if it fails.
 $(BIN)/lawlab: pyproject.toml constraints-cpu.txt
@@ -38,6 +39,10 @@ browser:
 
 test: packs browser
 	$(BIN)/pytest
+
+# no packs, no browser, nothing marked slow: what to run while changing code
+test-fast: install
+	$(BIN)/pytest -m "not slow and not pack"
 
 bench: packs
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

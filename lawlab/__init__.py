@@ -31,7 +31,7 @@ _HOMES = {
     "ArchitectureAdapter": "lawlab.api", "Dataset": "lawlab.api", "Pruner": "lawlab.api",
     "RFTRecipe": "lawlab.api", "Evaluator": "lawlab.api", "LawForm": "lawlab.api",
     "LawParameter": "lawlab.api", "Pack": "lawlab.api", "Executor": "lawlab.api",
-    "CellRunner": "lawlab.api",
+    "Quantizer": "lawlab.api", "Precision": "lawlab.api",
     # errors a user sees as one line and exit code 2
     "SpecError": "lawlab.spec.models", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
     # the stages, for scripts

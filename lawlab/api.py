@@ -663,13 +663,6 @@ class Pack(ABC):
         """One-time work after installing (reassembling chunks, checking hashes)."""
 
 
-class CellRunner(ABC):
-    """What an executor calls to run one cell; the executor decides where and when."""
-
-    @abstractmethod
-    def __call__(self, cell_key: str) -> None: ...
-
-
 class Executor(ABC):
     """Where a study's cells run: in this process, or across a cluster."""
 

@@ -211,6 +211,7 @@ def get_registry(extra_modules: Iterable[str] = ()) -> Registry:
 
 
 def reset_registry() -> None:
-    """Forget the loaded registry (tests that install or disable plugins)."""
+    """Forget the loaded registry, so the next get_registry() loads the installed plugins
+    afresh (a test that loaded --plugin modules puts the process back as it was)."""
     global _cached
     _cached = None

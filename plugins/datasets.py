@@ -46,10 +46,6 @@ def require_split(split: str, available: tuple[str, ...] = SPLITS) -> None:
         raise CheckFailed(f"this dataset has no {split!r} split", allowed=", ".join(available))
 
 
-def offline_datasets(registry: Any) -> str:
-    return ", ".join(n for n in registry.names("datasets") if registry.get("datasets", n).available_offline())
-
-
 def group(texts: list[str], size: int) -> list[str]:
     """Consecutive texts joined by newlines, ``size`` at a time."""
     return texts if size == 1 else ["\n".join(texts[i : i + size]) for i in range(0, len(texts), size)]

@@ -15,6 +15,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TESTS = Path(__file__).parent
 
+
+def missing_packs(*names: str) -> list[str]:
+    from lawlab.registry import get_registry
+
+    registry = get_registry()
+    return [n for n in names if not registry.get("packs", n).installed()]
+
+
+def needs_pack(*names: str):
+    """Mark a test that reads offline packs: ``pack`` (so ``make test-fast`` leaves it
+    out), and skipped, naming the missing packs and the command, when they are absent."""
+    missing = missing_packs(*names)
+
+    def mark(test):
+        test = pytest.mark.pack(test)
+        reason = f"needs the {', '.join(missing)} pack(s): lawlab packs install {' '.join(missing)}"
+        return pytest.mark.skipif(bool(missing), reason=reason)(test)
+
+    return mark
+
 TINY_SPEC = """
 [study]
 name = "tiny"

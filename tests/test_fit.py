@@ -63,6 +63,60 @@ def test_recovers_known_coefficients(registry, name, theta, models, kind, option
     assert fit.r2_adj > 0.9
 
 
+# Each built-in form written out here from the paper's formulas (and the talk's), not
+# from the plugin: (value, log offset, log design columns) for arrays L0, r, D (D in
+# thousands for the kept-fraction law, as its d_unit option says).
+HAND_FORMS = {
+    "compression-law": (
+        lambda L0, r, D, t: L0 ** t["alpha"] * (1 + r) ** t["beta"] * (1 + 1 / (D + 1)) ** t["gamma"],
+        lambda L0, r, D: 0 * L0,
+        lambda L0, r, D: [np.log(L0), np.log(1 + r), np.log(1 + 1 / (D + 1))],
+    ),
+    "ablation-r": (
+        lambda L0, r, D, t: L0 ** t["alpha"] * (1 + r) ** t["beta"],
+        lambda L0, r, D: 0 * L0,
+        lambda L0, r, D: [np.log(L0), np.log(1 + r)],
+    ),
+    "ablation-d": (
+        lambda L0, r, D, t: L0 ** t["alpha"] * (1 + 1 / (D + 1)) ** t["gamma"],
+        lambda L0, r, D: 0 * L0,
+        lambda L0, r, D: [np.log(L0), np.log(1 + 1 / (D + 1))],
+    ),
+    "runtime-law": (
+        lambda L0, r, D, t: L0 * math.exp(t["log_C"]) * (1 + r) ** t["beta"],
+        lambda L0, r, D: np.log(L0),
+        lambda L0, r, D: [np.ones_like(r), np.log(1 + r)],
+    ),
+    "kept-fraction-law": (
+        lambda L0, r, D, t: L0 * math.exp(t["log_P0"]) * (1 - r) ** t["alpha"] * (1 + (D / 1000) / (D / 1000 + 1)) ** t["beta"],
+        lambda L0, r, D: np.log(L0),
+        lambda L0, r, D: [np.ones_like(r), np.log(1 - r), np.log(1 + (D / 1000) / (D / 1000 + 1))],
+    ),
+}
+
+
+@pytest.mark.parametrize(("name", "theta", "models", "kind", "options"), TRUTH, ids=[f"{t[0]}-{t[3]}" for t in TRUTH])
+def test_every_form_matches_its_formula_and_a_hand_built_design(name, theta, models, kind, options):
+    # rows drawn from the formula above (not from the plugin's predict), then fitted by the
+    # engine and by least squares on the design above: a wrong formula or design in the
+    # plugin moves its estimate away from both
+    value, offset, design = HAND_FORMS[name]
+    rng = np.random.default_rng(11)
+    grid = [(L0, r, D) for L0 in models.values() for r in (0.1, 0.3, 0.5, 0.7) for D in (0.0, 500.0, 4000.0)]
+    L0, r, D = (np.array(col, float) for col in zip(*grid, strict=True))
+    y = value(L0, r, D, theta) * np.exp(rng.normal(0, 0.01, len(grid)))
+    rows = [{"model": f"m{a}", "ratio": b, "D": c, "value": v, "L0": a, "kind": kind, "method": "hand",
+             "law_input": True} for a, b, c, v in zip(L0, r, D, y, strict=True)]
+    form = get_registry().get("law_forms", name)
+    fit = fit_law(form, rows, metric_kind=kind, options=options)
+    X = np.column_stack(design(L0, r, D))
+    b, *_ = np.linalg.lstsq(X, np.log(y) - offset(L0, r, D), rcond=None)
+    assert [p.value for p in fit.params] == pytest.approx(b, rel=1e-8, abs=1e-10)
+    assert [p.value for p in fit.params] == pytest.approx([theta[p.name] for p in fit.params], abs=0.05)
+    # the plugin's predict is the formula
+    assert fit.predict(L0, r, D) == pytest.approx(value(L0, r, D, fit.theta), rel=1e-12)
+
+
 def test_nls_in_linear_space_recovers_and_agrees_with_truth(registry):
     theta = {"log_P0": -0.1, "alpha": 0.6, "beta": 0.2}
     rows = simulate("kept-fraction-law", theta, models=MODELS, noise=0.005, noise_space="linear",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from synthetic_store import build_store
 
 from lawlab.cli.main import main
+from lawlab.files import write_json
 from lawlab.laws.simulate import simulate
+from lawlab.run.store import load_table
 
 MODELS = {"qwen-0.5b": 0.42, "qwen-1.5b": 0.50, "qwen-3b": 0.56, "llama-8b": 0.62}
 
@@ -99,18 +102,54 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, wide):
     assert "--kind" in capsys.readouterr().err
 
 
-def test_fit_a_study_folder_uses_its_spec_laws(tmp_path, monkeypatch, capsys, wide):
-    # The store's reader is lawlab.run.store.load_table; here it returns simulated rows.
-    import lawlab.run.store
+def test_fit_a_study_folder_reads_its_store_and_spec_laws(tmp_path, capsys, wide):
+    # A real store (cells, plan, compression records) whose values follow eq. 1: the fit
+    # sees them only through load_table's join of each cell to its base model (L0) and to
+    # its prune ancestor (the effective ratio), and its law_input filter.
+    import numpy as np
+    import synthetic_store as syn
 
-    rows = simulate("compression-law", {"alpha": 0.63, "beta": 1.72, "gamma": 1.16},
-                    models={"a": 3.0, "b": 2.5, "c": 2.2}, noise=0.02, kind="intrinsic")
-    monkeypatch.setattr(lawlab.run.store, "load_table", lambda output: rows)
-    spec = {"laws": [{"form": "compression-law", "metric": "intrinsic", "group_by": ["model"], "label": "ce"}]}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    from lawlab.spec.models import Spec
+
+    build_store(tmp_path)
+    laws = [{"form": "compression-law", "metric": "intrinsic", "group_by": ["calibration"], "label": "ce"},
+            {"form": "compression-law", "metric": "extrinsic", "ratio": "effective", "label": "acc-eff"},
+            {"form": "runtime-law", "metric": "runtime", "group_by": ["model"], "label": "speed"}]
+    spec = Spec.model_validate({**syn.SPEC, "laws": laws}).canonical()
+    write_json(tmp_path / "spec.json", spec)
     assert main(["fit", str(tmp_path)]) == 0
-    fits = json.loads((tmp_path / "fits.json").read_text())
-    assert [(f["law"], f["group"]["value"]) for f in fits] == [("ce", "a"), ("ce", "b"), ("ce", "c")]
+    fits = {(f["law"], f["group"]["value"]): f for f in json.loads((tmp_path / "fits.json").read_text())}
+    assert sorted(fits) == [("acc-eff", "all"), ("ce", "based"), ("ce", "free"),
+                            ("speed", "m-large"), ("speed", "m-small")]
+
+    def coef(fit, name):
+        return next(p["value"] for p in fit["params"] if p["name"] == name)
+
+    # intrinsic: 2 models × 2 test sets × 4 ratios × 3 sizes per calibration; α is right only
+    # when each row's L0 is its own model's loss on its own test set
+    for group, method in (("free", "random-prunenet"), ("based", "slicegpt")):
+        fit = fits[("ce", group)]
+        assert fit["n"] == 2 * 2 * len(syn.RATIOS) * (1 + len(syn.SIZES))
+        assert coef(fit, "alpha") == pytest.approx(syn.ALPHA_CE, abs=0.03)
+        assert coef(fit, "beta") == pytest.approx(syn.BETA_CE[method], abs=0.1)
+        assert coef(fit, "gamma") == pytest.approx(syn.GAMMA_CE, abs=0.05)
+    for model, beta in syn.BETA_RUNTIME.items():
+        assert coef(fits[("speed", model)], "beta") == pytest.approx(beta, abs=0.05)
+
+    # extrinsic, on the effective ratio: only the per-cell means are law inputs (not the
+    # per-task rows beside them), and r is each prune's fraction removed; the same fit done
+    # by hand from the generator's own numbers
+    acc = fits[("acc-eff", "all")]
+    rows = [(model, method, r, D) for model in syn.MODELS for method in syn.METHODS for r in syn.RATIOS
+            for D in (0, *syn.SIZES)]
+    assert acc["n"] == len(rows) and acc["ratio"] == "effective"
+    table = {(row["model"], row["method"], row["ratio"], row["D"]): row["value"] for row in load_table(tmp_path)
+             if row["kind"] == "extrinsic" and row["dataset"] == "mean" and row["method"]}
+    X = np.array([[np.log(syn.L0_ACC[m]), np.log1p(syn.compression(m, meth, r)["fraction_removed"]),
+                   np.log1p(1 / (D + 1))] for m, meth, r, D in rows])
+    y = np.log([table[row] for row in rows])
+    b, *_ = np.linalg.lstsq(X, y, rcond=None)
+    assert [coef(acc, n) for n in ("alpha", "beta", "gamma")] == pytest.approx(b, rel=1e-8)
 
 
 @pytest.fixture

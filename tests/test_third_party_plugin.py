@@ -53,6 +53,7 @@ device = "cpu"
 """
 
 
+@pytest.mark.slow  # builds a venv, installs the example package into it, runs the conformance kit
 def test_example_package_installs_registers_and_conforms(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -149,14 +149,6 @@ def fits_for(study: StudyData, metric: str, by: str, *, needs: Sequence[str] = (
     return [f for f in candidates if f.law == law]
 
 
-def model_L0(fit: FitResult) -> dict[str, float]:
-    """Each model's base value L0 as the fit saw it."""
-    out: dict[str, float] = {}
-    for m, L0 in zip(fit.data.get("model", []), fit.data.get("L0", []), strict=False):
-        out.setdefault(m, float(L0))
-    return out
-
-
 def ratio_grid(rows: Iterable[dict[str, Any]], n: int = 60) -> Any:
     import numpy as np
 

@@ -21,7 +21,6 @@ import fcntl
 import gc
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -647,7 +646,3 @@ def write_fits(plan: Plan, output: Path, console: Any) -> Path:
     rows = load_table(output)
     fits = fit_study(rows, plan.spec.spec.laws, plan_registry(plan), seed=plan.spec.spec.study.seed)
     return write_json(output / "fits.json", [f.to_dict() for f in fits])
-
-
-def remove_study(output: Path) -> None:
-    shutil.rmtree(output, ignore_errors=True)
