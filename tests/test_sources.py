@@ -350,9 +350,9 @@ def test_gguf_conversion_shows_no_library_progress_bar(tmp_path, capfd):
     shards") stay off the terminal; lawlab's own line says what is happening."""
     import sys
 
-    from lawlab.models.loading import convert_gguf
-
     from transformers.utils import logging as hf_logging
+
+    from lawlab.models.loading import convert_gguf
 
     write_tiny_gguf(tiny_model("llama", tied=False), tmp_path / "tiny.gguf")
     bars_before = hf_logging.is_progress_bar_enabled()  # another test may have turned them off
