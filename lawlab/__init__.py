@@ -40,7 +40,7 @@ _HOMES = {
     "read_results_csv": "lawlab.laws.data", "law_form": "lawlab.laws.forms", "fit_law": "lawlab.laws.fit",
     "fit_study": "lawlab.laws.fit", "FitResult": "lawlab.laws.results",
     "compare_forms": "lawlab.laws.compare", "study_findings": "lawlab.findings.stage",
-    "write_report": "lawlab.report.tables",
+    "write_report": "lawlab.report.render",
 }
 
 __all__ = ["__version__", "hookimpl", *_HOMES]

@@ -358,7 +358,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import contextlib
 
-    from lawlab.report.tables import write_report
+    from lawlab.report.render import write_report
     from lawlab.run.store import DB_NAME
 
     # the fitters' and matplotlib's warnings go to the study's log, as in `lawlab run`

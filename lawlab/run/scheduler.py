@@ -588,7 +588,7 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
     report_path = None
     if report:
         # A report that cannot be written is an error with its cause, never a missing file.
-        from lawlab.report.tables import print_summary, write_report
+        from lawlab.report.render import print_summary, write_report
 
         report_path = write_report(output, registry=plan_registry(plan), console=None if quiet else console)
         if not quiet:

@@ -254,6 +254,16 @@ class Store:
             json.loads(r["compression"]) if r["compression"] else None,
         )
 
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Every stored cell as a dict, its provenance and compression parsed from JSON."""
+        cells = []
+        for r in self.db.execute("SELECT * FROM cells"):
+            cell = dict(r)
+            cell["provenance"] = json.loads(cell["provenance"] or "{}")
+            cell["compression"] = json.loads(cell["compression"]) if cell["compression"] else None
+            cells.append(cell)
+        return cells
+
     def plan_rows(self) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM plan ORDER BY position"))
 
