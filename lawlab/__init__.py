@@ -36,7 +36,7 @@ _HOMES = {
     "SpecError": "lawlab.spec.models", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
     # the stages, for scripts
     "get_registry": "lawlab.registry", "load_spec": "lawlab.spec.models", "make_plan": "lawlab.run.plan",
-    "run_study": "lawlab.run.scheduler", "load_table": "lawlab.run.store",
+    "run_study": "lawlab.run.study", "load_table": "lawlab.run.store",
     "read_results_csv": "lawlab.laws.data", "law_form": "lawlab.laws.forms", "fit_law": "lawlab.laws.fit",
     "fit_study": "lawlab.laws.fit", "FitResult": "lawlab.laws.results",
     "compare_forms": "lawlab.laws.compare", "study_findings": "lawlab.findings.stage",

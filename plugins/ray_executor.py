@@ -119,7 +119,7 @@ def _cell_worker(setup: WorkerSetup) -> Any:
 
     from lawlab import environment
     from lawlab.registry import get_registry
-    from lawlab.run.scheduler import CellWorker
+    from lawlab.run.worker import CellWorker
 
     # runtime_env sets variables but cannot unset one: a LAWLAB_* variable this worker
     # inherited from its node (`ray start`'s shell) and the driver lacks is removed here.
@@ -205,7 +205,7 @@ def run_cell_task(
 
     import ray
 
-    from lawlab.run.scheduler import load_model, save_model
+    from lawlab.run.worker import load_model, save_model
 
     started = time.time()
     worker = _cell_worker(setup)
@@ -299,7 +299,7 @@ class RayScheduler(ResumeRules):
         self.artifacts = artifact_root(plan, params, store)
 
     def has_model(self, key: str) -> bool:
-        from lawlab.run.scheduler import ARTIFACT_FILE
+        from lawlab.run.worker import ARTIFACT_FILE
 
         return (self.artifacts / key / ARTIFACT_FILE).is_file()
 

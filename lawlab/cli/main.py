@@ -306,7 +306,7 @@ def print_memory(plan: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lawlab.run.scheduler import run_study
+    from lawlab.run.study import run_study
 
     plan = _make_plan(args)
     _require_here(plan, args.spec)
