@@ -33,9 +33,9 @@ _HOMES = {
     "LawParameter": "lawlab.api", "Pack": "lawlab.api", "Executor": "lawlab.api",
     "CellRunner": "lawlab.api",
     # errors a user sees as one line and exit code 2
-    "SpecError": "lawlab.spec.models", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
+    "SpecError": "lawlab.spec.issues", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
     # the stages, for scripts
-    "get_registry": "lawlab.registry", "load_spec": "lawlab.spec.models", "make_plan": "lawlab.run.plan",
+    "get_registry": "lawlab.registry", "load_spec": "lawlab.spec.load", "make_plan": "lawlab.run.plan",
     "run_study": "lawlab.run.study", "load_table": "lawlab.run.store",
     "read_results_csv": "lawlab.laws.data", "law_form": "lawlab.laws.forms", "fit_law": "lawlab.laws.fit",
     "fit_study": "lawlab.laws.fit", "FitResult": "lawlab.laws.results",

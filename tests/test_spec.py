@@ -9,7 +9,8 @@ import pytest
 from conftest import TINY_SPEC
 
 from lawlab.cli.main import main
-from lawlab.spec.models import Spec, apply_overrides, load_spec, parse_spec, read_toml
+from lawlab.spec.load import apply_overrides, load_spec, parse_spec, read_toml
+from lawlab.spec.models import Spec
 
 
 def test_valid_spec_round_trips_every_section(tiny_spec):

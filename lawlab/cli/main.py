@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from lawlab.errors import UsageError
     from lawlab.registry import PluginError
-    from lawlab.spec.models import SpecError
+    from lawlab.spec.issues import SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)

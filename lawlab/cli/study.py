@@ -99,7 +99,7 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def _load(args: argparse.Namespace, offline: bool | None = None) -> Any:
-    from lawlab.spec.models import load_spec
+    from lawlab.spec.load import load_spec
 
     return load_spec(args.spec, args.overrides, registry=_registry(args), offline=offline)
 
@@ -149,7 +149,7 @@ def _here(plan: Any) -> list[Any]:
 
 
 def _require_here(plan: Any, spec_path: Path) -> None:
-    from lawlab.spec.models import MachineError
+    from lawlab.spec.issues import MachineError
 
     here = _here(plan)
     if here:
@@ -158,7 +158,7 @@ def _require_here(plan: Any, spec_path: Path) -> None:
 
 def print_here(plan: Any, spec_path: Path) -> None:
     """The "cannot run on this machine" section: each reason once, with its fix."""
-    from lawlab.spec.models import here_lines
+    from lawlab.spec.issues import here_lines
 
     here = _here(plan)
     if not here:
