@@ -7,9 +7,9 @@ plugin) stays as cheap as the hook marker itself.
 A plugin may import ``lawlab`` (these names), ``lawlab.api`` (the classes it implements),
 ``lawlab.hookspecs``, ``lawlab.accounting``, ``lawlab.environment``, ``lawlab.files``,
 ``lawlab.models.loading``, ``lawlab.models.hub``, ``lawlab.models.tokens``, ``lawlab.run.memory``,
-``lawlab.laws.forms`` and ``lawlab.testing``; and, for an executor, the names of
-``lawlab.run.scheduler`` listed in ``docs/plugins.md``. It never imports a sibling plugin's
-helpers (subclassing a public plugin class is fine).
+``lawlab.laws.forms`` and ``lawlab.testing``; and, for an executor, the names that
+``lawlab.api.EXECUTOR_KIT`` lists. It never imports a sibling plugin's helpers (subclassing a
+public plugin class is fine).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _HOMES = {
     "ArchitectureAdapter": "lawlab.api", "Dataset": "lawlab.api", "Pruner": "lawlab.api",
     "RFTRecipe": "lawlab.api", "Evaluator": "lawlab.api", "LawForm": "lawlab.api",
     "LawParameter": "lawlab.api", "Pack": "lawlab.api", "Executor": "lawlab.api",
-    "CellRunner": "lawlab.api",
+    "CellRunner": "lawlab.api", "ExecutionSummary": "lawlab.api",
     # errors a user sees as one line and exit code 2
     "SpecError": "lawlab.spec.issues", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
     # the stages, for scripts

@@ -80,3 +80,26 @@ def test_one_jsonable_and_one_slug_for_every_writer():
     assert jsonable(value) == {"1": [0.5, [[1, 2]]], "x": [None, None, 3]}
     json.dumps(jsonable(value), allow_nan=False)  # strict JSON: no NaN token
     assert slug("compression-law: eq.1 (pooled)") == "compression-law__eq_1__pooled_"
+
+
+def test_plugins_use_of_the_run_stage_is_the_executor_contract():
+    """Of ``lawlab.run`` a plugin imports its memory helpers and the names that
+    ``lawlab.api.EXECUTOR_KIT`` lists, nothing else: the executor contract is written down."""
+    from lawlab.api import EXECUTOR_KIT
+
+    beyond = []
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        for node in ast.walk(_tree(path)):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("lawlab.run"):
+                continue
+            if node.module == "lawlab.run.memory":
+                continue
+            allowed = EXECUTOR_KIT.get(node.module or "", ())
+            beyond += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name not in allowed]
+    assert beyond == []
+    # and every name the contract lists is there
+    import importlib
+
+    missing = [f"{m}.{n}" for m, names in EXECUTOR_KIT.items() for n in names
+               if not hasattr(importlib.import_module(m), n)]
+    assert missing == []

@@ -19,12 +19,12 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lawlab import environment
-from lawlab.api import LoadedModel
+from lawlab.accounting import bytes_on_disk
+from lawlab.api import STAGE_PLUGIN_KINDS, ExecutionSummary, LoadedModel
 from lawlab.models.loading import to_host
 from lawlab.run.plan import Cell, Plan, stage_order
 from lawlab.run.progress import StudyProgress
@@ -32,33 +32,6 @@ from lawlab.run.store import Store
 from lawlab.run.worker import CellWorker, load_model, release, save_model
 
 # --------------------------------------------------------------------------- the scheduler
-
-
-@dataclass
-class ExecutionSummary:
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # key -> last line of the error
-    failed_before: list[str] = field(default_factory=list)  # failed in an earlier run, not retried
-    blocked: list[str] = field(default_factory=list)  # not run: an ancestor failed
-    skipped_done: int = 0
-    stopped_early: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.failed_before and not self.blocked and not self.stopped_early
-
-    def counts(self, total: int) -> str:
-        """What happened to each of the plan's ``total`` cells, in words that add up to it."""
-        blocked = set(self.blocked) - set(self.failed_before)
-        parts = [f"{len(self.done)} run", f"{self.skipped_done} already done", f"{len(self.failed)} failed"]
-        if self.failed_before:
-            parts.append(f"{len(self.failed_before)} failed in an earlier run (not retried)")
-        if blocked:
-            parts.append(f"{len(blocked)} not run (a cell they depend on failed)")
-        left = total - len(self.done) - self.skipped_done - len(self.failed) - len(self.failed_before) - len(blocked)
-        if left:
-            parts.append(f"{left} left" + (" (stopped at the first failure)" if self.stopped_early else ""))
-        return f"{total} cells: " + ", ".join(parts)
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
@@ -206,7 +179,7 @@ class LocalScheduler(ResumeRules):
             ended = time.time()
             self.store.record_cell(
                 cell_row(cell), status="failed", run_id=self.run_id, started=started, ended=ended,
-                provenance=self.worker.provenance(cell, _plugin_kind(cell)), error=traceback.format_exc(),
+                provenance=self.worker.provenance(cell, STAGE_PLUGIN_KINDS[cell.kind]), error=traceback.format_exc(),
             )
             self.status[cell.key] = "failed"
             self.progress.cell_finished(cell, "failed", ended - started, error=f"{type(exc).__name__}: {exc}")
@@ -217,7 +190,7 @@ class LocalScheduler(ResumeRules):
                 with self.store.writing_artifact(cell.key) as tmp:
                     save_model(outcome.model, tmp, self.worker.registry)
                 if outcome.compression is not None:
-                    outcome.compression["bytes_on_disk"] = _folder_bytes(self.store.artifact_dir(cell.key))
+                    outcome.compression["bytes_on_disk"] = bytes_on_disk(self.store.artifact_dir(cell.key))
         ended = time.time()
         self.store.record_cell(
             cell_row(cell), status="done", run_id=self.run_id, started=started, ended=ended,
@@ -258,11 +231,3 @@ class LocalScheduler(ResumeRules):
             assert model is not None
             self.models[key] = model
         return self.models[key]
-
-
-def _plugin_kind(cell: Cell) -> str:
-    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators"}[cell.kind]
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

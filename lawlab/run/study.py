@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from lawlab import environment
+from lawlab.api import ExecutionSummary
 from lawlab.files import write_json
 from lawlab.run.plan import Plan, stage_order
 from lawlab.run.progress import StudyProgress
-from lawlab.run.scheduler import ExecutionSummary, cell_row
+from lawlab.run.scheduler import cell_row
 from lawlab.run.store import Store
 from lawlab.run.worker import plan_registry
 

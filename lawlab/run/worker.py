@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from lawlab import environment
-from lawlab.api import Attachment, LoadedModel, Measurement, RunContext
+from lawlab.api import ARTIFACT_FILE, Attachment, LoadedModel, Measurement, RunContext
 from lawlab.models.loading import HOST, Residency, to_host
 from lawlab.run.plan import Cell, Plan, thaw
-
-ARTIFACT_FILE = "lawlab-artifact.json"
-
 
 # --------------------------------------------------------------------------- one cell
 
