@@ -107,6 +107,22 @@ class CheckContext:
             offline=self.offline, registry=self.registry, spec_path=self.spec_path, datasets=self.datasets,
         )
 
+    def split_if_cheap(self, name: str, split: str) -> TextData | None:
+        """The split of a registered dataset if it can be read cheaply now (it ships with a
+        package or lawlab), else None. A check uses it to catch sizes that cannot work."""
+        if not self.has_dataset(name):
+            return None
+        try:
+            plugin, params = self.dataset(name)
+        except Exception:  # bad params are reported by the spec validator itself
+            return None
+        if not plugin.available_offline():
+            return None
+        try:
+            return plugin.load(params, split, self.reading_context())
+        except Exception:  # the dataset plugin's own check reports why it cannot load
+            return None
+
 
 class Progress:
     """Inner-loop progress a plugin reports (training steps, evaluation batches).

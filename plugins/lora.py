@@ -80,7 +80,7 @@ class LoraParams(Params):
 
 
 def chunk_samples(tokenizer: Any, data: TextData, params: LoraParams) -> list[list[int]]:
-    from lawlab_plugins.cross_entropy import make_windows, tokenize_split
+    from lawlab.models.tokens import make_windows, tokenize_split
 
     ids = tokenize_split(tokenizer, data, params.separator)
     windows = make_windows(ids, params.max_length, tokenizer.bos_token_id)
@@ -190,9 +190,9 @@ class LoRA(RFTRecipe):
     def check(self, params: LoraParams, dataset: str, size: int, ctx: CheckContext) -> None:
         if params.cap_to_available:
             return
-        from lawlab_plugins.cross_entropy import dataset_for_check, text_of
+        from lawlab.models.tokens import text_of
 
-        data = dataset_for_check(ctx, dataset, "train")
+        data = ctx.split_if_cheap(dataset, "train")
         if data is None:
             return  # hub-only data: counted at train time
         if params.samples == "document":

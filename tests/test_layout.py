@@ -103,3 +103,26 @@ def test_plugins_use_of_the_run_stage_is_the_executor_contract():
     missing = [f"{m}.{n}" for m, names in EXECUTOR_KIT.items() for n in names
                if not hasattr(importlib.import_module(m), n)]
     assert missing == []
+
+
+def test_a_plugin_uses_a_sibling_only_by_subclassing_it():
+    """From another plugin module a plugin imports only the classes it subclasses; its own
+    private modules (``lawlab_plugins._name``) are its own, and import no plugin back.
+    Helpers several plugins share live in the core."""
+    borrowed = []
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        tree = _tree(path)
+        bases = {b.id for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases if isinstance(b, ast.Name)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("lawlab_plugins."):
+                continue
+            if node.module.split(".")[1].startswith("_"):
+                continue  # a plugin's own private module
+            borrowed += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                         if path.name.startswith("_") or a.name not in bases]
+    assert borrowed == []
+
+
+def test_the_testing_kit_names_no_plugin_module():
+    text = (ROOT / "lawlab" / "testing.py").read_text()
+    assert "lawlab_plugins." not in text
