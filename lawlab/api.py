@@ -485,6 +485,7 @@ class RFTRecipe(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     description: ClassVar[str] = ""
+    default: ClassVar[bool] = False  # the recipe of an ``[[rft]]`` entry that names none (one plugin may say so)
 
     def check(self, params: Any, dataset: str, size: int, ctx: CheckContext) -> None: ...
 
@@ -715,6 +716,7 @@ class Executor(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     description: ClassVar[str] = ""
+    default: ClassVar[bool] = False  # the executor of a spec that names none (one plugin may say so)
 
     def check(self, params: Any, ctx: CheckContext) -> None: ...
 

@@ -177,6 +177,7 @@ class LoRA(RFTRecipe):
     name: ClassVar[str] = "lora"
     Params: ClassVar[type[Params]] = LoraParams
     description: ClassVar[str] = "LoRA (peft) on D samples of a training split, merged into the weights"
+    default: ClassVar[bool] = True  # the paper's RFT: what an [[rft]] entry without a recipe gets
 
     def memory(self, params: LoraParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
         """16 bytes per LoRA parameter (fp32 weights, gradients, two AdamW moments), then one

@@ -82,7 +82,9 @@ class MethodEntry(Strict):
 
 
 class RFTEntry(Strict):
-    recipe: str = Field("lora", description="RFT recipe plugin.")
+    recipe: str | None = Field(
+        None, description="RFT recipe plugin; left out: the installed recipe that declares itself the default."
+    )
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: the recipe name.")
     datasets: list[str] = Field(default_factory=list, description="Training datasets.")
     sizes: list[int] = Field(description="Sample counts D; 0 means no RFT (planned once).")
@@ -193,7 +195,10 @@ class Execution(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that supports it, float32 on CPU."
     )
-    executor: str = Field("local", description="Executor plugin: local, ray, ...")
+    executor: str | None = Field(
+        None, description="Executor plugin: local, ray, ...; left out: the installed executor that declares itself "
+        "the default."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The executor's parameters.")
     keep_artifacts: Literal["all", "needed", "none"] = Field(
         "needed", description="Pruned/recovered models kept on disk: all, only those later cells need, none."

@@ -113,7 +113,7 @@ class _Checker:
     def rft(self) -> None:
         for i, r in enumerate(self.spec.rft):
             p = f"rft[{i}]"
-            recipe = self.plugin("rft_recipes", r.recipe, f"{p}.recipe")
+            recipe = self.plugin("rft_recipes", r.recipe or "", f"{p}.recipe")
             self.known_models(r, p)
             for j, ds in enumerate(r.datasets):
                 self.dataset(ds, "train", f"{p}.datasets[{j}]")
@@ -157,7 +157,7 @@ class _Checker:
 
     def execution(self) -> None:
         ex = self.spec.execution
-        executor = self.plugin("executors", ex.executor, "execution.executor")
+        executor = self.plugin("executors", ex.executor or "", "execution.executor")
         if executor is not None and (parsed := self.parse_params(executor, ex.params, "execution.params")) is not None:
             self.run_check("execution.params", executor.check, parsed, self.ctx)
         self.run_check("execution.device", _check_device, ex.device)
@@ -184,6 +184,7 @@ class _Checker:
 
 def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
     """The second pass: plugin names, plugin params and plugin checks."""
+    spec = with_default_plugins(spec, ctx.registry, path)
     c = _Checker(spec, ctx)
     # in the spec's order, so the issues are listed as the file reads
     for check in (c.models, c.methods, c.rft, c.evaluators, c.laws, c.execution):
@@ -191,6 +192,37 @@ def resolve_spec(spec: Spec, path: Path, ctx: CheckContext) -> ResolvedSpec:
     if c.issues:
         raise SpecError(path, c.issues)
     return ResolvedSpec(spec=spec, path=path, params=c.params, offline=ctx.offline, here=tuple(c.here))
+
+
+def default_plugin(registry: Any, kind: PluginKind) -> str | list[str]:
+    """The one registered plugin of ``kind`` that declares itself the default, or the names of
+    those that do (none, or several: the spec has to name one)."""
+    named = [n for n in registry.names(kind) if getattr(registry.get(kind, n), "default", False)]
+    return named[0] if len(named) == 1 else named
+
+
+def with_default_plugins(spec: Spec, registry: Any, path: Path) -> Spec:
+    """The spec with each plugin name it leaves out (an RFT recipe, the executor) filled in
+    from the plugins registered: the one of its kind that declares itself the default."""
+    issues: list[SpecIssue] = []
+
+    def pick(kind: PluginKind, where: str) -> str | None:
+        found = default_plugin(registry, kind)
+        if isinstance(found, str):
+            return found
+        why = "several declare themselves the default: " + ", ".join(found) if found else "none is the default"
+        issues.append(SpecIssue(where, f"name one: of the installed {kind.replace('_', ' ')} {why}", None,
+                                ", ".join(registry.names(kind)) or "none is installed"))
+        return None
+
+    rft = [r if r.recipe is not None else r.model_copy(update={"recipe": pick("rft_recipes", f"rft[{i}].recipe")})
+           for i, r in enumerate(spec.rft)]
+    execution = spec.execution
+    if execution.executor is None:
+        execution = execution.model_copy(update={"executor": pick("executors", "execution.executor")})
+    if issues:
+        raise SpecError(path, issues)
+    return spec.model_copy(update={"rft": rft, "execution": execution})
 
 
 def _check_device(device: str) -> None:
