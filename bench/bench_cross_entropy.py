@@ -12,7 +12,8 @@ import time
 
 import torch
 from common import offline_context, smollm2
-from lawlab_plugins.cross_entropy import make_windows, tokenize_split
+
+from lawlab.models.tokens import make_windows, tokenize_split
 
 
 def plain_loop(model, windows, batch_size):

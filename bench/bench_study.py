@@ -52,8 +52,8 @@ def naive_loop(spec: Path, overrides: list[str]) -> dict[str, float]:
     )
     from lawlab.registry import get_registry
     from lawlab.run.plan import make_plan
-    from lawlab.run.scheduler import CellWorker
-    from lawlab.spec.models import load_spec
+    from lawlab.run.worker import CellWorker
+    from lawlab.spec.load import load_spec
 
     quiet_libraries()
     started = time.perf_counter()

@@ -7,9 +7,9 @@ plugin) stays as cheap as the hook marker itself.
 A plugin may import ``lawlab`` (these names), ``lawlab.api`` (the classes it implements),
 ``lawlab.hookspecs``, ``lawlab.accounting``, ``lawlab.environment``, ``lawlab.files``,
 ``lawlab.models.loading``, ``lawlab.models.hub``, ``lawlab.models.tokens``, ``lawlab.run.memory``,
-``lawlab.laws.forms`` and ``lawlab.testing``; and, for an executor, the names of
-``lawlab.run.scheduler`` listed in ``docs/plugins.md``. It never imports a sibling plugin's
-helpers (subclassing a public plugin class is fine).
+``lawlab.laws.forms`` and ``lawlab.testing``; and, for an executor, the names that
+``lawlab.api.EXECUTOR_KIT`` lists. It never imports a sibling plugin's helpers (subclassing a
+public plugin class is fine).
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ _HOMES = {
     "ArchitectureAdapter": "lawlab.api", "Dataset": "lawlab.api", "Pruner": "lawlab.api",
     "RFTRecipe": "lawlab.api", "Evaluator": "lawlab.api", "LawForm": "lawlab.api",
     "LawParameter": "lawlab.api", "Pack": "lawlab.api", "Executor": "lawlab.api",
-    "Quantizer": "lawlab.api", "Precision": "lawlab.api",
+    "ExecutionSummary": "lawlab.api", "Quantizer": "lawlab.api", "Precision": "lawlab.api",
     # errors a user sees as one line and exit code 2
-    "SpecError": "lawlab.spec.models", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
+    "SpecError": "lawlab.spec.issues", "PluginError": "lawlab.registry", "UsageError": "lawlab.errors",
     # the stages, for scripts
-    "get_registry": "lawlab.registry", "load_spec": "lawlab.spec.models", "make_plan": "lawlab.run.plan",
-    "run_study": "lawlab.run.scheduler", "load_table": "lawlab.run.store",
+    "get_registry": "lawlab.registry", "load_spec": "lawlab.spec.load", "make_plan": "lawlab.run.plan",
+    "run_study": "lawlab.run.study", "load_table": "lawlab.run.store",
     "read_results_csv": "lawlab.laws.data", "law_form": "lawlab.laws.forms", "fit_law": "lawlab.laws.fit",
     "fit_study": "lawlab.laws.fit", "FitResult": "lawlab.laws.results",
     "compare_forms": "lawlab.laws.compare", "study_findings": "lawlab.findings.stage",
-    "write_report": "lawlab.report.tables",
+    "write_report": "lawlab.report.render",
 }
 
 __all__ = ["__version__", "hookimpl", *_HOMES]

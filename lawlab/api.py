@@ -107,6 +107,22 @@ class CheckContext:
             offline=self.offline, registry=self.registry, spec_path=self.spec_path, datasets=self.datasets,
         )
 
+    def split_if_cheap(self, name: str, split: str) -> TextData | None:
+        """The split of a registered dataset if it can be read cheaply now (it ships with a
+        package or lawlab), else None. A check uses it to catch sizes that cannot work."""
+        if not self.has_dataset(name):
+            return None
+        try:
+            plugin, params = self.dataset(name)
+        except Exception:  # bad params are reported by the spec validator itself
+            return None
+        if not plugin.available_offline():
+            return None
+        try:
+            return plugin.load(params, split, self.reading_context())
+        except Exception:  # the dataset plugin's own check reports why it cannot load
+            return None
+
 
 class Progress:
     """Inner-loop progress a plugin reports (training steps, evaluation batches).
@@ -475,6 +491,7 @@ class RFTRecipe(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
     description: ClassVar[str] = ""
+    default: ClassVar[bool] = False  # the recipe of an ``[[rft]]`` entry that names none (one plugin may say so)
 
     # Can train on a quantised base (QLoRA-style: prune → quantise → RFT); a recipe that
     # merges its adapter into the weights cannot, and a pipeline asking for it is refused.
@@ -663,19 +680,6 @@ class Pack(ABC):
         """One-time work after installing (reassembling chunks, checking hashes)."""
 
 
-class Executor(ABC):
-    """Where a study's cells run: in this process, or across a cluster."""
-
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
-
-    def check(self, params: Any, ctx: CheckContext) -> None: ...
-
-    @abstractmethod
-    def execute(self, plan: Plan, store: Store, params: Any, **options: Any) -> Any: ...
-
-
 PluginKind = Literal[
     "pruners",
     "rft_recipes",
@@ -690,3 +694,68 @@ PluginKind = Literal[
 ]
 
 Factory = Callable[[], Any]
+
+
+# --------------------------------------------------------------------------- executors
+#
+# An executor runs a plan's cells somewhere (this process, a cluster). Its contract:
+# ``Executor.execute(plan, store, params, *, run_id, progress, fail_fast, retry_failed)``
+# returns an ``ExecutionSummary``; only the process that called it writes the store. What a
+# cell does, how a model is kept between stages, and which cells a run has left are the
+# core's: an executor builds on the names of ``EXECUTOR_KIT`` and on nothing else of
+# ``lawlab.run`` (``tests/test_layout.py`` holds the built-ins to it).
+
+ARTIFACT_FILE = "lawlab-artifact.json"  # written last into a model's artifact folder: a folder without it was never finished
+
+STAGE_PLUGIN_KINDS: Mapping[str, PluginKind] = {
+    "base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators",
+    "quantize": "quantizers",
+}  # the plugin kind that runs each kind of cell (its provenance names that plugin)
+
+EXECUTOR_KIT: Mapping[str, tuple[str, ...]] = {
+    # one cell, given its parent's model; an artifact saved and loaded again
+    "lawlab.run.worker": ("CellWorker", "load_model", "save_model"),
+    # what a run has left (subclass it), and a cell as the store records it
+    "lawlab.run.scheduler": ("ResumeRules", "cell_row", "LocalScheduler"),
+}
+
+
+@dataclass
+class ExecutionSummary:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> last line of the error
+    failed_before: list[str] = field(default_factory=list)  # failed in an earlier run, not retried
+    blocked: list[str] = field(default_factory=list)  # not run: an ancestor failed
+    skipped_done: int = 0
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.failed_before and not self.blocked and not self.stopped_early
+
+    def counts(self, total: int) -> str:
+        """What happened to each of the plan's ``total`` cells, in words that add up to it."""
+        blocked = set(self.blocked) - set(self.failed_before)
+        parts = [f"{len(self.done)} run", f"{self.skipped_done} already done", f"{len(self.failed)} failed"]
+        if self.failed_before:
+            parts.append(f"{len(self.failed_before)} failed in an earlier run (not retried)")
+        if blocked:
+            parts.append(f"{len(blocked)} not run (a cell they depend on failed)")
+        left = total - len(self.done) - self.skipped_done - len(self.failed) - len(self.failed_before) - len(blocked)
+        if left:
+            parts.append(f"{left} left" + (" (stopped at the first failure)" if self.stopped_early else ""))
+        return f"{total} cells: " + ", ".join(parts)
+
+
+class Executor(ABC):
+    """Where a study's cells run: in this process, or across a cluster (see ``EXECUTOR_KIT``)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    description: ClassVar[str] = ""
+    default: ClassVar[bool] = False  # the executor of a spec that names none (one plugin may say so)
+
+    def check(self, params: Any, ctx: CheckContext) -> None: ...
+
+    @abstractmethod
+    def execute(self, plan: Plan, store: Store, params: Any, **options: Any) -> ExecutionSummary: ...

@@ -1,6 +1,6 @@
-"""Files written whole or not at all.
+"""Files and folders written whole or not at all.
 
-A file is written under a temporary name in its own folder and renamed into place when
+A file (or a folder, :func:`atomic_folder`) is written under a temporary name in its own folder and renamed into place when
 complete (a rename within one file system is atomic), so a reader or a killed run never
 sees half a file. Every writer of results, fits and reports should go through here.
 """
@@ -11,6 +11,8 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; when the block ends without an error
+    it is renamed to ``path``, otherwise removed. Only a renamed folder is ever trusted.
+
+    ``replace``: an existing ``path`` is replaced; else it is kept when another writer made
+    it first (the rename fails and this copy is dropped). The temporary name starts with
+    ``.tmp-`` so that a cleaner can sweep what a killed writer left.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # pid and a random part: two writers (processes, or Ray workers on one node) never share it
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if replace and final.exists():
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if replace or not final.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:

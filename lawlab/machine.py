@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lawlab.spec.models import HereIssue
+from lawlab.spec.issues import HereIssue
 
 
 def host_memory() -> int | None:

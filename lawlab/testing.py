@@ -180,18 +180,24 @@ def write_rows_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+# A tiny registry loads the entry points named after these kinds (lawlab's own declare them):
+# the architectures every model needs, and the datasets.
+TINY_REGISTRY_KINDS = ("architectures", "datasets")
+
+
 def tiny_registry(*plugin_modules: Any) -> Any:
     """A registry with the built-in architectures and datasets plus ``plugin_modules``
     (modules or objects with ``register_*`` hooks), without loading every installed plugin."""
-    import importlib
+    from importlib import metadata
 
-    from lawlab.registry import KINDS, PluginInfo, Registry
+    from lawlab.registry import ENTRY_POINT_GROUP, KINDS, PluginInfo, Registry
 
     registry = Registry()
-    modules = [importlib.import_module(m) for m in ("lawlab_plugins.architectures", "lawlab_plugins.datasets")]
+    builtins = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name in TINY_REGISTRY_KINDS]
+    modules = [ep.load() for ep in sorted(builtins, key=lambda ep: TINY_REGISTRY_KINDS.index(ep.name))]
     for module in [*modules, *plugin_modules]:
         name = getattr(module, "__name__", type(module).__name__)
-        info = PluginInfo(name, name, None, None, name.startswith("lawlab_plugins"))
+        info = PluginInfo(name, name, None, None, any(module is m for m in modules))
         registry.plugins.append(info)
         for kind, hook in KINDS.items():
             fn = getattr(module, hook, None)

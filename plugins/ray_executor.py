@@ -2,14 +2,14 @@
 
 The driver (``lawlab run``) plans, schedules and alone writes the SQLite store; each cell
 runs as a Ray task that loads its parent's model from shared storage, runs
-:class:`lawlab.execute.CellWorker` on it, writes its own model back when later cells
+:class:`lawlab.run.worker.CellWorker` on it, writes its own model back when later cells
 need it, and returns plain JSON-able data. A cell is submitted as soon as its parent's
 model is on shared storage, so independent branches run in parallel.
 
 Models pass between cells only as artifacts (safetensors + JSON, written under a
 temporary name and renamed), the base model included: it is loaded from its source once
 and every worker reads the shared copy. The resume, failure and ``keep_artifacts`` rules
-are the local executor's (see :class:`lawlab.execute.LocalScheduler`).
+are the local executor's (see :class:`lawlab.run.scheduler.LocalScheduler`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from lawlab import hookimpl
-from lawlab.api import CheckContext, CheckFailed, Executor, Params
+from lawlab.api import (
+    ARTIFACT_FILE,
+    STAGE_PLUGIN_KINDS,
+    CheckContext,
+    CheckFailed,
+    ExecutionSummary,
+    Executor,
+    Params,
+)
 from lawlab.run.scheduler import ResumeRules  # cheap: torch and ray are imported only when cells run
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'lawlab[ray]'"
@@ -119,7 +127,7 @@ def _cell_worker(setup: WorkerSetup) -> Any:
 
     from lawlab import environment
     from lawlab.registry import get_registry
-    from lawlab.run.scheduler import CellWorker
+    from lawlab.run.worker import CellWorker
 
     # runtime_env sets variables but cannot unset one: a LAWLAB_* variable this worker
     # inherited from its node (`ray start`'s shell) and the driver lacks is removed here.
@@ -205,7 +213,9 @@ def run_cell_task(
 
     import ray
 
-    from lawlab.run.scheduler import load_model, save_model
+    from lawlab.accounting import bytes_on_disk
+    from lawlab.files import atomic_folder
+    from lawlab.run.worker import load_model, save_model
 
     started = time.time()
     worker = _cell_worker(setup)
@@ -226,10 +236,11 @@ def run_cell_task(
         compression = outcome.compression
         if save_dir is not None and outcome.model is not None:
             saving = time.time()
-            bytes_on_disk = write_artifact(Path(save_dir), lambda tmp: save_model(outcome.model, tmp, worker.registry))
+            with atomic_folder(Path(save_dir)) as tmp_dir:
+                save_model(outcome.model, tmp_dir, worker.registry)
             ray_info["save_seconds"] = time.time() - saving
             if compression is not None:
-                compression["bytes_on_disk"] = bytes_on_disk
+                compression["bytes_on_disk"] = bytes_on_disk(Path(save_dir))
         result = {
             "measurements": [m.__dict__ for m in outcome.measurements],
             "compression": compression,
@@ -241,34 +252,11 @@ def run_cell_task(
         result = {
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
-            "provenance": worker.provenance(cell, _plugin_kind(cell)) | {"execution": ray_info},
+            "provenance": worker.provenance(cell, STAGE_PLUGIN_KINDS[cell.kind]) | {"execution": ray_info},
         }
     result |= {"started": started, "ended": time.time()}
     # plain data only: no tensors or numpy scalars travel back to the driver
     return json.loads(json.dumps(result, default=str))
-
-
-def write_artifact(final: Path, write: Any) -> int:
-    """Write a folder under a temporary name and rename it into place (only a renamed
-    folder is ever trusted); returns its size in bytes."""
-    import shutil
-
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return size
-
-
-def _plugin_kind(cell: Any) -> str:
-    return {"base": "model_sources", "prune": "pruners", "rft": "rft_recipes", "eval": "evaluators",
-            "quantize": "quantizers"}[cell.kind]
 
 
 # --------------------------------------------------------------------------- the driver side
@@ -300,16 +288,12 @@ class RayScheduler(ResumeRules):
         self.artifacts = artifact_root(plan, params, store)
 
     def has_model(self, key: str) -> bool:
-        from lawlab.run.scheduler import ARTIFACT_FILE
-
         return (self.artifacts / key / ARTIFACT_FILE).is_file()
 
     # ----------------------------------------------------------------- the loop
 
     def run(self) -> Any:
         import ray
-
-        from lawlab.run.scheduler import ExecutionSummary
 
         summary = ExecutionSummary()
         # our loop retries, and records each try
@@ -502,7 +486,7 @@ class RayScheduler(ResumeRules):
         return {
             "spec_hash": self.plan.spec_hash,
             "cell": dict(cell.inputs),
-            "plugin": get_registry().version_of(_plugin_kind(cell), cell.plugin),  # type: ignore[arg-type]
+            "plugin": get_registry().version_of(STAGE_PLUGIN_KINDS[cell.kind], cell.plugin),
             "libraries": environment.library_versions(),
             "seed": self.plan.spec.spec.study.seed,
             "execution": {"executor": "ray", "recorded_by": "driver"},

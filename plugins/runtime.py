@@ -26,13 +26,17 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from lawlab_plugins.lm_eval_tasks import TASKS, LmEval, LmEvalParams
 from pydantic import Field
 
 from lawlab import hookimpl
 from lawlab.api import CheckContext, Evaluator, LoadedModel, Measurement, MemoryTerms, Params, RunContext
 
 LEVEL = 0.95  # wanted coverage of the interval around a median ratio
+# The timed benchmark runs on the lm-eval evaluator, asked of the registry by its name (a
+# plugin never imports a sibling's helpers); its default tasks are the paper's five zero-shot
+# tasks and MMLU, as lm-eval's own default.
+LM_EVAL = "lm-eval"
+BENCHMARK_TASKS = ("piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge", "mmlu")
 
 
 class RuntimeParams(Params):
@@ -42,7 +46,7 @@ class RuntimeParams(Params):
         "their median time ratio (False: absolute times only; the benchmark's seconds feed the law).",
     )
     tasks: list[str] = Field(
-        default_factory=lambda: list(TASKS), description="Extrinsic benchmark whose forward passes are timed."
+        default_factory=lambda: list(BENCHMARK_TASKS), description="Extrinsic benchmark whose forward passes are timed."
     )
     limit: int | None = Field(
         None, ge=1, description="Examples per task (MMLU: per subject) in the timed benchmark; None: all."
@@ -227,12 +231,16 @@ class Runtime(Evaluator):
         base = {"base model": shapes.params * dtype_bytes} if params.paired else {}
         return MemoryTerms({**base, **forward_terms(shapes, dtype_bytes, tokens=tokens)})
 
-    def _lm_eval_params(self, params: RuntimeParams) -> LmEvalParams:
-        return LmEvalParams(tasks=params.tasks, limit=params.limit, batch_size=params.benchmark_batch_size)
+    @staticmethod
+    def _lm_eval(params: RuntimeParams, registry: Any) -> tuple[Any, Any]:
+        """The lm-eval evaluator and its params for the timed benchmark."""
+        lm_eval = registry.get("evaluators", LM_EVAL)
+        return lm_eval, lm_eval.Params(tasks=params.tasks, limit=params.limit, batch_size=params.benchmark_batch_size)
 
     def check(self, params: RuntimeParams, ctx: CheckContext) -> None:
         if params.benchmark:
-            LmEval().check(self._lm_eval_params(params), ctx)
+            lm_eval, lm_params = self._lm_eval(params, ctx.registry)
+            lm_eval.check(lm_params, ctx)
 
     def evaluate(self, model: LoadedModel, params: RuntimeParams, ctx: RunContext) -> list[Measurement]:
         import torch
@@ -334,17 +342,13 @@ class Runtime(Evaluator):
 
     def _benchmark(self, model: LoadedModel, params: RuntimeParams, ctx: RunContext, machine: dict[str, Any],
                    *, law_input: bool) -> Measurement:
-        from lawlab_plugins.lm_eval_tasks import build_lm, run_task, task_manager, uses_offline
-
-        lm_params = self._lm_eval_params(params)
-        offline = uses_offline(lm_params, ctx.offline)
-        manager = task_manager(offline, ctx.cache_dir)
-        lm = build_lm(model, params.benchmark_batch_size, None)
+        lm_eval, lm_params = self._lm_eval(params, ctx.registry)
+        run, offline = lm_eval.task_runner(model, lm_params, ctx)
         ctx.progress.start("runtime: benchmark", total=len(params.tasks))
         wall = time.perf_counter()
         with ForwardTimer(model.model, ctx.device) as timer:
             for task in params.tasks:
-                run_task(lm, task, manager, params.limit, 0)
+                run(task)
                 ctx.progress.advance(1)
         wall = time.perf_counter() - wall
         ctx.progress.done()

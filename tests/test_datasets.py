@@ -214,7 +214,8 @@ def test_jsonl_bad_inputs(tmp_path, registry):
 
 def test_spec_with_a_local_text_file_validates(tmp_path, registry):
     """The loaders work from a spec's [datasets.NAME] table, paths relative to the spec."""
-    from lawlab.spec.models import SpecError, load_spec
+    from lawlab.spec.issues import SpecError
+    from lawlab.spec.load import load_spec
 
     (tmp_path / "train.txt").write_text("a line\n")
     spec = tmp_path / "spec.toml"

@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft4Validator, Draft202012Validator
 
 from lawlab.cli.main import main
-from lawlab.spec.models import tomllib  # tomllib, or tomli before Python 3.11
+from lawlab.spec.load import tomllib  # tomllib, or tomli before Python 3.11
 
 SPECS = sorted((Path(__file__).parents[1] / "specs").glob("*.toml"))
 

@@ -15,7 +15,7 @@ from matplotlib import rc_context
 from synthetic_store import METHODS, MODELS, RATIOS, SIZES, build_store
 
 from lawlab.report.figures import PALETTE, STYLE, UNITS, figure_law, figure_runtime, figure_vs_ratio
-from lawlab.report.tables import StudyData, gather
+from lawlab.report.gather import StudyData, gather
 
 
 @pytest.fixture(scope="module")

@@ -357,7 +357,9 @@ def test_findings_of_a_missing_path_is_a_usage_error(tmp_path, capsys):
 def test_the_report_shows_the_findings_first(tmp_path):
     from test_report import build_store
 
-    from lawlab.report.tables import build, gather, render_html, render_markdown
+    from lawlab.report.gather import gather
+    from lawlab.report.render import render_html, render_markdown
+    from lawlab.report.tables import build
 
     build_store(tmp_path / "run")
     study = gather(tmp_path / "run")

@@ -330,7 +330,7 @@ def test_every_dependency_has_an_upper_bound_that_the_tested_install_meets():
 
     from packaging.requirements import Requirement
 
-    from lawlab.spec.models import read_toml
+    from lawlab.spec.load import read_toml
 
     project = read_toml(Path(__file__).parents[1] / "pyproject.toml")["project"]
     requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]

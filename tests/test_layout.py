@@ -80,3 +80,49 @@ def test_one_jsonable_and_one_slug_for_every_writer():
     assert jsonable(value) == {"1": [0.5, [[1, 2]]], "x": [None, None, 3]}
     json.dumps(jsonable(value), allow_nan=False)  # strict JSON: no NaN token
     assert slug("compression-law: eq.1 (pooled)") == "compression-law__eq_1__pooled_"
+
+
+def test_plugins_use_of_the_run_stage_is_the_executor_contract():
+    """Of ``lawlab.run`` a plugin imports its memory helpers and the names that
+    ``lawlab.api.EXECUTOR_KIT`` lists, nothing else: the executor contract is written down."""
+    from lawlab.api import EXECUTOR_KIT
+
+    beyond = []
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        for node in ast.walk(_tree(path)):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("lawlab.run"):
+                continue
+            if node.module == "lawlab.run.memory":
+                continue
+            allowed = EXECUTOR_KIT.get(node.module or "", ())
+            beyond += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name not in allowed]
+    assert beyond == []
+    # and every name the contract lists is there
+    import importlib
+
+    missing = [f"{m}.{n}" for m, names in EXECUTOR_KIT.items() for n in names
+               if not hasattr(importlib.import_module(m), n)]
+    assert missing == []
+
+
+def test_a_plugin_uses_a_sibling_only_by_subclassing_it():
+    """From another plugin module a plugin imports only the classes it subclasses; its own
+    private modules (``lawlab_plugins._name``) are its own, and import no plugin back.
+    Helpers several plugins share live in the core."""
+    borrowed = []
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        tree = _tree(path)
+        bases = {b.id for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases if isinstance(b, ast.Name)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("lawlab_plugins."):
+                continue
+            if node.module.split(".")[1].startswith("_"):
+                continue  # a plugin's own private module
+            borrowed += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                         if path.name.startswith("_") or a.name not in bases]
+    assert borrowed == []
+
+
+def test_the_testing_kit_names_no_plugin_module():
+    text = (ROOT / "lawlab" / "testing.py").read_text()
+    assert "lawlab_plugins." not in text

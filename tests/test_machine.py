@@ -14,7 +14,7 @@ from lawlab.machine import cpu_bytes, has_gpu, machine_limits
 from lawlab.registry import get_registry
 from lawlab.run.memory import GIB
 from lawlab.run.plan import make_plan
-from lawlab.spec.models import load_spec
+from lawlab.spec.load import load_spec
 
 SPECS = Path(__file__).parents[1] / "specs"
 

@@ -384,8 +384,8 @@ def test_a_parent_from_an_artifact_waits_on_the_host_and_is_copied_to_the_device
     from lawlab.api import CheckContext
     from lawlab.environment import cache_dir
     from lawlab.run.plan import make_plan
-    from lawlab.run.scheduler import CellWorker, load_model, save_model
-    from lawlab.spec.models import load_spec
+    from lawlab.run.worker import CellWorker, load_model, save_model
+    from lawlab.spec.load import load_spec
 
     spec = tmp_path / "spec.toml"
     spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_plan import plan_of
 
-from lawlab.spec.models import SpecError
+from lawlab.spec.issues import SpecError
 
 ROOT = Path(__file__).parent.parent
 
@@ -131,8 +131,8 @@ def test_a_hybrid_study_runs_and_its_saved_variant_reloads_identically(tiny_spec
     from lawlab.api import RunContext
     from lawlab.cli.main import main
     from lawlab.registry import get_registry
-    from lawlab.run.scheduler import load_model
     from lawlab.run.store import Store, load_table
+    from lawlab.run.worker import load_model
 
     out = tmp_path / "hybrid"
 

@@ -13,7 +13,7 @@ from lawlab.cli.main import main
 from lawlab.environment import cache_dir
 from lawlab.registry import get_registry, load_registry
 from lawlab.run.plan import family_of, make_plan, stage_order
-from lawlab.spec.models import load_spec
+from lawlab.spec.load import load_spec
 
 ROOT = Path(__file__).parent.parent
 
@@ -222,7 +222,7 @@ params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
 
 
 def test_an_evaluator_can_take_some_methods_and_unknown_labels_fail(tiny_spec):
-    from lawlab.spec.models import SpecError
+    from lawlab.spec.issues import SpecError
 
     def edit(label):
         def apply(t):

@@ -32,7 +32,8 @@ from synthetic_store import (
 
 from lawlab.laws.fit import fit_study
 from lawlab.registry import get_registry
-from lawlab.report.tables import fmt, fmt_f, write_report
+from lawlab.report.document import fmt, fmt_f
+from lawlab.report.render import write_report
 from lawlab.run.store import load_table
 from lawlab.spec.models import LawEntry
 
@@ -193,7 +194,7 @@ def test_fits_json_is_used_only_when_current(tmp_path: Path) -> None:
     import json
     import os
 
-    from lawlab.report.tables import gather
+    from lawlab.report.gather import gather
 
     build_store(tmp_path)
     assert gather(tmp_path).fits_source.startswith("fitted by the report: there is no fits.json")
@@ -298,7 +299,7 @@ def test_a_model_has_one_colour_in_every_figure_and_axes_say_what_is_plotted(rep
     from matplotlib.colors import to_hex
 
     from lawlab.report.figures import colour, figure_law, figure_runtime
-    from lawlab.report.tables import gather
+    from lawlab.report.gather import gather
 
     study = gather(report.parent.parent)
 

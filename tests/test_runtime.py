@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import lawlab_plugins.lm_eval_tasks as lm_eval_plugin
 import pytest
 import torch
 from conftest import needs_pack
 from lawlab_plugins.runtime import ForwardTimer, Runtime
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
-from lawlab.registry import Registry
-from lawlab.testing import tiny_model
+from lawlab.testing import tiny_model, tiny_registry
 
 EV = Runtime()
 
@@ -24,7 +24,7 @@ def ctx(tmp_path) -> RunContext:
         cache_dir=tmp_path,
         work_dir=tmp_path,
         offline=True,
-        registry=Registry(),
+        registry=tiny_registry(lm_eval_plugin),  # the timed benchmark runs on the lm-eval evaluator
     )
 
 
@@ -74,7 +74,8 @@ def test_benchmark_seconds_are_forward_time(tmp_path, monkeypatch):
 
 
 def test_unknown_benchmark_task(tmp_path):
-    cctx = CheckContext(spec_path=tmp_path / "s.toml", offline=True, registry=Registry(), cache_dir=tmp_path)
+    cctx = CheckContext(spec_path=tmp_path / "s.toml", offline=True, registry=tiny_registry(lm_eval_plugin),
+                        cache_dir=tmp_path)
     with pytest.raises(CheckFailed, match="unknown task 'lambada'"):
         EV.check(EV.Params(tasks=["lambada"]), cctx)
     EV.check(EV.Params(tasks=["lambada"], benchmark=False), cctx)
@@ -235,3 +236,12 @@ metric = "runtime"
     assert all(len(r["details"]["ratios"]) == 3 for r in rows if r["method"])
     fit = fit_law("runtime-law", law_rows(load_table(out), "runtime"), metric_kind="runtime")
     assert fit.n == 3 and fit.dependent == "log L"  # L0 = 1: the law describes the ratios themselves
+
+
+def test_the_timed_benchmark_defaults_to_lm_evals_own_tasks():
+    """runtime names its benchmark's tasks itself (it imports nothing of lm-eval's plugin); they
+    must stay lm-eval's defaults, or a runtime cell would time other work than it scores."""
+    from lawlab_plugins.lm_eval_tasks import TASKS, LmEvalParams
+    from lawlab_plugins.runtime import RuntimeParams
+
+    assert RuntimeParams().tasks == list(TASKS) == LmEvalParams().tasks

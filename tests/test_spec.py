@@ -9,7 +9,8 @@ import pytest
 from conftest import TINY_SPEC
 
 from lawlab.cli.main import main
-from lawlab.spec.models import Spec, apply_overrides, load_spec, parse_spec, read_toml
+from lawlab.spec.load import apply_overrides, load_spec, parse_spec, read_toml
+from lawlab.spec.models import Spec
 
 
 def test_valid_spec_round_trips_every_section(tiny_spec):
@@ -216,3 +217,31 @@ def test_paper_spec_validates_offline_and_says_why_it_cannot_run_here(capsys, em
     assert "models that need the hub: Qwen/Qwen2.5-0.5B@main" in printed
     assert "datasets that need the hub: wikitext2" in printed
     assert main(["validate", "--here", str(paper)]) == 2
+
+
+def test_a_plugin_name_left_out_is_the_registered_default(tiny_spec):
+    """No default in the spec names a plugin: a recipe or executor left out is the one
+    registered plugin of its kind that declares itself the default."""
+    path = tiny_spec(lambda t: t.replace('recipe = "lora"\n', ""))
+    assert 'recipe = "lora"' not in path.read_text() and "executor" not in path.read_text()
+    resolved = load_spec(path)
+    assert resolved.spec.rft[0].recipe == "lora" and resolved.spec.execution.executor == "local"
+    # the same spec, and so the same hash and cell keys, as one that names them
+    named = load_spec(tiny_spec(lambda t: t + '\n[execution]\nexecutor = "local"\n' if "[execution]" not in t
+                                else t.replace("[execution]", '[execution]\nexecutor = "local"'), name="named.toml"))
+    assert named.spec.spec_hash() == resolved.spec.spec_hash()
+
+
+def test_without_one_default_the_spec_must_name_the_plugin(tiny_spec, capsys):
+    from lawlab.registry import get_registry
+
+    registry = get_registry()
+    local = registry.get("executors", "local")
+    try:
+        type(local).default = False  # no executor is the default now
+        assert main(["validate", str(tiny_spec())]) == 2
+    finally:
+        type(local).default = True
+    err = capsys.readouterr().err
+    assert "execution.executor: name one: of the installed executors none is the default" in err
+    assert "allowed: local, ray" in err

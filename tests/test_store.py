@@ -13,13 +13,13 @@ import pytest
 from synthetic_store import METHODS, MODELS, RATIOS, SIZES, build_store, plan_cells
 
 from lawlab.cli.main import main
-from lawlab.run.scheduler import study_lock
 from lawlab.run.store import TABLE_COLUMNS, Store, export, load_table
+from lawlab.run.study import study_lock
 
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from lawlab.run.scheduler import study_lock
+from lawlab.run.study import study_lock
 with study_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()  # held until the test closes our stdin

@@ -5,6 +5,9 @@ has to be tokenised; for a large split that is the slow part. :func:`tokenized_d
 caches the result under ``<cache>/tokens/<key>.safetensors`` (no pickle), the key hashing the
 tokenizer's identity (its serialised vocabulary and rules) and the documents' text, so the
 second time costs one file read.
+
+For the evaluators and recipes that read a split as one text (cross-entropy, LoRA's chunked
+samples): :func:`text_of`, :func:`tokenize_split` (memoised in memory) and :func:`make_windows`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.files import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.api import TextData
 
 FORMAT_VERSION = 1
 
@@ -105,3 +111,37 @@ def _save(path: Path, docs: TokenizedDocuments) -> None:
     with atomic_path(path) as tmp:  # a concurrent reader never sees half a file
         save_file({"ids": docs.ids, "starts": docs.starts}, str(tmp),
                   metadata={"format_version": str(FORMAT_VERSION), "separator": docs.separator})
+
+
+# --------------------------------------------------------------------------- a split as one text
+
+
+def text_of(data: TextData, separator: str | None) -> str:
+    """A split as one text: documents joined by ``separator``; with None, the split as published
+    when it has one file, else documents joined by blank lines."""
+    if separator is None:
+        return data.raw if data.raw is not None else "\n\n".join(t for t in data.texts if t)
+    return separator.join(t for t in data.texts if t)
+
+
+_token_cache: dict[tuple[str, str, int, str | None], list[int]] = {}
+
+
+def tokenize_split(tokenizer: Any, data: TextData, separator: str | None) -> list[int]:
+    """Token ids of the whole split, without special tokens; memoised per tokenizer and
+    content, since every cell of a study scores the same test sets."""
+    key = (data.checksum, str(getattr(tokenizer, "name_or_path", "")), len(tokenizer), separator)
+    if key not in _token_cache:
+        _token_cache.clear()  # keep one split's tokens only: memory stays bounded
+        _token_cache[key] = tokenizer(text_of(data, separator), add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
+    return _token_cache[key]
+
+
+def make_windows(ids: list[int], window: int, bos: int | None) -> list[list[int]]:
+    """Consecutive windows over ``ids``; with a BOS each is BOS + (window - 1) tokens.
+    The last window may be shorter."""
+    step = window - 1 if bos is not None else window
+    prefix = [bos] if bos is not None else []
+    return [prefix + ids[i : i + step] for i in range(0, len(ids), step)]

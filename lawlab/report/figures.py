@@ -1,6 +1,6 @@
 """The report's figures: one per question the paper asks, for whatever the study has.
 
-Each ``figure_*`` function takes the gathered study (:class:`lawlab.report.tables.StudyData`)
+Each ``figure_*`` function takes the gathered study (:class:`lawlab.report.gather.StudyData`)
 and returns a :class:`Drawing`: a matplotlib figure, or the reason it could not be drawn.
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot),
 so no GUI backend and no global state is involved; PNG and SVG are rendered by Agg.
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from lawlab.laws.results import FitResult
-    from lawlab.report.tables import StudyData
+    from lawlab.report.gather import StudyData
 
 # Okabe & Ito (2008): blue, vermillion, bluish green, orange, reddish purple, sky blue, black, yellow
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")

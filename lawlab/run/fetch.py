@@ -91,7 +91,7 @@ def cmd_fetch(args: Any) -> int:
     from lawlab import environment
     from lawlab.errors import UsageError
     from lawlab.registry import get_registry
-    from lawlab.spec.models import load_spec
+    from lawlab.spec.load import load_spec
 
     console = Console(soft_wrap=True)
     if environment.is_offline("auto"):

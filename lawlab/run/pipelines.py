@@ -31,7 +31,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lawlab.api import CheckContext, Pruner
-from lawlab.spec.models import PipelineEntry, ResolvedSpec, Spec, SpecIssue
+from lawlab.spec.issues import SpecIssue
+from lawlab.spec.models import PipelineEntry, Spec
+from lawlab.spec.resolve import ResolvedSpec
 
 
 def step_path(i: int, j: int) -> str:

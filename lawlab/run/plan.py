@@ -25,7 +25,9 @@ from typing import Any, Literal
 from lawlab.api import CheckContext
 from lawlab.run.memory import known_config
 from lawlab.run.pipelines import PlanHooks, plan_pipelines
-from lawlab.spec.models import ResolvedSpec, SpecError, SpecIssue, content_hash, dataset_ref
+from lawlab.spec.issues import SpecError, SpecIssue
+from lawlab.spec.models import content_hash
+from lawlab.spec.resolve import ResolvedSpec, dataset_ref
 
 CellKind = Literal["base", "prune", "rft", "eval", "quantize"]
 _COUNTED_KINDS = ("intrinsic", "extrinsic")  # the paper's Table 5 counts these evaluations
@@ -204,24 +206,54 @@ def selects(entry: Any, variant: Variant, study_seed: int) -> bool:
     return entry.sizes is None or variant.size in entry.sizes
 
 
-def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 (split pending: the plan's owner is changing it)
+def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:
     """Resolve the spec into cells. Raises ``SpecError`` for a method asked to prune an
     architecture it cannot (unless ``execution.on_unsupported = "skip"``)."""
-    spec, registry = resolved.spec, ctx.registry
-    seed, dtype = spec.study.seed, spec.execution.dtype
-    cells: dict[str, Cell] = {}
-    issues: list[SpecIssue] = []
-    skipped: list[Skipped] = []
+    planner = _Planner(resolved, ctx)
+    for i, m in enumerate(resolved.spec.models):
+        planner.model(i, m)
+    memory = plan_memory(resolved, ctx.registry, planner.configs, planner.skipped)
+    issues = planner.issues + memory_issues(resolved, memory)
+    if issues:
+        raise SpecError(resolved.path, issues)
+    return Plan(
+        spec=resolved,
+        spec_hash=resolved.spec.spec_hash(),
+        cells=tuple(planner.cells.values()),
+        skipped=tuple(planner.skipped),
+        families=MappingProxyType(planner.families),
+        memory=MappingProxyType(memory),
+    )
 
-    def add(kind: CellKind, variant: Variant, plugin: str, params: dict[str, Any], parent: str | None, **extra: Any) -> str:
-        inputs = {"kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": dtype}
+
+class _Planner:
+    """The cells of one spec, added model by model: base, its evaluations, each pruned
+    variant, each recovered variant, and their evaluations. A cell's key is the hash of its
+    inputs, so a cell asked for twice is planned once."""
+
+    def __init__(self, resolved: ResolvedSpec, ctx: CheckContext):
+        self.resolved, self.spec, self.ctx, self.registry = resolved, resolved.spec, ctx, ctx.registry
+        self.seed, self.dtype = self.spec.study.seed, self.spec.execution.dtype
+        self.cells: dict[str, Cell] = {}
+        self.issues: list[SpecIssue] = []
+        self.skipped: list[Skipped] = []
+        self.families: dict[str, str] = {}
+        self.configs: dict[str, Any] = {}  # model -> config.json, where known before loading
+        self.evals = [
+            (e, resolved.params_json(f"evaluators[{i}].params"), self.registry.get("evaluators", e.evaluator).kind)
+            for i, e in enumerate(self.spec.evaluators)
+        ]
+
+    def add(self, kind: CellKind, variant: Variant, plugin: str, params: dict[str, Any], parent: str | None,
+            **extra: Any) -> str:
+        inputs = {"kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": self.dtype}
         if kind in ("prune", "rft"):
-            inputs["seed"] = variant.seed if kind == "prune" and variant.seed is not None else seed
+            inputs["seed"] = variant.seed if kind == "prune" and variant.seed is not None else self.seed
         inputs.update({k: v for k, v in extra.items() if k in ("ratio", "size", "dataset", "identity", "model_type")})
         key = content_hash(inputs)[:20]
-        if key not in cells:
+        if key not in self.cells:
             dataset = extra.get("dataset")
-            cells[key] = Cell(
+            self.cells[key] = Cell(
                 key=key,
                 kind=kind,
                 variant=variant,
@@ -235,111 +267,96 @@ def make_plan(resolved: ResolvedSpec, ctx: CheckContext) -> Plan:  # noqa: C901 
             )
         return key
 
-    evals = [
-        (e, resolved.params_json(f"evaluators[{i}].params"), registry.get("evaluators", e.evaluator).kind)
-        for i, e in enumerate(spec.evaluators)
-    ]
-
-    def add_evals(variant: Variant, parent: str) -> None:
-        for e, params, kind in evals:
-            if (variant.size and not e.after_rft) or not applies(e, variant.model) or not selects(e, variant, seed):
+    def add_evals(self, variant: Variant, parent: str) -> None:
+        for e, params, kind in self.evals:
+            if (variant.size and not e.after_rft) or not applies(e, variant.model) or not selects(e, variant, self.seed):
                 continue
-            add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
+            self.add("eval", variant, e.evaluator, params, parent, evaluator=e.key, evaluator_kind=kind)
 
-    def add_rft(variant: Variant, parent: str) -> list[tuple[Variant, str]]:
+    def add_rft(self, variant: Variant, parent: str) -> list[tuple[Variant, str]]:
         added = []
-        for i, r in enumerate(spec.rft):
+        for i, r in enumerate(self.spec.rft):
             if not applies(r, variant.model) or (r.ratios is not None and variant.ratio not in r.ratios):
                 continue
-            params = resolved.params_json(f"rft[{i}].params")
+            params = self.resolved.params_json(f"rft[{i}].params")
             for ds in r.datasets:
-                ds_plugin, ds_raw = dataset_ref(spec, ds)
-                ds_params = resolved.params.get(f"datasets.{ds}.params")
+                ds_plugin, ds_raw = dataset_ref(self.spec, ds)
+                ds_params = self.resolved.params.get(f"datasets.{ds}.params")
                 ds_json = ds_params.model_dump(mode="json") if ds_params is not None else ds_raw
                 for size in r.sizes:
                     if size == 0:
                         continue  # D = 0 is the variant itself: no RFT, no cell
                     v = replace(variant, rft=r.key, rft_dataset=ds, size=size)
-                    key = add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
-                    add_evals(v, key)
+                    key = self.add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
+                    self.add_evals(v, key)
                     added.append((v, key))
         return added
 
-    families: dict[str, str] = {}
-    configs: dict[str, Any] = {}  # model -> config.json, where known before loading
-    for i, m in enumerate(spec.models):
-        families[m.name] = family_of(m.name, m.family)
-        source = registry.get("model_sources", m.source)
+    def model(self, i: int, m: Any) -> None:
+        spec, resolved, ctx = self.spec, self.resolved, self.ctx
+        self.families[m.name] = family_of(m.name, m.family)
+        source = self.registry.get("model_sources", m.source)
         src_params = resolved.params[f"models[{i}].params"]
         model_type = m.model_type or source.model_type(src_params, ctx)
         identity = source.identity(src_params, ctx)
         # None when sizes cannot be known before loading; a hub model of the paper's is known
         config = source.config(src_params, ctx) or known_config(identity)
-        configs[m.name] = config
+        self.configs[m.name] = config
         if config is not None:
-            for i, e in enumerate(spec.evaluators):
+            for k, e in enumerate(spec.evaluators):
                 if not applies(e, m.name):
                     continue
-                evaluator = registry.get("evaluators", e.evaluator)
-                if reason := evaluator.check_model(config, resolved.params[f"evaluators[{i}].params"]):
-                    issues.append(SpecIssue(f"evaluators[{i}].params", f"on model {m.name!r}: {reason}"))
+                evaluator = self.registry.get("evaluators", e.evaluator)
+                if reason := evaluator.check_model(config, resolved.params[f"evaluators[{k}].params"]):
+                    self.issues.append(SpecIssue(f"evaluators[{k}].params", f"on model {m.name!r}: {reason}"))
         base_v = Variant(m.name)
-        base = add("base", base_v, m.source, src_params.model_dump(mode="json"), None, identity=identity, model_type=model_type)
-        add_evals(base_v, base)
+        base = self.add("base", base_v, m.source, src_params.model_dump(mode="json"), None, identity=identity,
+                        model_type=model_type)
+        self.add_evals(base_v, base)
         # RFT of the unpruned model only when a method asks for r = 0 (the reference point).
         if any(0.0 in meth.ratios for meth in spec.methods if applies(meth, m.name)):
-            add_rft(base_v, base)
-
+            self.add_rft(base_v, base)
         for j, meth in enumerate(spec.methods):
-            if not applies(meth, m.name):
-                continue
-            pruner = registry.get("pruners", meth.method)
-            reason = pruner.supports(model_type) if model_type else None
-            if reason:
-                if spec.execution.on_unsupported == "skip":
-                    skipped.append(Skipped(m.name, meth.key, reason))
-                    continue
-                issues.append(
-                    SpecIssue(
-                        f"methods[{j}].method",
-                        f"{meth.method!r} cannot prune model {m.name!r} ({model_type}): {reason}",
-                        None,
-                        f"restrict it with methods[{j}].models, or set execution.on_unsupported = \"skip\"",
-                    )
+            if applies(meth, m.name):
+                self.method(j, meth, m.name, model_type, config, base)
+        if spec.pipelines:
+            hooks = PlanHooks(self.add, self.add_evals, self.add_rft)
+            self.issues += plan_pipelines(resolved, self.registry, m.name, model_type, config, (base_v, base), hooks)
+
+    def method(self, j: int, meth: Any, model: str, model_type: str | None, config: Any, base: str) -> None:
+        """The pruned variants of one model by one method entry, each ratio and seed."""
+        resolved = self.resolved
+        pruner = self.registry.get("pruners", meth.method)
+        reason = pruner.supports(model_type) if model_type else None
+        if reason:
+            if self.spec.execution.on_unsupported == "skip":
+                self.skipped.append(Skipped(model, meth.key, reason))
+                return
+            self.issues.append(
+                SpecIssue(
+                    f"methods[{j}].method",
+                    f"{meth.method!r} cannot prune model {model!r} ({model_type}): {reason}",
+                    None,
+                    f"restrict it with methods[{j}].models, or set execution.on_unsupported = \"skip\"",
+                )
+            )
+            return
+        params = resolved.params_json(f"methods[{j}].params")
+        for k, ratio in enumerate(meth.ratios):
+            if ratio == 0.0:
+                continue  # r = 0 is the base model, already planned
+            if config is not None and (
+                reason := pruner.check_model(config, ratio, resolved.params[f"methods[{j}].params"])
+            ):
+                self.issues.append(
+                    SpecIssue(f"methods[{j}].ratios[{k}]", f"on model {model!r}: {reason}", ratio, "a smaller ratio")
                 )
                 continue
-            params = resolved.params_json(f"methods[{j}].params")
-            for k, ratio in enumerate(meth.ratios):
-                if ratio == 0.0:
-                    continue  # r = 0 is the base model, already planned
-                if config is not None and (
-                    reason := pruner.check_model(config, ratio, resolved.params[f"methods[{j}].params"])
-                ):
-                    issues.append(
-                        SpecIssue(f"methods[{j}].ratios[{k}]", f"on model {m.name!r}: {reason}", ratio, "a smaller ratio")
-                    )
-                    continue
-                for s in meth.seeds or [None]:
-                    v = Variant(m.name, meth.key, ratio, seed=s)
-                    key = add("prune", v, meth.method, params, base, ratio=ratio)
-                    add_evals(v, key)
-                    add_rft(v, key)
-        if spec.pipelines:
-            hooks = PlanHooks(add, add_evals, add_rft)
-            issues += plan_pipelines(resolved, registry, m.name, model_type, config, (base_v, base), hooks)
-
-    memory = plan_memory(resolved, registry, configs, skipped)
-    issues += memory_issues(resolved, memory)
-    if issues:
-        raise SpecError(resolved.path, issues)
-    return Plan(
-        spec=resolved,
-        spec_hash=resolved.spec.spec_hash(),
-        cells=tuple(cells.values()),
-        skipped=tuple(skipped),
-        families=MappingProxyType(families),
-        memory=MappingProxyType(memory),
-    )
+            for s in meth.seeds or [None]:
+                v = Variant(model, meth.key, ratio, seed=s)
+                key = self.add("prune", v, meth.method, params, base, ratio=ratio)
+                self.add_evals(v, key)
+                self.add_rft(v, key)
 
 
 def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], skipped: list[Skipped]) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import shutil
 import sqlite3
 import time
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lawlab.api import Attachment, Measurement
 from lawlab.errors import UsageError
-from lawlab.files import atomic_path
+from lawlab.files import atomic_folder, atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from lawlab.questions import CellQuestions
@@ -254,6 +253,16 @@ class Store:
             json.loads(r["compression"]) if r["compression"] else None,
         )
 
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Every stored cell as a dict, its provenance and compression parsed from JSON."""
+        cells = []
+        for r in self.db.execute("SELECT * FROM cells"):
+            cell = dict(r)
+            cell["provenance"] = json.loads(cell["provenance"] or "{}")
+            cell["compression"] = json.loads(cell["compression"]) if cell["compression"] else None
+            cells.append(cell)
+        return cells
+
     def plan_rows(self) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM plan ORDER BY position"))
 
@@ -268,17 +277,8 @@ class Store:
     @contextlib.contextmanager
     def writing_artifact(self, key: str) -> Iterator[Path]:
         """Yield a temporary folder; on success it is renamed to the artifact's place."""
-        final = self.artifact_dir(key)
-        tmp = final.parent / f".tmp-{key}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_folder(self.artifact_dir(key)) as tmp:
             yield tmp
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def remove_artifact(self, key: str) -> None:
         shutil.rmtree(self.artifact_dir(key), ignore_errors=True)
