@@ -76,6 +76,29 @@ def table(rows: list[dict[str, Any]]) -> None:
                   f"{row['prune_seconds']:.0f} | {row['ptb_ce']:.2f} |")
 
 
+def ce_grid(rows: list[dict[str, Any]]) -> None:
+    """PTB CE per pack: one row per setting, one column per method ('-' where not measured)."""
+    for pack in dict.fromkeys(row["pack"] for row in rows):
+        mine = {(row["method"], row["setting"]): row for row in rows
+                if row["pack"] == pack and row.get("method") and "error" not in row}
+        methods = list(dict.fromkeys(m for m, _ in mine))
+        labels = sorted(dict.fromkeys(s for _, s in mine), key=lambda s: (":" in s, s))
+        print(f"\n{pack}: PTB CE (effective ratio where it differs from the setting)\n")
+        print("| setting | " + " | ".join(methods) + " |")
+        print("|---" * (len(methods) + 1) + "|")
+        for label in labels:
+            cells = []
+            for m in methods:
+                row = mine.get((m, label))
+                if row is None:
+                    cells.append("-")
+                    continue
+                eff = row["effective_ratio"]
+                note = f" ({eff:.2f})" if ":" not in label and abs(eff - row["ratio"]) > 0.005 else ""
+                cells.append(f"{row['ptb_ce']:.2f}{note}")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pack", default="smollm2-135m")
@@ -95,7 +118,9 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", metavar="JSONL", help="print the tables of these files and stop")
     args = ap.parse_args()
     if args.table:
-        table([json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line.strip()])
+        rows = [json.loads(line) for f in args.table for line in Path(f).read_text().splitlines() if line.strip()]
+        table(rows)
+        ce_grid(rows)
         return
 
     import torch
