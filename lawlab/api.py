@@ -638,6 +638,11 @@ class LawForm(ABC):
     formula: ClassVar[str] = ""
     parameters: ClassVar[tuple[LawParameter, ...]]
     log_linear: ClassVar[bool] = False
+    # What the form is to the analysis, which asks by role and never by name: "law" is the
+    # paper's law of the metric kinds it describes (eq. 1 for loss and accuracy, eq. 2 for
+    # runtime); "alternative" is a form the law is compared with (an ablation, another shape).
+    role: ClassVar[Literal["law", "alternative"]] = "alternative"
+    kinds: ClassVar[tuple[str, ...]] = ("intrinsic", "extrinsic")  # the metric kinds it can describe
 
     @abstractmethod
     def predict(self, L0: Any, r: Any, D: Any, theta: dict[str, float], options: Any) -> Any:

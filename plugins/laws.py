@@ -8,7 +8,7 @@ numpy is imported inside the methods so that loading the registry stays fast.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -30,6 +30,7 @@ def _d(D: Any, options: Any) -> Any:
 
 class CompressionLaw(LawForm):
     name: ClassVar[str] = "compression-law"
+    role: ClassVar[Literal["law", "alternative"]] = "law"
     description: ClassVar[str] = "The paper's eq. 1: base performance, compression ratio and RFT size."
     formula: ClassVar[str] = "L = L0^α · (1+r)^β · (1 + 1/(D+ε))^γ"
     Params: ClassVar[type[Params]] = RFTOptions
@@ -58,6 +59,7 @@ class CompressionLaw(LawForm):
 
 class AblationR(LawForm):
     name: ClassVar[str] = "ablation-r"
+    kinds: ClassVar[tuple[str, ...]] = ("intrinsic", "extrinsic", "runtime")  # eq. 2's pooled shape too
     description: ClassVar[str] = (
         "The paper's eq. 2 (no RFT term). On runtime rows, pooled, it is the paper's Fig. 6 law S = S0^α (1+r)^β."
     )
@@ -109,6 +111,8 @@ class RuntimeLaw(LawForm):
     law meaningful across models too; C ≈ 1 means the law passes through S0 at r = 0."""
 
     name: ClassVar[str] = "runtime-law"
+    role: ClassVar[Literal["law", "alternative"]] = "law"
+    kinds: ClassVar[tuple[str, ...]] = ("runtime",)
     description: ClassVar[str] = "Runtime S = S0 · C · (1+r)^β (Table 4: the paper's C is C·S0); fit per model."
     formula: ClassVar[str] = "S = S0 · exp(log_C) · (1+r)^β"
     parameters: ClassVar[tuple[LawParameter, ...]] = (

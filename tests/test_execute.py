@@ -70,7 +70,7 @@ def test_run_stores_results_with_provenance_and_exports(tiny_spec, tmp_path, cap
     assert prov["plugin"]["name"] == "cross-entropy" and prov["plugin"]["version"] == "0.1.0"
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
-    assert not (out / "fits.json").exists()  # --no-report skips the fits too
+    assert not (out / "analysis.json").exists()  # --no-report skips the analysis too
     # keep_artifacts = "needed": every model was kept only until its children finished
     assert not any((out / "artifacts").glob("*"))
 

@@ -118,7 +118,8 @@ def test_fit_a_study_folder_reads_its_store_and_spec_laws(tmp_path, capsys, wide
     spec = Spec.model_validate({**syn.SPEC, "laws": laws}).canonical()
     write_json(tmp_path / "spec.json", spec)
     assert main(["fit", str(tmp_path)]) == 0
-    fits = {(f["law"], f["group"]["value"]): f for f in json.loads((tmp_path / "fits.json").read_text())}
+    analysis = json.loads((tmp_path / "analysis.json").read_text())  # the study's one analysis
+    fits = {(f["law"], f["group"]["value"]): f for f in analysis["fits"]}
     assert sorted(fits) == [("acc-eff", "all"), ("ce", "based"), ("ce", "free"),
                             ("speed", "m-large"), ("speed", "m-small")]
 

@@ -221,6 +221,24 @@ params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
     assert any(not c.variant.method for c in costly)  # the unpruned model: every variant's L0
 
 
+def test_rft_can_take_one_replicate_seed_and_keeps_old_spec_hashes(tiny_spec):
+    def edit(seeds):
+        def apply(t):
+            t = t.replace('ratios = [0.0, 0.25, 0.5]', 'ratios = [0.0, 0.25, 0.5]\nseeds = [1, 2, 3]')
+            return t.replace('sizes = [0, 8]', f'sizes = [0, 8]{seeds}')
+        return apply
+
+    every = plan_of(tiny_spec(edit("")))
+    one = plan_of(tiny_spec(edit("\nseeds = [2]"), name="one.toml"))
+    rft = [c for c in one if c.kind == "rft"]
+    # seed 2's pruned models, and the unpruned model (the study's seed is 1: not taken)
+    assert {c.variant.seed for c in rft} == {2} and len(rft) == 2
+    assert sum(c.kind == "rft" for c in every) == 1 + 6
+    # a filter left out is not in the spec's hash: specs written before it keep their cell keys
+    assert every.spec.spec.canonical()["rft"][0].keys() == {"recipe", "label", "datasets", "sizes", "models",
+                                                             "ratios", "params"}
+
+
 def test_an_evaluator_can_take_some_methods_and_unknown_labels_fail(tiny_spec):
     from lawlab.spec.issues import SpecError
 

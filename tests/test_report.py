@@ -24,18 +24,14 @@ from synthetic_store import (
     METHODS,
     MODELS,
     RATIOS,
-    SPEC,
     build_store,
     compression,
     plan_cells,
 )
 
-from lawlab.laws.fit import fit_study
-from lawlab.registry import get_registry
 from lawlab.report.document import fmt, fmt_f
 from lawlab.report.render import write_report
 from lawlab.run.store import load_table
-from lawlab.spec.models import LawEntry
 
 FIGURES = ("extrinsic_vs_ratio", "intrinsic_vs_ratio", "runtime", "law_compression-law_intrinsic",
            "law_compression-law_extrinsic", "law_runtime-law_runtime", "r_crit", "intrinsic_per_dataset",
@@ -188,23 +184,6 @@ def test_half_finished_study_says_what_is_missing(tmp_path: Path) -> None:
     assert "Fitted laws, pooled (Table 1)" in html
     assert (tmp_path / "report" / "figures" / "intrinsic_vs_ratio.png").is_file()
     assert not (tmp_path / "report" / "figures" / "runtime.png").exists()
-
-
-def test_fits_json_is_used_only_when_current(tmp_path: Path) -> None:
-    import json
-    import os
-
-    from lawlab.report.gather import gather
-
-    build_store(tmp_path)
-    assert gather(tmp_path).fits_source.startswith("fitted by the report: there is no fits.json")
-    laws = [LawEntry.model_validate(law) for law in SPEC["laws"]]
-    fits = fit_study(load_table(tmp_path), laws, get_registry(), seed=3)
-    path = tmp_path / "fits.json"
-    path.write_text(json.dumps([f.to_dict() for f in fits]))
-    assert gather(tmp_path).fits_source.startswith("read from fits.json")
-    os.utime(path, (1_000_000_000, 1_000_000_000))  # older than the stored cells: stale
-    assert "older than the newest stored cell" in gather(tmp_path).fits_source
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None,

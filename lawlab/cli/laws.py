@@ -61,7 +61,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--r", type=float, action="append", default=[], help="ratios for the least D (repeatable)")
     p.add_argument("--epsilon", type=float, default=1.0, help="ε of the RFT term")
     p.add_argument("--d-unit", type=float, default=1.0, help="D unit of the law (1: samples)")
-    p.add_argument("--fits", type=Path, help="a fits.json (or study folder): use its fitted laws instead")
+    p.add_argument("--fits", type=Path, help="a fits file of `lawlab fit`, or a study folder (its analysis.json): use its fitted laws instead")
     p.add_argument("--law", help="with --fits: only this law label or form")
     p.add_argument("--curve", action="store_true", help="r_crit over a grid of σ (the paper's Fig. 5)")
     p.add_argument("--budget", type=float, help="RQ4: parameter budget; needs --fits with per-model fits and --params")
@@ -205,10 +205,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from lawlab.laws.fit import fit_study, print_fits
+    from lawlab.laws.forms import main_law
     from lawlab.spec.models import LawEntry
 
     registry = _registry(args)
     _form_names(registry, args.law, "--law")
+    if _study_defaults(args):
+        return _print_analysis_fits(args, registry)
     rows = _rows(args)
     kinds = _kinds(args, rows)
     laws = [] if args.law else _study_laws(args.source)
@@ -218,7 +221,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         forms = args.law or []
         try:
             for kind in kinds:
-                for form in forms or (["runtime-law"] if kind == "runtime" else ["compression-law"]):
+                for form in forms or [main_law(kind, registry)]:
                     laws.append(LawEntry(
                         form=form, metric=kind, group_by=args.group_by or ["pooled"], fit=args.method,
                         space=args.space, ratio=args.ratio, bootstrap=args.bootstrap,
@@ -242,6 +245,37 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if all(f.skipped for f in fits):
         # Nothing was fitted: a script must notice (each reason is in the table above).
         _console_err(f"error: no law could be fitted to {args.source} ({len(fits)} fit(s) skipped; see above)")
+        return 1
+    return 0
+
+
+def _study_defaults(args: argparse.Namespace) -> bool:
+    """A study folder asked with no option of its own: the answer is its one analysis."""
+    return (args.source.is_dir() and not args.law and not args.group_by and args.method == "ols"
+            and args.space == "log" and not args.bootstrap and args.ratio == "nominal" and not args.option
+            and not args.kind and not args.summary)
+
+
+def _analysis(args: argparse.Namespace, registry: Any) -> Any:
+    from lawlab.analysis import study_analysis
+
+    return study_analysis(args.source, registry)
+
+
+def _print_analysis_fits(args: argparse.Namespace, registry: Any) -> int:
+    from lawlab.analysis import ANALYSIS_FILE
+    from lawlab.laws.fit import print_fits
+
+    analysis = _analysis(args, registry)
+    console = _console()
+    if not analysis.fits:
+        _fail(f"{args.source}: the study's spec has no laws; name one with --law (e.g. --law "
+              f"{', --law '.join(sorted(registry.names('law_forms')))})")
+    print_fits(analysis.fits, console)
+    console.print(f"fits: {args.source / ANALYSIS_FILE} (the study's one analysis; options such as --group-by "
+                  "or --law fit anew)", highlight=False)
+    if all(f.skipped for f in analysis.fits):
+        _console_err(f"error: no law could be fitted to {args.source} ({len(analysis.fits)} fit(s) skipped; see above)")
         return 1
     return 0
 
@@ -294,6 +328,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     registry = _registry(args)
     given = [f.strip() for f in args.forms.split(",") if f.strip()]
     _form_names(registry, given, "--forms")
+    if (args.source.is_dir() and not given and args.method == "auto" and args.space == "log" and not args.rank_by
+            and args.ratio == "nominal" and not args.option):
+        return _print_analysis_comparisons(args, registry)
     rows = _rows(args)
     kinds = _kinds(args, rows)
     for kind in kinds:  # forms are compared on one kind of metric at a time
@@ -302,12 +339,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _default_forms(registry: Any, kind: str) -> list[str]:
-    """Every registered form that can describe this kind: the runtime law for runtime
-    rows (with eq. 2, its pooled form), every other form for loss and accuracy."""
-    names = registry.names("law_forms")
-    if kind == "runtime":
-        return [n for n in ("runtime-law", "ablation-r") if n in names] or names
-    return [n for n in names if n != "runtime-law"]
+    """Every registered form that declares it can describe this kind, the law first."""
+    from lawlab.laws.forms import compared_forms
+
+    return compared_forms(kind, registry)
+
+
+def _print_analysis_comparisons(args: argparse.Namespace, registry: Any) -> int:
+    from lawlab.analysis import ANALYSIS_FILE
+
+    analysis = _analysis(args, registry)
+    kinds = [args.kind] if args.kind else list(analysis.comparisons)
+    if not kinds or any(k not in analysis.comparisons for k in kinds):
+        _fail(f"no {args.kind or 'law'} rows to compare in {args.source}")
+    console = _console()
+    for kind in kinds:
+        table = analysis.comparisons[kind]
+        n = table.rows[0].fit.n if table.rows else 0
+        _show_comparison(table, f"law forms on {n} {kind} rows, ranked by {table.rank_by}", console)
+    console.print(f"comparison: {args.source / ANALYSIS_FILE} (the study's one analysis; --forms, --rank-by or "
+                  "--option compare anew)", highlight=False)
+    return 0
 
 
 def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -325,7 +377,7 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
                   forms: list[str], several: bool) -> None:
     from pydantic import ValidationError
 
-    from lawlab.laws.compare import CV_SCHEMES, compare_forms
+    from lawlab.laws.compare import compare_forms
     from lawlab.laws.data import law_rows
     from lawlab.laws.forms import LawFitError
 
@@ -341,6 +393,21 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
         _fail(str(exc))
     except ValidationError as exc:
         _fail(_one_line(exc, "--option"))
+    console = _console()
+    _show_comparison(table, f"law forms on {len(rows)} {kind} rows, ranked by {rank_by}{why}", console)
+    path = _out_path(args, f"compare-{kind}")
+    if args.out and several:
+        path = path.with_suffix(f".{kind}{path.suffix}")
+    _write(path, table.to_dict())
+    console.print(f"comparison: {path}")
+
+
+def _show_comparison(table: Any, title: str, console: Any) -> None:
+    """A form comparison as rich tables (split in two on a narrow terminal), and its notes."""
+    from lawlab.laws.compare import CV_SCHEMES
+    from lawlab.terminal import narrowest_width, words_whole
+
+    kind, rank_by = table.metric_kind, table.rank_by
     cols = ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE", "LORO RMSE",
             "feasible")
     cells = []
@@ -355,10 +422,6 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
                       _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
                       _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
                       *cv, "yes" if not f.feasibility else "[red]no[/red]: " + "; ".join(f.feasibility)])
-    from lawlab.terminal import narrowest_width, words_whole
-
-    console = _console()
-    title = f"law forms on {len(rows)} {kind} rows, ranked by {rank_by}{why}"
     whole = _columns_table(title, cols, cells, cols)
     if narrowest_width(words_whole(whole, console.width)) <= console.width:
         console.print(whole)
@@ -375,11 +438,6 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
             ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == rank_by else ""
             console.print(_wrap(f"note: no {scheme} RMSE ({reason}){ranked}", console.width), markup=False,
                           highlight=False)
-    path = _out_path(args, f"compare-{kind}")
-    if args.out and several:
-        path = path.with_suffix(f".{kind}{path.suffix}")
-    _write(path, table.to_dict())
-    console.print(f"comparison: {path}")
 
 
 def _columns_table(title: str, cols: tuple[str, ...], cells: list[list[str]], keep: tuple[str, ...]) -> Any:
@@ -408,12 +466,12 @@ def _folds(cv: dict[str, Any]) -> str:
 
 def cmd_findings(args: argparse.Namespace) -> int:
     from lawlab.findings.rows import read_rows
-    from lawlab.findings.stage import findings
+    from lawlab.findings.stage import study_findings
 
-    rows = read_rows(args.source)
-    if not rows:  # a header alone answers nothing: say so with the exit code, not with six "undetermined"
+    if not args.source.is_dir() and not read_rows(args.source):
+        # a header alone answers nothing: say so with the exit code, not with six "undetermined"
         _fail(f"{args.source}: no result rows (only a header)")
-    result = findings(rows, source=str(args.source))
+    result = study_findings(args.source)
     print(_wrap(result.summary()), end="")
     if args.json:
         _write(args.json, result.to_dict())
@@ -552,19 +610,28 @@ def _print_critical(console: Any, t: Any) -> None:
 
 
 def _fits_path(p: Path) -> Path:
-    return p / "fits.json" if p.is_dir() else p
+    from lawlab.analysis import ANALYSIS_FILE
+
+    return p / ANALYSIS_FILE if p.is_dir() else p
 
 
 def _load_fits(args: argparse.Namespace) -> list[Any]:
     from lawlab.laws.results import FitResult
 
     path = _fits_path(args.fits)
-    if not path.exists():
+    if args.fits.is_dir():  # a study folder: its one analysis (computed if the stored numbers changed)
+        from lawlab.analysis import study_analysis
+
+        fits = study_analysis(args.fits, _registry(args)).fits
+    elif not path.exists():
         _fail(f"{path}: no fits file (run `lawlab fit` first)")
-    try:
-        fits = [FitResult.from_dict(d) for d in json.loads(path.read_text(encoding="utf-8"))]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        _fail(f"{path}: not a fits file written by `lawlab fit` ({type(exc).__name__}: {exc})")
+    else:
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            # a fits file of `lawlab fit`, or a study's analysis.json
+            fits = [FitResult.from_dict(d) for d in (payload["fits"] if isinstance(payload, dict) else payload)]
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            _fail(f"{path}: not a fits file written by `lawlab fit` ({type(exc).__name__}: {exc})")
     runtime = [f for f in fits if f.metric_kind == "runtime" and (not args.law or args.law in (f.law, f.form))]
     if runtime:  # a runtime law has no recovery threshold: never give it a critical ratio
         names = sorted({f.law or f.form for f in runtime})

@@ -12,12 +12,6 @@ from lawlab.files import jsonable
 from lawlab.findings.stats import LEVEL, N_BOOT
 
 SIGMA = {"extrinsic": 0.8, "intrinsic": 1.5}  # recovery thresholds for r_crit (the paper's worked example: 0.8)
-# The forms the paper compares (eq. 1, its ablations) and the talk's form, per metric kind.
-COMPARED_FORMS = {
-    "intrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
-    "extrinsic": ("compression-law", "ablation-r", "ablation-d", "kept-fraction-law"),
-    "runtime": ("runtime-law", "ablation-r"),
-}
 QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws", "composition")
 TITLES = {"rq1": "RQ1, shape", "rq2": "RQ2, speed", "rq3": "RQ3, recovery", "rq4": "RQ4, which model to compress",
           "rq5": "RQ5, calibration", "laws": "Laws", "composition": "Composition of compressions"}

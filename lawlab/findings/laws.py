@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lawlab.findings.answers import COMPARED_FORMS, Answer, Part
+from lawlab.findings.answers import Answer, Part
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
+    from lawlab.laws.compare import ComparisonTable
 
 
-def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.laws.compare import compare_forms
-    from lawlab.laws.data import law_rows
+def laws(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None,
+         comparisons: dict[str, ComparisonTable] | None = None) -> Answer:
+    """The law of each metric kind (the form that declares itself the law) against the
+    study's one form comparison (``comparisons``; computed here from ``rows`` when not given),
+    its verdict on the study's own pooled fit of that law where there is one."""
+    from lawlab.laws.compare import compare_study
+    from lawlab.laws.forms import LawFitError, main_law
+    from lawlab.registry import get_registry
 
+    if comparisons is None:
+        comparisons = compare_study(rows, [], get_registry(), seed=seed)
+    spec_fits = book.made if book is not None else []
     parts, ev = [], {}
-    for kind, main in (("intrinsic", "compression-law"), ("extrinsic", "compression-law"), ("runtime", "runtime-law")):
-        selected = [r for r in law_rows(rows, kind) if r["value"] is not None and r["L0"] is not None]
+    for kind in ("intrinsic", "extrinsic", "runtime"):
+        try:
+            main = main_law(kind)
+        except LawFitError as exc:
+            parts.append(Part(f"the law of {kind} results", "undetermined", str(exc), reason=str(exc)))
+            continue
         name = f"{main} on {kind}: feasible signs"
-        if not selected:
+        table = comparisons.get(kind)
+        if table is None:
             parts.append(Part(name, "undetermined", f"no {kind} results", reason=f"no {kind} results"))
             continue
-        n_models = len({r["model"] for r in selected})
-        rank = "leave-one-model-out" if n_models >= 2 else "leave-one-ratio-out"
-        table = compare_forms(selected, COMPARED_FORMS[kind], metric_kind=kind, rank_by=rank, seed=seed)
+        rank = table.rank_by
         ranking = []
         for row in table.rows:
             f = row.fit
@@ -35,16 +50,20 @@ def laws(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
             reason = mine["skipped"] if mine else f"{main} is not registered"
             parts.append(Part(name, "undetermined", f"{main} could not be fitted", reason=reason))
             continue
-        fit = next(r.fit for r in table.rows if r.form == main)
-        verdict, reason, quality = _law_verdict(fit, mine["feasible"])
+        # the study's own pooled fit of the law (its interval as the spec asked), else the comparison's
+        fit = next((f for f in spec_fits if f.form == main and f.metric_kind == kind
+                    and f.group.get("by") == "pooled" and f.heldout), None) \
+            or next(r.fit for r in table.rows if r.form == main)
+        feasible = not fit.feasibility
+        verdict, reason, quality = _law_verdict(fit, feasible)
         coefs = ", ".join(f"{p.name} = {p.value:.3g} [{p.ci[0]:.3g}, {p.ci[1]:.3g}]" if p.ci else
                           f"{p.name} = {p.value:.3g}" for p in fit.params)
         best = fitted[0]
         summary = f"{quality}; {coefs}; best form by {rank} RMSE: {best['form']} ({_g(best['loo_rmse'])}" + (
             ")" if best["form"] == main else f"; {main} {_g(mine['loo_rmse'])})")
-        parts.append(Part(name, verdict, summary, {"theta": mine["theta"], "r2_centred_adj": fit.r2_centred_adj,
+        parts.append(Part(name, verdict, summary, {"theta": fit.theta, "r2_centred_adj": fit.r2_centred_adj,
                                                    "r2_beyond_L0": fit.r2_beyond_L0, "heldout": fit.heldout,
-                                                   "interval": fit.cov_type}, reason))
+                                                   "interval": fit.cov_type, "law": fit.law or None}, reason))
     ev["two_step"], notes = _two_step(rows)
     return Answer.of("laws", parts, notes=notes,
                      ci="coefficients by OLS with cluster-robust (CR1, t on G − 1 df) 95% intervals; "
@@ -55,13 +74,14 @@ def _two_step(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[str]
     """Per series with task loss: accuracy predicted through task loss (eq. 1 on task loss,
     then a sigmoid link), against eq. 1 on accuracy and against no change, by held-out error
     (lawlab.laws.tasklink; Bhagia et al. 2024's two steps, with compression for compute)."""
+    from lawlab.laws.forms import main_law
     from lawlab.laws.tasklink import compare_two_step
 
     out: dict[str, Any] = {}
     notes = []
     for dataset in sorted({r["dataset"] for r in rows if r.get("metric") == "task_loss"}):
         mine = [r for r in rows if r["dataset"] == dataset and r.get("metric") in ("task_loss", "accuracy")]
-        cmp = compare_two_step(mine, "compression-law", dataset)
+        cmp = compare_two_step(mine, main_law("extrinsic"), dataset)
         out[dataset] = cmp.to_dict()
         notes.append(f"accuracy through task loss ({dataset}): {cmp.summary()}")
     return out, notes

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CLUSTER_CI, Answer, Part, pct
 from lawlab.findings.rows import cluster, l0_errors, points
 from lawlab.findings.stats import ALPHA, bootstrap_mean, curvature, side
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
 
 
 def _curves(rows: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, str, str], dict[float, float]]:
@@ -159,7 +162,7 @@ def _questions_for_retention(rows: Sequence[dict[str, Any]], now: float, target:
     return math.ceil(n * (now / target) ** 2)
 
 
-def rq1(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+def rq1(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None) -> Answer:
     parts = [_shape_part(rows, "intrinsic"), _shape_part(rows, "extrinsic"), *_retentions(rows, seed)]
     return Answer.of("rq1", parts, ci=f"curvature: t test of the r² term in a quadratic least-squares fit per "
                                       f"curve; retention: {CLUSTER_CI}")

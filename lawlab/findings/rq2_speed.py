@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CELL_CI, Answer, Part, pct
 from lawlab.findings.rows import param_counts, points
 from lawlab.findings.stats import ALPHA, bootstrap_mean, side
 
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
 
-def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
-    from lawlab.laws.fit import fit_law
-    from lawlab.laws.forms import LawFitError
+
+def rq2(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None) -> Answer:
+    from lawlab.analysis import FitBook
+    from lawlab.laws.forms import LawFitError, main_law
+
+    book = book or FitBook()
 
     pts = [p for p in points(rows, "runtime") if p["D"] == 0]
     if not pts:
@@ -31,7 +36,8 @@ def rq2(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     betas: dict[str, dict[str, Any]] = {}
     for model in sorted({p["model"] for p in pts}):
         try:
-            fit = fit_law("runtime-law", [p for p in pts if p["model"] == model], metric_kind="runtime")
+            fit = book.fit(main_law("runtime"), [p for p in pts if p["model"] == model], metric_kind="runtime",
+                           group={"by": "model", "value": model})
         except LawFitError as exc:
             betas[model] = {"skipped": str(exc)}
             continue

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CELL_CI, SIGMA, Answer, Part, pct
 from lawlab.findings.rows import points
 from lawlab.findings.stats import bootstrap_mean, side
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
 
 
 def _gains(rows: Sequence[dict[str, Any]]) -> dict[str, dict[tuple, float]]:
@@ -28,7 +31,8 @@ def _gains(rows: Sequence[dict[str, Any]]) -> dict[str, dict[tuple, float]]:
     return out
 
 
-def rq3(rows: Sequence[dict[str, Any]], seed: int = 0, sigma: dict[str, float] | None = None) -> Answer:
+def rq3(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None,
+        sigma: dict[str, float] | None = None) -> Answer:
     gains = _gains(rows)
     ev: dict[str, Any] = {"paper": {"intrinsic_up_to": [0.55, 0.63], "extrinsic_about": 0.14}}
     for kind, g in gains.items():
@@ -72,7 +76,7 @@ def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[s
     """r_crit(σ) per model from its compression-law fit (all its methods), or why not."""
     from lawlab.laws.critical import CriticalRangeError, r_crit_from_fit
     from lawlab.laws.fit import fit_law
-    from lawlab.laws.forms import LawFitError
+    from lawlab.laws.forms import LawFitError, main_law
 
     out: dict[str, Any] = {}
     for kind, s in sigma.items():
@@ -84,7 +88,7 @@ def _critical(rows: Sequence[dict[str, Any]], sigma: dict[str, float]) -> dict[s
                 entry["reason"] = "needs results with and without RFT"
             else:
                 try:
-                    fit = fit_law("compression-law", mine, metric_kind=kind, bootstrap=200, seed=0)
+                    fit = fit_law(main_law(kind), mine, metric_kind=kind, bootstrap=200, seed=0)
                     entry |= {"beta": fit.theta["beta"], "gamma": fit.theta["gamma"]}
                     iv = r_crit_from_fit(fit, s)
                     entry |= {"r_crit": iv.value, "ci": [iv.low, iv.high] if iv.low is not None else None}

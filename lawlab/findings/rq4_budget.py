@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CLUSTER_CI, Answer, Part
 from lawlab.findings.rows import (
@@ -19,13 +19,16 @@ from lawlab.findings.rows import (
 )
 from lawlab.findings.stats import bootstrap_mean, side
 
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
 
-def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+
+def rq4(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None) -> Answer:
     """Measured, at matched size: every pair of variants of two models, by the same method,
     whose non-embedding parameters kept are within 10% of each other (same D), the smaller
     model's accuracy minus the larger's. The law's prediction at budgets between the sizes is evidence, marked as such."""
     name = "a smaller model at a lower ratio wins"
-    predicted = _rq4_predicted(rows, seed)
+    predicted = _rq4_predicted(rows, seed, book)
     pts = [r for r in rows if r["kind"] == "extrinsic" and r.get("law_input", True) and r["value"] is not None]
     if pts:
         counts: dict[str, int] = {}
@@ -70,10 +73,12 @@ def rq4(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
     return Answer.of("rq4", [part], notes=notes, ci=CLUSTER_CI.replace("clusters (", "pairs of clusters (", 1), **ev)
 
 
-def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None) -> Answer:
+    from lawlab.analysis import FitBook
     from lawlab.laws.critical import CriticalRangeError, best_configuration
-    from lawlab.laws.fit import fit_law
-    from lawlab.laws.forms import LawFitError
+    from lawlab.laws.forms import LawFitError, main_law
+
+    book = book or FitBook()
 
     name = "a smaller model at a lower ratio wins"
     params = param_counts(rows)
@@ -105,8 +110,8 @@ def _rq4_predicted(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
         fits, kept = {}, {}
         for model in sorted({p["model"] for p in mine}):
             try:
-                fits[model] = fit_law("compression-law", [p for p in mine if p["model"] == model],
-                                      metric_kind="extrinsic")
+                fits[model] = book.fit(main_law("extrinsic"), [p for p in mine if p["model"] == model],
+                                       metric_kind="extrinsic", group={"by": "model", "value": model})
             except LawFitError:
                 continue
             kept[model] = _kept_curve([p for p in rows if p["model"] == model and p["method"] == method])

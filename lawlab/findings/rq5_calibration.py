@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CLUSTER_CI, Answer, Part
 from lawlab.findings.rows import SIZE_MEASURE, cluster, l0_errors, original_sizes, points, size_of
 from lawlab.findings.stats import bootstrap_mean, side
 
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
 
-def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
+
+def rq5(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = None) -> Answer:
     cals = {p["calibration"] for p in rows if p["method"]}
     parts = []
     ev: dict[str, Any] = {}
@@ -59,7 +62,7 @@ def rq5(rows: Sequence[dict[str, Any]], seed: int = 0) -> Answer:
         reason = "" if verdict != "undetermined" else "the difference's interval includes 0"
         parts.append(Part(claim, verdict, summary, {"mean": m, "ci": [lo, hi], "cells": len(diffs), **by_rft},
                           reason))
-    ev["by_calibration"] = _calibration_laws(rows)
+    ev["by_calibration"] = _calibration_laws(rows, book)
     return Answer.of("rq5", parts, ci=CLUSTER_CI + f"; differences at matched {SIZE_MEASURE}, equal model, RFT data "
                                        "and D", **ev)
 
@@ -89,17 +92,20 @@ def _matched_differences(pts: Sequence[dict[str, Any]], originals: dict[str, flo
     return out
 
 
-def _calibration_laws(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _calibration_laws(rows: Sequence[dict[str, Any]], book: FitBook | None = None) -> dict[str, Any]:
     """β and γ of eq. 1 per calibration kind (the paper's Table 3)."""
-    from lawlab.laws.fit import fit_law
-    from lawlab.laws.forms import LawFitError
+    from lawlab.analysis import FitBook
+    from lawlab.laws.forms import LawFitError, main_law
+
+    book = book or FitBook()
 
     out: dict[str, Any] = {}
     for kind in ("intrinsic", "extrinsic"):
         pts = points(rows, kind)
         for cal in sorted({p["calibration"] for p in pts if p["calibration"]}):
             try:
-                fit = fit_law("compression-law", [p for p in pts if p["calibration"] == cal], metric_kind=kind)
+                fit = book.fit(main_law(kind), [p for p in pts if p["calibration"] == cal], metric_kind=kind,
+                               group={"by": "calibration", "value": cal})
                 out[f"{kind}:{cal}"] = {n: fit.theta[n] for n in ("beta", "gamma")}
             except LawFitError as exc:
                 out[f"{kind}:{cal}"] = {"skipped": str(exc)}

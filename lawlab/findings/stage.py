@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import Answer, Findings
 from lawlab.findings.laws import laws
-from lawlab.findings.rows import chance_rule, clean_row, read_rows
+from lawlab.findings.rows import chance_rule, clean_row
 from lawlab.findings.rq1_shape import rq1
 from lawlab.findings.rq2_speed import rq2
 from lawlab.findings.rq3_recovery import rq3
@@ -37,12 +37,24 @@ from lawlab.findings.stats import ALPHA
 
 STEPS: dict[str, Callable[..., Answer]] = {"rq1": rq1, "rq2": rq2, "rq3": rq3, "rq4": rq4, "rq5": rq5, "laws": laws}
 
+if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.analysis import FitBook
+    from lawlab.laws.compare import ComparisonTable
+
 
 def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0) -> Findings:
-    """Answer every question from tidy result rows (``load_table`` or a results CSV)."""
+    """Answer every question from tidy result rows (``load_table`` or a results CSV), with
+    no study fits to share (:func:`lawlab.analysis.analyse` gives them)."""
+    clean, chance = chance_rule([clean_row(r) for r in rows])
+    return answer_questions(clean, chance, source=source, seed=seed)
+
+
+def answer_questions(clean: Sequence[dict[str, Any]], chance: dict[str, Any], *, source: str = "", seed: int = 0,
+                     book: FitBook | None = None, comparisons: dict[str, ComparisonTable] | None = None) -> Findings:
+    """The answers, from rows the chance rule has already been applied to (``chance`` says
+    what it left out); ``book`` and ``comparisons`` are the study's fits and form comparison."""
     import warnings
 
-    clean, chance = chance_rule([clean_row(r) for r in rows])
     notes = []
     if chance["left_out"]:
         notes.append("left out as not above chance on the unpruned model (one-sided binomial test, p ≥ "
@@ -53,16 +65,20 @@ def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0)
     pruning = [r for r in clean if not r.get("quant")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
-        answers = {key: step(pruning, seed) for key, step in STEPS.items()}
+        answers = {key: step(pruning, seed, book) for key, step in STEPS.items() if key != "laws"}
+        answers["laws"] = laws(pruning, seed, book, comparisons)  # law rows hold no quantised variant
     if len(pruning) < len(clean):
         from lawlab.findings.composition import composition
 
-        answers["composition"] = composition(clean, seed)
+        answers["composition"] = composition(list(clean), seed)
     result = Findings(source, answers, notes)
     result.chance = chance
     return result
 
 
 def study_findings(source: str | Path, *, seed: int = 0) -> Findings:
-    """The findings of a study folder or a results CSV."""
-    return findings(read_rows(source), source=str(source), seed=seed)
+    """The findings of a study folder or a results CSV: the answers of its one analysis."""
+    from lawlab.analysis import csv_analysis, study_analysis
+
+    path = Path(source)
+    return study_analysis(path).findings if path.is_dir() else csv_analysis(path, seed=seed).findings

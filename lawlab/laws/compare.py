@@ -12,11 +12,12 @@ from lawlab.api import LawForm
 from lawlab.laws.data import LawData, law_data
 from lawlab.laws.engines import goodness, log_offset
 from lawlab.laws.fit import fit_law
-from lawlab.laws.forms import LawFitError, resolve_form
+from lawlab.laws.forms import LawFitError, compared_forms, resolve_form
 from lawlab.laws.results import FitResult, fmt_num, jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
     from lawlab.registry import Registry
+    from lawlab.spec.models import LawEntry
 
 
 @dataclass
@@ -45,6 +46,12 @@ class ComparisonTable:
                       "feasibility": r.fit.feasibility, "skipped": r.fit.skipped, "fit": r.fit.to_dict()}
                      for i, r in enumerate(self.rows)],
         })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ComparisonTable:
+        rows = [ComparisonRow(r["form"], r["method"], r["n_params"], FitResult.from_dict(r["fit"]),
+                              r.get("r2_centred_adj"), r.get("cv", {})) for r in d["rows"]]
+        return cls(rows, d["rank_by"], d["metric_kind"], list(d.get("notes", [])))
 
     def summary(self) -> str:
         head = (f"{'#':>2} {'form':<20}{'fit':<5}{'k':>3}{'adj R²':>9}{'adj R²c':>9}{'F':>10}{'AIC':>10}{'BIC':>10}"
@@ -140,7 +147,7 @@ def compare_forms(
         dep = _dependent(fit, form)
         r2c = goodness(dep, z, len(form.parameters), True)["r2_adj"]
         cv = {name: cross_validate(form, rows, by, **args) for name, by in CV_SCHEMES.items()}
-        scheme = "leave-one-model-out" if len({str(r.get("model")) for r in rows}) >= 2 else "leave-one-ratio-out"
+        scheme = held_out_scheme(rows)
         fit.heldout = {"scheme": scheme, **cv[scheme]}
         table_rows.append(ComparisonRow(form.name, m, len(form.parameters), fit, r2c, cv))
     if len({r.fit.dependent for r in table_rows if not r.fit.skipped}) > 1:
@@ -168,3 +175,31 @@ def _dependent(fit: FitResult, form: LawForm) -> Any:
     return np.log(y) - log_offset(form, d, fit._options)
 
 
+
+
+def held_out_scheme(rows: Sequence[dict[str, Any]]) -> Literal["leave-one-model-out", "leave-one-ratio-out"]:
+    """How a law is judged out of sample: leave one model out where there are models enough,
+    else leave one ratio out."""
+    return "leave-one-model-out" if len({str(r.get("model")) for r in rows}) >= 2 else "leave-one-ratio-out"
+
+
+def compare_study(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], registry: Registry, *,
+                  seed: int = 0) -> dict[str, ComparisonTable]:
+    """The one form comparison of a study, per metric kind with data: the spec's forms for that
+    kind and every registered form that describes it, with the spec's options, on the same
+    rows, ranked by held-out error (:func:`held_out_scheme`)."""
+    from lawlab.laws.data import law_rows
+
+    out = {}
+    for kind in ("intrinsic", "extrinsic", "runtime"):
+        selected = [r for r in law_rows(rows, kind) if r.get("value") is not None and r.get("L0") is not None]
+        if not selected:
+            continue
+        mine = [law for law in laws if law.metric == kind]
+        names = list(dict.fromkeys([law.form for law in mine] + compared_forms(kind, registry)))
+        forms = [registry.get("law_forms", n) for n in names if registry.has("law_forms", n)]
+        options = {law.form: law.params for law in mine}
+        ratio = mine[0].ratio if mine else "nominal"
+        out[kind] = compare_forms(selected, forms, metric_kind=kind, ratio=ratio, options=options, registry=registry,
+                                  rank_by=held_out_scheme(selected), seed=seed)
+    return out

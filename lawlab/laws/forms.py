@@ -133,3 +133,27 @@ def resolve_form(form: LawForm | str, registry: Registry | None = None) -> LawFo
         return registry.get("law_forms", form)
     except KeyError as exc:
         raise LawFitError(exc.args[0]) from None
+
+
+def main_law(kind: str, registry: Registry | None = None) -> str:
+    """The registered form that declares itself the law of metric ``kind`` (``role = "law"``):
+    the paper's eq. 1 for loss and accuracy, its runtime law for runtime."""
+    forms = compared_forms(kind, registry)
+    if not forms or _registry(registry).get("law_forms", forms[0]).role != "law":
+        raise LawFitError(f"no installed law form declares itself the law of {kind} results (role = 'law')")
+    return forms[0]
+
+
+def compared_forms(kind: str, registry: Registry | None = None) -> list[str]:
+    """Every registered form that describes metric ``kind``: the law first, then its alternatives."""
+    reg = _registry(registry)
+    named = [n for n in reg.names("law_forms") if kind in reg.get("law_forms", n).kinds]
+    return sorted(named, key=lambda n: reg.get("law_forms", n).role != "law")
+
+
+def _registry(registry: Registry | None) -> Registry:
+    if registry is not None:
+        return registry
+    from lawlab.registry import get_registry
+
+    return get_registry()

@@ -144,9 +144,19 @@ def fits_for(study: StudyData, metric: str, by: str, *, needs: Sequence[str] = (
                   and all(n in f.theta for n in needs)]
     if not candidates:
         return []
-    order = {"compression-law": 0, "ablation-r": 1, "runtime-law": 1}
-    law = min(candidates, key=lambda f: (order.get(f.form, 5), study.law_order(f.law))).law
+    law = min(candidates, key=lambda f: (_role_rank(f), study.law_order(f.law))).law
     return [f for f in candidates if f.law == law]
+
+
+def _role_rank(f: FitResult) -> int:
+    """The law of its kind first (the form that declares ``role = "law"``), then the others."""
+    form = f._form
+    if form is None:
+        from lawlab.registry import get_registry
+
+        registry = get_registry()
+        form = registry.get("law_forms", f.form) if registry.has("law_forms", f.form) else None
+    return 0 if form is not None and form.role == "law" else 1
 
 
 def ratio_grid(rows: Iterable[dict[str, Any]], n: int = 60) -> Any:
@@ -410,9 +420,6 @@ def figure_r_crit(study: StudyData) -> Drawing:
 def figure_per_dataset(study: StudyData) -> Drawing:
     import numpy as np
 
-    from lawlab.laws.fit import fit_law
-    from lawlab.laws.forms import LawFitError
-
     name, title = "intrinsic_per_dataset", "Intrinsic law per test dataset (Figure 10)"
     rows = [r for r in points(study, "intrinsic") if r["method"] or r["D"]]
     datasets = sorted({r["dataset"] for r in rows})
@@ -421,14 +428,11 @@ def figure_per_dataset(study: StudyData) -> Drawing:
         return Drawing(name, title, "", missing=f"{what}: nothing to compare across datasets")
     fits = {f.group["value"]: f for f in fits_for(study, "intrinsic", "dataset")}
     notes = []
-    if not fits:
-        notes.append("The spec has no intrinsic law grouped by dataset, so the report fitted eq. 1 per dataset (OLS).")
-        for ds in datasets:
-            try:
-                fits[ds] = fit_law("compression-law", [r for r in rows if r["dataset"] == ds and r["L0"]],
-                                   metric_kind="intrinsic")
-            except LawFitError as exc:
-                notes.append(f"{ds}: not fitted ({exc})")
+    if not fits and study.analysis is not None:
+        notes.append("The spec has no intrinsic law grouped by dataset: the analysis fitted eq. 1 per dataset (OLS).")
+        fits = {f.group["value"]: f for f in study.analysis.extra_fits
+                if f.metric_kind == "intrinsic" and f.group.get("by") == "dataset"}
+        notes += [f"{ds}: not fitted (too few points)" for ds in datasets if ds not in fits]
     fig, axes = new_figure(1, len(datasets), width=3.0)
     top = max_size(rows)
     for ax, ds in zip(axes[0], datasets, strict=True):

@@ -1,8 +1,9 @@
 """Gathering a study for the report: everything it shows, read from the store once.
 
 The store is read only through :class:`lawlab.run.store.Store`'s methods and the table
-loaders of :mod:`lawlab.run.store`; the fits come from ``fits.json`` when it is newer than
-every stored cell, else they are fitted again here.
+loaders of :mod:`lawlab.run.store`; the fits, the form comparison and the findings are the
+study's one analysis (:mod:`lawlab.analysis`, ``analysis.json``): the report computes none
+of them itself.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lawlab.findings.answers import COMPARED_FORMS, Findings
-from lawlab.findings.stage import findings
+from lawlab.analysis import ANALYSIS_FILE, Analysis, study_analysis
+from lawlab.findings.answers import Findings
 
 if TYPE_CHECKING:  # pragma: no cover
     from lawlab.laws.compare import ComparisonTable
@@ -43,7 +44,7 @@ class StudyData:
     plan: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     findings: Findings | None = None
-    findings_error: str | None = None  # why there are no findings, when they failed
+    analysis: Analysis | None = None
 
     def law_order(self, key: str) -> int:
         keys = [law.key for law in self.laws]
@@ -78,55 +79,10 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
         methods=methods, calibration=meta["calibration"] or {}, laws=laws, fits=[], fits_source="",
         comparisons={}, status=study_status(root), meta=meta, cells=cells, plan=plan,
     )
-    study.fits, study.fits_source = load_fits(study, registry)
-    study.comparisons = compare_all(study, registry)
-    try:
-        study.findings = findings(rows, source=str(root), seed=int(spec.get("study", {}).get("seed", 0)))
-    except Exception as exc:  # the report must still be written; it says what went wrong
-        study.findings_error = f"The findings could not be computed: {type(exc).__name__}: {exc}"
+    study.analysis = study_analysis(root, registry)
+    study.fits = study.analysis.fits
+    study.fits_source = (f"read from {ANALYSIS_FILE}, the study's one analysis (rows and laws digest "
+                         f"{study.analysis.key[:12]})")
+    study.comparisons = study.analysis.comparisons
+    study.findings = study.analysis.findings
     return study
-
-
-def load_fits(study: StudyData, registry: Registry) -> tuple[list[FitResult], str]:
-    """fits.json when it is at least as new as the newest stored cell, else fit again."""
-    from lawlab.laws.fit import fit_study
-    from lawlab.laws.results import FitResult
-
-    if not study.laws:
-        return [], "the spec has no laws"
-    path = study.root / "fits.json"
-    newest = max((c["ended"] or 0 for c in study.cells), default=0)
-    if path.is_file() and path.stat().st_mtime >= newest:
-        fits = [FitResult.from_dict(d) for d in json.loads(path.read_text())]
-        source = f"read from {path.name} (written after the last stored cell)"
-    else:
-        seed = int(study.spec.get("study", {}).get("seed", 0))
-        fits = fit_study(study.rows, study.laws, registry, seed=seed)
-        source = ("fitted by the report: " + (f"{path.name} is older than the newest stored cell"
-                                              if path.is_file() else f"there is no {path.name} yet"))
-    for f in fits:
-        if registry.has("law_forms", f.form):
-            f._form = registry.get("law_forms", f.form)
-            f._options = f._form.Params.model_validate(f.options)
-    return fits, source
-
-
-def compare_all(study: StudyData, registry: Registry) -> dict[str, ComparisonTable]:
-    """The form comparison (Table 1's rows and ranking) for each metric kind with data:
-    the spec's forms for that metric and the paper's alternatives, on the same rows."""
-    from lawlab.laws.compare import compare_forms
-    from lawlab.laws.data import law_rows
-
-    out = {}
-    for kind in ("intrinsic", "extrinsic", "runtime"):
-        rows = law_rows(study.rows, kind)
-        if not rows:
-            continue
-        mine = [law for law in study.laws if law.metric == kind]
-        names = list(dict.fromkeys([law.form for law in mine] + list(COMPARED_FORMS[kind])))
-        forms = [registry.get("law_forms", n) for n in names if registry.has("law_forms", n)]
-        options = {law.form: law.params for law in mine}
-        ratio = mine[0].ratio if mine else "nominal"
-        out[kind] = compare_forms(rows, forms, metric_kind=kind, ratio=ratio, options=options, registry=registry,
-                                  seed=int(study.spec.get("study", {}).get("seed", 0)))
-    return out

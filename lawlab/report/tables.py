@@ -331,8 +331,6 @@ def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], lis
         sec, table = findings_section(study.findings)
         sections.append(sec)
         tables.append(table)
-    elif study.findings_error:
-        sections.append(Section("findings", "Findings: the paper's questions", [("warn", study.findings_error)]))
     sections.append(summary_section(study, drawings))
     figs = Section("figures", "Figures")
     for d in drawings:

@@ -278,6 +278,8 @@ class _Planner:
         for i, r in enumerate(self.spec.rft):
             if not applies(r, variant.model) or (r.ratios is not None and variant.ratio not in r.ratios):
                 continue
+            if r.seeds is not None and (self.seed if variant.seed is None else variant.seed) not in r.seeds:
+                continue
             params = self.resolved.params_json(f"rft[{i}].params")
             for ds in r.datasets:
                 ds_plugin, ds_raw = dataset_ref(self.spec, ds)

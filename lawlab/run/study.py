@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -106,9 +105,13 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
     from lawlab.run.store import export
 
     export(output, "csv")
-    fits_path = None
-    if report and plan.spec.spec.laws:
-        fits_path = write_fits(plan, output, console)
+    analysis_path = None
+    if report:
+        # the one analysis (fits, form comparison, findings) that the report and every law command read
+        from lawlab.analysis import ANALYSIS_FILE, study_analysis
+
+        study_analysis(output, plan_registry(plan))
+        analysis_path = output / ANALYSIS_FILE
     report_path = None
     if report:
         # A report that cannot be written is an error with its cause, never a missing file.
@@ -133,21 +136,7 @@ def finish(plan: Plan, output: Path, summary: ExecutionSummary, console: Any, *,
         console.print(f"not planned: {s.method} on {s.model}: {s.reason}", highlight=False)
     console.print(
         f"[bold]{plan.spec.spec.study.name}[/bold]: {summary.counts(len(plan))}. Results: {output / 'results.csv'}"
-        + (f"; fits: {fits_path}" if fits_path else "")
+        + (f"; analysis: {analysis_path}" if analysis_path else "")
         + (f"; report: {report_path}" if report_path else "")
         + f"; log: {output / 'lawlab.log'}"
     )
-
-
-def write_fits(plan: Plan, output: Path, console: Any) -> Path:
-    """Fit the spec's laws to what is stored and write fits.json (and show the main ones)."""
-    from lawlab.laws.fit import fit_study
-    from lawlab.run.store import load_table
-
-    rows = load_table(output)
-    fits = fit_study(rows, plan.spec.spec.laws, plan_registry(plan), seed=plan.spec.spec.study.seed)
-    return write_json(output / "fits.json", [f.to_dict() for f in fits])
-
-
-def remove_study(output: Path) -> None:
-    shutil.rmtree(output, ignore_errors=True)

@@ -93,6 +93,10 @@ class RFTEntry(Strict):
         None, description="Only the variants pruned at these ratios (default: every ratio); r = 0 means the "
         "unpruned model."
     )
+    seeds: list[int] | None = Field(
+        None, description="Only the variants pruned with these seeds (methods[].seeds; a method without seeds, "
+        "and the unpruned model, has the study's seed; default: all)."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="The recipe's parameters.")
 
     @field_validator("sizes")
@@ -321,6 +325,9 @@ class Spec(Strict):
         out = self.model_dump(mode="json")
         if not out["pipelines"]:
             del out["pipelines"]  # a spec without pipelines keeps the hash it had before they existed
+        for r in out["rft"]:
+            if r["seeds"] is None:
+                del r["seeds"]  # likewise an RFT entry without a seed filter
         return out
 
     def spec_hash(self) -> str:
