@@ -161,7 +161,7 @@ def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registr
     """The whole analysis of tidy result rows (``load_table`` or a results CSV)."""
     import warnings
 
-    from lawlab.findings.rows import chance_rule, clean_row
+    from lawlab.findings.rows import chance_rule, clean_row, with_l0_errors
     from lawlab.findings.stage import answer_questions
     from lawlab.laws.compare import compare_study
     from lawlab.laws.fit import fit_study
@@ -169,6 +169,7 @@ def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registr
     options = {"seed": seed, "laws": [law.model_dump(mode="json") for law in laws]}
     key = analysis_key(rows, options)
     clean, chance = chance_rule([clean_row(r) for r in rows])
+    clean = with_l0_errors(clean)  # each variant's L0 error, which the fits propagate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits note nominal ratios in their own notes
         fits = fit_study(clean, laws, registry, seed=seed)

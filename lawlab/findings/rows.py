@@ -200,6 +200,17 @@ def l0_errors(rows: Sequence[dict[str, Any]], series: str) -> dict[str, float]:
     return out
 
 
+def with_l0_errors(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows, each compressed variant's with ``L0_rel_se``: the relative standard error of
+    the L0 it is measured against (:func:`l0_errors`), where recorded. The law fits propagate it."""
+    errors = {s: l0_errors(rows, s) for s in {r["series"] for r in rows}}
+    out = []
+    for r in rows:
+        se = errors[r["series"]].get(r["model"]) if (r["method"] or r["D"]) else None
+        out.append({**r, "L0_rel_se": se} if se else r)
+    return out
+
+
 def cluster(p: dict[str, Any]) -> str:
     """A row's cluster: its pruned model (model, method, r, seed)."""
     from lawlab.laws.fit import cluster_of

@@ -129,6 +129,7 @@ def fit_law(
         offset = log_offset(form, d, opts)
     if method == "ols":
         est = ols(X, np.log(d.y) - offset, clusters)
+        _propagate_l0_noise(form, d, opts, est, rng, notes)
     else:
         first = [ols(X, np.log(d.y) - offset).theta] if form.log_linear else []
         est = nls(form, d, opts, space, starting_points(form, starts, rng, first), max_nfev)
@@ -197,6 +198,38 @@ def _check_options(form: LawForm, method: str, space: str, cov: str) -> None:
         raise LawFitError("OLS fits the law in log space only; use method='nls' for space='linear'")
     if cov not in ("cluster", "iid"):
         raise LawFitError(f"cov must be 'cluster' or 'iid', not {cov!r}")
+
+
+L0_DRAWS = 400  # redraws of the measured L0s whose spread is added to the OLS covariance
+
+
+def _propagate_l0_noise(form: LawForm, d: LawData, opts: Any, est: Any, rng: Any, notes: list[str]) -> None:
+    """Every cell of a model divides by (or regresses on) the same measured L0, so L0's own
+    measurement error moves all of them together and no residual shows it. Where rows carry
+    L0's relative standard error (``L0_rel_se``: the analysis records it from the unpruned
+    cell's stderr), redraw each distinct L0 as L0·(1 + δ), δ ~ N(0, se), refit, and add the
+    variance of the estimates across draws to the (cluster-robust) variance."""
+    import numpy as np
+
+    se = np.array([float(r.get("L0_rel_se") or 0.0) for r in d.rows])
+    if not np.any(se > 0) or est.stderr is None:
+        return
+    keys = np.unique(np.column_stack([np.array(d.models, dtype=object), d.L0.astype(object)]).astype(str), axis=0,
+                     return_inverse=True)[1].ravel()  # one draw per measured L0 (a model's series)
+    draws = []
+    for _ in range(L0_DRAWS):
+        delta = rng.normal(0.0, 1.0, keys.max() + 1)[keys] * se
+        moved = LawData(d.L0 * (1 + delta), d.r, d.D, d.y, d.models, d.rows)
+        X = design_matrix(form, moved, opts)
+        z = np.log(d.y) - log_offset(form, moved, opts)
+        draws.append(np.linalg.lstsq(X, z, rcond=None)[0])
+    extra = np.var(np.asarray(draws), axis=0, ddof=1)
+    before = np.asarray(est.stderr, float)
+    est.stderr = np.sqrt(before**2 + extra)
+    names = [q.name for q in form.parameters]
+    grown = ", ".join(f"{n} ×{a / b:.2f}" for n, a, b in zip(names, est.stderr, before, strict=True) if b > 0)
+    notes.append(f"intervals include the measurement noise of L0 (relative se {np.min(se[se > 0]):.2g}-"
+                 f"{np.max(se):.2g}), propagated by {L0_DRAWS} redraws: standard errors {grown}")
 
 
 def _estimates(names: Sequence[str], est: Any, df: float) -> list[ParamEstimate]:
