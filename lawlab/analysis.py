@@ -93,6 +93,7 @@ class Analysis:
     findings: Findings
     chance: dict[str, Any] = field(default_factory=dict)  # each task against chance, what was left out
     extra_fits: list[FitResult] = field(default_factory=list)  # made for a question or a figure, not by the spec
+    paired: list[dict[str, Any]] = field(default_factory=list)  # differences paired on questions (findings.paired)
     rows_used: int = 0
     created: float = field(default_factory=time.time)
 
@@ -117,6 +118,7 @@ class Analysis:
             "format": FORMAT, "source": self.source, "key": self.key, "options": self.options,
             "created": self.created, "rows_used": self.rows_used, "chance": self.chance,
             "fits": [f.to_dict() for f in self.fits], "extra_fits": [f.to_dict() for f in self.extra_fits],
+            "paired": self.paired,
             "comparisons": {k: t.to_dict() for k, t in self.comparisons.items()},
             "findings": self.findings.to_dict(),
         })
@@ -133,8 +135,8 @@ class Analysis:
             attach_forms([*fits, *extra], registry)
         return cls(d["source"], d["key"], d["options"], fits,
                    {k: ComparisonTable.from_dict(t) for k, t in d["comparisons"].items()},
-                   Findings.from_dict(d["findings"]), d.get("chance", {}), extra, d.get("rows_used", 0),
-                   d.get("created", 0.0))
+                   Findings.from_dict(d["findings"]), d.get("chance", {}), extra, d.get("paired", []),
+                   d.get("rows_used", 0), d.get("created", 0.0))
 
 
 def attach_forms(fits: Sequence[FitResult], registry: Registry) -> None:
@@ -157,10 +159,12 @@ def analysis_key(rows: Sequence[dict[str, Any]], options: dict[str, Any]) -> str
 
 
 def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registry: Registry, seed: int = 0,
-            source: str = "") -> Analysis:
-    """The whole analysis of tidy result rows (``load_table`` or a results CSV)."""
+            source: str = "", questions: Sequence[dict[str, Any]] = ()) -> Analysis:
+    """The whole analysis of tidy result rows (``load_table`` or a results CSV), with the
+    per-question records (``load_questions``) where the study kept them."""
     import warnings
 
+    from lawlab.findings.paired import paired_differences
     from lawlab.findings.rows import chance_rule, clean_row, with_l0_errors
     from lawlab.findings.stage import answer_questions
     from lawlab.laws.compare import compare_study
@@ -176,8 +180,10 @@ def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registr
         comparisons = compare_study(clean, laws, registry, seed=seed)
         book = FitBook(fits)
         _per_dataset_fits(clean, laws, book)
-        found = answer_questions(clean, chance, source=source, seed=seed, book=book, comparisons=comparisons)
-    return Analysis(source, key, options, fits, comparisons, found, chance, book.extra, len(clean))
+        paired = paired_differences(questions, clean, seed=seed)
+        found = answer_questions(clean, chance, source=source, seed=seed, book=book, comparisons=comparisons,
+                                 paired=paired)
+    return Analysis(source, key, options, fits, comparisons, found, chance, book.extra, paired, len(clean))
 
 
 def _per_dataset_fits(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], book: FitBook) -> None:
@@ -204,7 +210,7 @@ def study_analysis(folder: str | Path, registry: Registry | None = None, *, writ
     """A study folder's analysis: ``analysis.json`` when it was computed from the rows and
     the laws stored now, else computed again (and written, unless ``write`` is False)."""
     from lawlab.files import write_json
-    from lawlab.run.store import Store, load_table
+    from lawlab.run.store import Store, load_questions, load_table
     from lawlab.spec.models import LawEntry
 
     if registry is None:
@@ -230,7 +236,8 @@ def study_analysis(folder: str | Path, registry: Registry | None = None, *, writ
                 return Analysis.from_dict(stored, registry)
         except (ValueError, KeyError, TypeError):
             pass  # unreadable or from another layout: computed again below
-    result = analyse(rows, laws=laws, registry=registry, seed=seed, source=str(root))
+    result = analyse(rows, laws=laws, registry=registry, seed=seed, source=str(root),
+                     questions=load_questions(root).rows)
     if write:
         write_json(path, result.to_dict())
     return result

@@ -50,7 +50,8 @@ def findings(rows: Sequence[dict[str, Any]], *, source: str = "", seed: int = 0)
 
 
 def answer_questions(clean: Sequence[dict[str, Any]], chance: dict[str, Any], *, source: str = "", seed: int = 0,
-                     book: FitBook | None = None, comparisons: dict[str, ComparisonTable] | None = None) -> Findings:
+                     book: FitBook | None = None, comparisons: dict[str, ComparisonTable] | None = None,
+                     paired: Sequence[dict[str, Any]] = ()) -> Findings:
     """The answers, from rows the chance rule has already been applied to (``chance`` says
     what it left out); ``book`` and ``comparisons`` are the study's fits and form comparison."""
     import warnings
@@ -67,6 +68,7 @@ def answer_questions(clean: Sequence[dict[str, Any]], chance: dict[str, Any], *,
         warnings.simplefilter("ignore")  # fits warn about nominal ratios; the answers say what they used
         answers = {key: step(pruning, seed, book) for key, step in STEPS.items() if key != "laws"}
         answers["laws"] = laws(pruning, seed, book, comparisons)  # law rows hold no quantised variant
+    _add_paired_notes(answers, paired)
     if len(pruning) < len(clean):
         from lawlab.findings.composition import composition
 
@@ -74,6 +76,16 @@ def answer_questions(clean: Sequence[dict[str, Any]], chance: dict[str, Any], *,
     result = Findings(source, answers, notes)
     result.chance = chance
     return result
+
+
+def _add_paired_notes(answers: dict[str, Answer], paired: Sequence[dict[str, Any]]) -> None:
+    """RQ1 and RQ3 read the differences paired on questions beside their cell-level numbers."""
+    from lawlab.findings.paired import paired_notes
+
+    answers["rq1"].notes += paired_notes(paired, "unpruned", lambda p: p["ratio"] < 0.5 and not p["D"],
+                                         "change against the unpruned model at r < 0.5 without RFT")
+    answers["rq3"].notes += paired_notes(paired, "no RFT", lambda p: p["D"] > 0,
+                                         "change from RFT, against the same pruned model without it")
 
 
 def study_findings(source: str | Path, *, seed: int = 0) -> Findings:
