@@ -158,6 +158,16 @@ def analysis_key(rows: Sequence[dict[str, Any]], options: dict[str, Any]) -> str
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def prepare_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows every fit and finding reads: numbers as numbers, the chance rule applied (a
+    task the unpruned model does not answer above chance leaves the means; the second value
+    says what was left out and why), and each variant's L0 error for the fits to propagate."""
+    from lawlab.findings.rows import chance_rule, clean_row, with_l0_errors
+
+    clean, chance = chance_rule([clean_row(r) for r in rows])
+    return with_l0_errors(clean), chance
+
+
 def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registry: Registry, seed: int = 0,
             source: str = "", questions: Sequence[dict[str, Any]] = ()) -> Analysis:
     """The whole analysis of tidy result rows (``load_table`` or a results CSV), with the
@@ -165,15 +175,13 @@ def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registr
     import warnings
 
     from lawlab.findings.paired import paired_differences
-    from lawlab.findings.rows import chance_rule, clean_row, with_l0_errors
     from lawlab.findings.stage import answer_questions
     from lawlab.laws.compare import compare_study
     from lawlab.laws.fit import fit_study
 
     options = {"seed": seed, "laws": [law.model_dump(mode="json") for law in laws]}
     key = analysis_key(rows, options)
-    clean, chance = chance_rule([clean_row(r) for r in rows])
-    clean = with_l0_errors(clean)  # each variant's L0 error, which the fits propagate
+    clean, chance = prepare_rows(rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fits note nominal ratios in their own notes
         fits = fit_study(clean, laws, registry, seed=seed)

@@ -142,6 +142,18 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _prepared(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as the study's analysis reads them (:func:`lawlab.analysis.prepare_rows`): the
+    chance rule applied, said here when it leaves anything out, and L0's errors attached."""
+    from lawlab.analysis import prepare_rows
+
+    prepared, chance = prepare_rows(rows)
+    if chance["left_out"]:
+        _console().print("left out as not above chance on the unpruned model (one-sided binomial test): "
+                         + ", ".join(chance["left_out"]), highlight=False)
+    return prepared
+
+
 def _form_names(registry: Any, names: list[str], flag: str) -> None:
     """Every named law form is registered, or one line naming the flag and the forms there are."""
     for name in names:
@@ -212,7 +224,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _form_names(registry, args.law, "--law")
     if _study_defaults(args):
         return _print_analysis_fits(args, registry)
-    rows = _rows(args)
+    rows = _prepared(_rows(args))
     kinds = _kinds(args, rows)
     laws = [] if args.law else _study_laws(args.source)
     if args.kind:
@@ -331,7 +343,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if (args.source.is_dir() and not given and args.method == "auto" and args.space == "log" and not args.rank_by
             and args.ratio == "nominal" and not args.option):
         return _print_analysis_comparisons(args, registry)
-    rows = _rows(args)
+    rows = _prepared(_rows(args))
     kinds = _kinds(args, rows)
     for kind in kinds:  # forms are compared on one kind of metric at a time
         _compare_kind(args, registry, rows, kind, given or _default_forms(registry, kind), len(kinds) > 1)
