@@ -44,7 +44,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CE_TOLERANCE = 0.05  # nats: bfloat16 on the device against float32 on the CPU, same weights
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_BETA = {"qwen2.5-7b": -1.93, "qwen2.5-14b": -1.62, "llama-3-8b": -1.87}  # Table 4
-LAW_MODELS = {"qwen2.5-7b": "Qwen/Qwen2.5-7B", "qwen2.5-14b": "Qwen/Qwen2.5-14B", "llama-3-8b": "meta-llama/Meta-Llama-3-8B"}
+# The architectures built with random weights (their config.json's sizes): no hub needed.
+LAW_MODELS = {
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+                       max_position_embeddings=131072),
+    "qwen2.5-14b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064, tie_word_embeddings=False,
+                        max_position_embeddings=131072),
+    "llama-3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
+                       max_position_embeddings=8192),
+}
+SMOLLM2_135M = dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
+                    max_position_embeddings=8192)
 # --cpu: the same architectures, shrunk so all three build and time in seconds
 TINY_LAW = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
             "num_key_value_heads": 2, "vocab_size": 512, "head_dim": 32}
@@ -100,7 +114,6 @@ def build_random(config: dict[str, Any], device: str, dtype: str) -> Any:
 def smollm2(ctx: Any, cpu: bool) -> tuple[Any, str]:
     """The model of part 1 and where it came from."""
     from lawlab.api import LoadedModel
-    from lawlab.run.memory import KNOWN_CONFIGS
     from lawlab.testing import tiny_model, tiny_tokenizer
 
     if cpu:
@@ -111,7 +124,7 @@ def smollm2(ctx: Any, cpu: bool) -> tuple[Any, str]:
     if pack.installed():
         source = ctx.registry.get("model_sources", "pack")
         return source.load(source.Params(pack="smollm2-135m"), ctx), "SmolLM2-135M pack (pretrained)"
-    model = build_random(KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M"], ctx.device, ctx.dtype)
+    model = build_random(SMOLLM2_135M, ctx.device, ctx.dtype)
     note = "SmolLM2-135M architecture, random weights (the pack is not installed: lawlab packs install smollm2-135m)"
     return LoadedModel(model, tiny_tokenizer(), "llama", {"source": "random"}), note
 
@@ -300,14 +313,13 @@ def run_law(ctx: Any, cpu: bool, ratios: tuple[float, ...], repeats: int, batch:
     import torch
 
     from lawlab.api import LoadedModel
-    from lawlab.run.memory import KNOWN_CONFIGS
 
     pruner = ctx.registry.get("pruners", "random-prunenet")
     params = pruner.Params()
     out: dict[str, Any] = {"ratios": list(ratios), "batch": batch, "tokens": length, "repeats": repeats, "models": {}}
     print(f"part 2: the runtime law, random-PruneNet, batch {batch} x {length} tokens, median of {repeats}", flush=True)
-    for name, repo in LAW_MODELS.items():
-        config = dict(KNOWN_CONFIGS[repo])
+    for name, architecture in LAW_MODELS.items():
+        config = dict(architecture)
         if cpu:
             config.update(TINY_LAW)
         started = time.perf_counter()

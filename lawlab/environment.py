@@ -117,14 +117,17 @@ def missing_device(device: str) -> str | None:
 
 
 def quiet_libraries() -> None:
-    """Silence the progress bars and chatter of tqdm, transformers, datasets and lm-eval."""
+    """Silence the progress bars and chatter of tqdm, torch, transformers, datasets and lm-eval."""
     import logging
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft"):
+    # torch sets its own root logger's level when imported, so its pytree logger (torchao's
+    # deprecation warnings on import) is named
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "torch.utils._pytree",
+                 "torchao"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

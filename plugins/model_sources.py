@@ -101,10 +101,13 @@ class HubSource(ModelSource):
         return config.get("model_type") if config else None
 
     def config(self, params: HubParams, ctx: CheckContext) -> dict[str, Any] | None:
+        from lawlab.models import hub
+
         try:
             return self._config(params, ctx)
-        except CheckFailed:  # reported by check()
-            return None
+        except CheckFailed:  # reported by check(); a cached config.json still sizes the model for a plan
+            path = hub.cached_file(_repo(params), "config.json")
+            return json.loads(path.read_text()) if path is not None else None
 
     def identity(self, params: HubParams, ctx: CheckContext) -> dict[str, Any]:
         # What the spec pins, never what the network answers today: a key that changed

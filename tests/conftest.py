@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +16,53 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TESTS = Path(__file__).parent
+
+# The paper's models as their config.json describes them (the fields that size them), so
+# plans of the paper spec can be sized with no hub: see paper_configs_cached.
+PAPER_CONFIGS = {
+    "Qwen/Qwen2.5-0.5B": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                              num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                              tie_word_embeddings=True, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-1.5B": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                              num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                              tie_word_embeddings=True, max_position_embeddings=131072),
+    "Qwen/Qwen2.5-3B": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                            num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
+                            tie_word_embeddings=True, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-7B": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                            num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                            tie_word_embeddings=False, max_position_embeddings=131072),
+    "Qwen/Qwen2.5-14B": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                             num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
+                             tie_word_embeddings=False, max_position_embeddings=131072),
+    "meta-llama/Llama-3.2-1B": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                    num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                                    tie_word_embeddings=True, max_position_embeddings=131072),
+    "meta-llama/Llama-3.2-3B": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                                    num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                                    tie_word_embeddings=True, max_position_embeddings=131072),
+    "meta-llama/Meta-Llama-3-8B": dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
+                                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                       vocab_size=128256, tie_word_embeddings=False, max_position_embeddings=8192),
+}
+
+
+@pytest.fixture
+def paper_configs_cached(tmp_path: Path, monkeypatch) -> dict[str, dict]:
+    """A hub cache holding only the paper models' config.json, no weights (as a fetch cut
+    short leaves it): a plan sizes them from it, and they still need the hub to run."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    for repo, config in PAPER_CONFIGS.items():
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        commit = hashlib.sha1(repo.encode()).hexdigest()
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text(commit)
+        (folder / "snapshots" / commit).mkdir(parents=True)
+        (folder / "snapshots" / commit / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return PAPER_CONFIGS
 
 
 def missing_packs(*names: str) -> list[str]:

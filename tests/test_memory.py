@@ -7,15 +7,17 @@ import gc
 import json
 import weakref
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import PAPER_CONFIGS
 
 from lawlab.cli.main import main
 from lawlab.models.loading import Residency, copy_to_device, watching_placements
 from lawlab.registry import get_registry
-from lawlab.run.memory import GIB, KNOWN_CONFIGS, Shapes, StageRequest, estimate_model
+from lawlab.run.memory import GIB, Shapes, StageRequest, count_parameters, estimate_model
 from lawlab.testing import save_tiny, tiny_model
 
 PAPER_SPEC = Path(__file__).parent.parent / "specs" / "compression-laws-paper.toml"
@@ -214,18 +216,56 @@ def test_residency_moves_the_previous_working_model_to_the_host():
 # --------------------------------------------------------------------------- estimates
 
 
-def test_parameter_count_from_config_matches_the_real_architectures():
-    """Every known config, built on the meta device (no memory), has the parameters the
-    estimate counts."""
+TINY_ARCHITECTURES = {
+    "llama": dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=300, tie_word_embeddings=False),
+    "qwen2 tied": dict(model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, vocab_size=300, tie_word_embeddings=True),
+    "gemma3_text qk-norm": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=300,
+                                tie_word_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+def test_the_meta_device_count_is_the_real_models(name):
+    """Built on the meta device, a config has the parameters the same config built for real
+    allocates (a tied head once), whatever the architecture adds to a dense decoder."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    for repo, cfg in KNOWN_CONFIGS.items():
-        fields = {k: v for k, v in cfg.items() if k != "model_type"}
-        config = AutoConfig.for_model(cfg["model_type"], **fields)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        real = sum(p.numel() for p in model.parameters())  # tied weights counted once
-        assert Shapes.from_config(cfg).params == real, repo
+    cfg = TINY_ARCHITECTURES[name]
+    torch.manual_seed(0)
+    real = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    unique = {id(p): p.numel() for p in real.parameters()}
+    assert count_parameters(cfg) == sum(unique.values()) == Shapes.from_config(cfg).params
+    formula = replace(Shapes.from_config(cfg), counted=None).params
+    if name.startswith("gemma3"):  # q and k norms and two more norms a layer the formula misses
+        assert count_parameters(cfg) - formula == 2 * (2 * 32 + 2 * 64)
+    else:
+        assert formula == count_parameters(cfg)
+
+
+def test_published_counts_and_the_dense_formula_for_the_papers_configs():
+    """The counts of the model cards, exact: Qwen2.5-0.5B's 494,032,768 (its card), and
+    Llama-3.2-1B's 1,235,814,400 (the card's 1.23B: embeddings 128256 x 2048 tied, 16
+    layers of 60,821,504, a final norm). The dense formula, kept for architectures
+    transformers does not know, agrees on every paper config."""
+    assert count_parameters(PAPER_CONFIGS["Qwen/Qwen2.5-0.5B"]) == 494_032_768
+    assert count_parameters(PAPER_CONFIGS["meta-llama/Llama-3.2-1B"]) == 128256 * 2048 + 16 * 60_821_504 + 2048
+    assert count_parameters(PAPER_CONFIGS["meta-llama/Llama-3.2-1B"]) == 1_235_814_400
+    for repo, cfg in PAPER_CONFIGS.items():
+        shapes = Shapes.from_config(cfg)
+        assert shapes.exact and replace(shapes, counted=None).params == shapes.params, repo
+
+
+def test_an_architecture_transformers_does_not_know_is_counted_from_its_shapes():
+    cfg = {**TINY_ARCHITECTURES["llama"], "model_type": "no-such-architecture"}
+    shapes = Shapes.from_config(cfg)
+    assert count_parameters(cfg) is None and not shapes.exact
+    assert shapes.params == count_parameters(TINY_ARCHITECTURES["llama"])  # the dense formula
+    est = estimate_model("odd", shapes, "float32", [])
+    assert not est.exact and est.to_dict()["params_exact"] is False
+    assert "(from the layer shapes)" in est.summary()
 
 
 def test_weights_lora_and_kv_terms_equal_what_a_tiny_model_allocates():
@@ -346,7 +386,7 @@ def test_validate_refuses_a_model_that_does_not_fit_the_declared_device(tmp_path
     assert main(["validate", str(ok)]) == 0
 
 
-def test_plan_prints_each_models_peak_and_the_14b_fits_80_gib(capsys):
+def test_plan_prints_each_models_peak_and_the_14b_fits_80_gib(paper_configs_cached, capsys):
     main(["plan", str(PAPER_SPEC), "--json"])
     plan = json.loads(capsys.readouterr().out)
     memory = plan["memory"]
@@ -356,7 +396,7 @@ def test_plan_prints_each_models_peak_and_the_14b_fits_80_gib(capsys):
     }
     q14 = memory["qwen2.5-14b"]
     assert q14["dtype"] == "bfloat16"  # the spec declares its GPU: estimates are for it
-    assert 14.7e9 < q14["params"] < 14.8e9
+    assert q14["params"] == 14_770_033_664 and q14["params_exact"]  # the card's 14.7B
     assert q14["peak_device_bytes"] < 0.92 * 80 * GIB
     stages = {s["stage"]: s for s in q14["stages"]}
     assert stages["rft lora"]["device_bytes"] < 0.92 * 80 * GIB
@@ -366,7 +406,7 @@ def test_plan_prints_each_models_peak_and_the_14b_fits_80_gib(capsys):
 
 
 def test_rft_estimate_grows_with_tokens_per_pass_and_not_with_accumulation():
-    shapes = Shapes.from_config(KNOWN_CONFIGS["Qwen/Qwen2.5-14B"])
+    shapes = Shapes.from_config(PAPER_CONFIGS["Qwen/Qwen2.5-14B"])
     lora = get_registry().get("rft_recipes", "lora")
 
     def rft(batch_size: int):

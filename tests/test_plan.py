@@ -77,7 +77,7 @@ def two_models(text: str) -> str:
                         'params = { datasets = ["tiny-corpus"], window = 48 }\n\n[[laws]]', 1)
 
 
-def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, capsys):
+def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, paper_configs_cached, capsys):
     full = plan_of(tiny_spec(two_models))
     assert len(full.of_kind("rft")) == 6 and len(full.of_kind("eval")) == 24
     path = tiny_spec(two_models)
@@ -90,7 +90,7 @@ def test_rft_and_evaluators_can_be_limited_to_some_models(tiny_spec, capsys):
     assert len(others) == 6 + 3  # tiny-llama with its RFT, tiny-qwen without
     # the cells that remain are the full plan's: limiting an entry reruns nothing
     assert {c.key for c in limited} <= {c.key for c in full}
-    # the memory plan sizes only the stages a model has (the paper's models have known configs)
+    # the memory plan sizes only the stages a model has (the paper's configs are in the hub cache)
     paper = plan_of(ROOT / "specs/compression-laws-paper.toml", ['rft[0].models=["qwen2.5-0.5b"]'])
     stages = {name: [s.stage for s in m.stages] for name, m in paper.memory.items()}
     assert "rft lora" in stages["qwen2.5-0.5b"] and "rft lora" not in stages["llama-3-8b"]

@@ -76,10 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "report" and not args.verbose:
+    if args.command in ("report", "plan", "validate") and not args.verbose:
         from lawlab import environment
 
-        environment.quiet_libraries()  # before torch/transformers/tqdm are imported
+        # before torch/transformers/tqdm are imported (a plan builds models on the meta device to count them)
+        environment.quiet_libraries()
     if args.command == "run":
         # Progress bars off before tqdm is imported; run_study sends the libraries'
         # warnings to the study's log (lawlab.terminal.capture) instead of silencing them.

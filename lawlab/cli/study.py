@@ -249,6 +249,9 @@ def print_memory(plan: Any) -> None:
             t.add_row(name, f"{m.params / 1e9:.2f}B", dtype, f"{m.peak_device / GIB:.1f} GiB", m.peak.stage,
                       f"{m.peak_host / GIB:.1f} GiB")
         console.print(t)
+        if shaped := [name for name, m in plan.memory.items() if not m.exact]:
+            console.print(f"parameters of {', '.join(shaped)} counted from the layer shapes (a dense decoder's "
+                          "formula): transformers does not know the model_type to build the model")
         if any(m.dtype != here for m in plan.memory.values()):
             console.print(f"the estimates are for the GPU the spec declares (execution.device_memory_gb); this "
                           f"machine has none and would load the models in {here}")

@@ -85,6 +85,15 @@ def cached_snapshot(repo: Repo) -> Path | None:
         return Path(partial) if partial else None
 
 
+def cached_file(repo: Repo, filename: str) -> Path | None:
+    """One file of the revision from the cache, whether or not the rest of the snapshot is
+    there (asked of huggingface_hub, no request leaves the machine), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo.id, filename, cache_dir=cache_root(), revision=repo.revision, repo_type=repo.type)
+    return Path(found) if isinstance(found, str) else None  # not a str: never fetched, or known absent
+
+
 def missing_model_files(folder: Path) -> list[str]:
     """What a cached model snapshot lacks to load: config, every weight shard, a tokenizer."""
     import json

@@ -31,9 +31,11 @@ this module reads no plugin's parameters. Numbers are bytes; reports use GiB.
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,45 +53,33 @@ SHARD_BYTES = 5 * GIB  # save_pretrained's default shard, staged on the host whi
 # paper's zero-shot tasks stay under it, bar the longest MMLU prompts (peaks grow linearly).
 LONGEST_REQUEST = 1024
 
-# Published configs of the paper's models, so plans work with no hub (config.json fields).
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
-    "Qwen/Qwen2.5-0.5B": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                              num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                              tie_word_embeddings=True, max_position_embeddings=32768),
-    "Qwen/Qwen2.5-1.5B": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                              num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                              tie_word_embeddings=True, max_position_embeddings=131072),
-    "Qwen/Qwen2.5-3B": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                            num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
-                            tie_word_embeddings=True, max_position_embeddings=32768),
-    "Qwen/Qwen2.5-7B": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                            num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                            tie_word_embeddings=False, max_position_embeddings=131072),
-    "Qwen/Qwen2.5-14B": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
-                             num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
-                             tie_word_embeddings=False, max_position_embeddings=131072),
-    "meta-llama/Llama-3.2-1B": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                                    num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
-                                    tie_word_embeddings=True, max_position_embeddings=131072),
-    "meta-llama/Llama-3.2-3B": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                    num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
-                                    tie_word_embeddings=True, max_position_embeddings=131072),
-    "meta-llama/Meta-Llama-3-8B": dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
-                                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                                       vocab_size=128256, tie_word_embeddings=False, max_position_embeddings=8192),
-    "HuggingFaceTB/SmolLM2-135M": dict(model_type="llama", hidden_size=576, intermediate_size=1536,
-                                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                                       vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=8192),
-}
-
-
-def known_config(identity: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The published config of a model a source names by hub id, or None."""
-    repo = identity.get("id")
-    return dict(KNOWN_CONFIGS[repo]) if isinstance(repo, str) and repo in KNOWN_CONFIGS else None
-
-
 # --------------------------------------------------------------------------- shapes
+
+
+def count_parameters(config: Mapping[str, Any]) -> int | None:
+    """Every parameter of the model a config.json describes (tied weights once), counted
+    on the model itself built on the meta device, so any architecture is exact (qk-norms,
+    biases, experts); None for a model_type transformers has no causal LM for."""
+    return _count(json.dumps(dict(config), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _count(config_json: str) -> int | None:  # keyed by content: the plan asks once per model and stage
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    fields = json.loads(config_json)
+    model_type = fields.pop("model_type", None)
+    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    config = AutoConfig.for_model(model_type, **fields)
+    # torch's meta device, not accelerate's init_empty_weights: that one re-registers each
+    # parameter and so unties tied embeddings (Qwen2.5-0.5B would count 630M, not 494M)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared one once
 
 
 @dataclass(frozen=True)
@@ -106,27 +96,29 @@ class Shapes:
     tied: bool
     max_positions: int = 4096
     qkv_bias: bool = False
+    counted: int | None = None  # count_parameters(config); None: from the shapes below
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Shapes | None:
         """From config.json's fields (``text_config`` too); None when sizes are missing."""
-        config = config.get("text_config") or config
+        text = config.get("text_config") or config
         try:
-            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-            return cls(
+            hidden, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
+            shapes = cls(
                 hidden=hidden,
-                intermediate=int(config["intermediate_size"]),
-                layers=int(config["num_hidden_layers"]),
+                intermediate=int(text["intermediate_size"]),
+                layers=int(text["num_hidden_layers"]),
                 heads=heads,
-                kv_heads=int(config.get("num_key_value_heads") or heads),
-                head_dim=int(config.get("head_dim") or hidden // heads),
-                vocab=int(config["vocab_size"]),
-                tied=bool(config.get("tie_word_embeddings", True)),
-                max_positions=int(config.get("max_position_embeddings") or 4096),
-                qkv_bias=config.get("model_type") == "qwen2" or bool(config.get("attention_bias")),
+                kv_heads=int(text.get("num_key_value_heads") or heads),
+                head_dim=int(text.get("head_dim") or hidden // heads),
+                vocab=int(text["vocab_size"]),
+                tied=bool(text.get("tie_word_embeddings", True)),
+                max_positions=int(text.get("max_position_embeddings") or 4096),
+                qkv_bias=text.get("model_type") == "qwen2" or bool(text.get("attention_bias")),
             )
         except (KeyError, TypeError, ValueError):
             return None
+        return replace(shapes, counted=count_parameters(config))
 
     @property
     def kv_dim(self) -> int:
@@ -141,7 +133,14 @@ class Shapes:
         return attn + 3 * self.hidden * self.intermediate + 2 * self.hidden  # + two norms
 
     @property
+    def exact(self) -> bool:
+        return self.counted is not None
+
+    @property
     def params(self) -> int:
+        """The exact count where the model could be built, else the dense decoder's formula."""
+        if self.counted is not None:
+            return self.counted
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         return embeddings + self.layers * self.layer_params + self.hidden
 
@@ -187,6 +186,7 @@ class ModelMemory:
     params: int
     dtype: str
     stages: tuple[StageMemory, ...]
+    exact: bool = True  # params counted on the built model, not from the shapes (Shapes.params)
 
     @property
     def weights(self) -> int:
@@ -208,6 +208,7 @@ class ModelMemory:
         return {
             "model": self.model,
             "params": self.params,
+            "params_exact": self.exact,
             "dtype": self.dtype,
             "weights_bytes": self.weights,
             "peak_device_bytes": self.peak_device,
@@ -218,7 +219,8 @@ class ModelMemory:
         }
 
     def summary(self) -> str:
-        lines = [f"{self.model}: {self.params / 1e9:.2f}B parameters in {self.dtype}, "
+        counted = "" if self.exact else " (from the layer shapes)"
+        lines = [f"{self.model}: {self.params / 1e9:.2f}B parameters{counted} in {self.dtype}, "
                  f"peak {self.peak_device / GIB:.1f} GiB on the device ({self.peak.stage}), "
                  f"{self.peak_host / GIB:.1f} GiB on the host"]
         lines += [f"  {s.stage:28} {s.device / GIB:7.1f} GiB = {s.explain()}" for s in self.stages]
@@ -281,7 +283,7 @@ def estimate_model(name: str, shapes: Shapes, dtype: str, stages: list[StageRequ
         # while pruning, the base is the parent; after, the pruned parent waits on the host beside it
         host = (held if req.kind == "prune" else held + weights) + req.declared.host
         out.append(StageMemory(f"{req.kind} {req.plugin}", sum(terms.values()), host, terms))
-    return ModelMemory(name, shapes.params, dtype, tuple(out))
+    return ModelMemory(name, shapes.params, dtype, tuple(out), shapes.exact)
 
 
 # --------------------------------------------------------------------------- the device

@@ -23,7 +23,6 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from lawlab.api import CheckContext
-from lawlab.run.memory import known_config
 from lawlab.run.pipelines import PlanHooks, plan_pipelines
 from lawlab.spec.issues import SpecError, SpecIssue
 from lawlab.spec.models import content_hash
@@ -301,8 +300,7 @@ class _Planner:
         src_params = resolved.params[f"models[{i}].params"]
         model_type = m.model_type or source.model_type(src_params, ctx)
         identity = source.identity(src_params, ctx)
-        # None when sizes cannot be known before loading; a hub model of the paper's is known
-        config = source.config(src_params, ctx) or known_config(identity)
+        config = source.config(src_params, ctx)  # None when sizes cannot be known before loading
         self.configs[m.name] = config
         if config is not None:
             for k, e in enumerate(spec.evaluators):
