@@ -124,10 +124,18 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # torch sets its own root logger's level when imported, so its pytree logger (torchao's
-    # deprecation warnings on import) is named
-    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft", "torch.utils._pytree",
-                 "torchao"):
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_import_chatter()
+
+
+def quiet_import_chatter() -> None:
+    """Silence what libraries say about themselves on import (torchao's deprecation notices
+    through torch's pytree logger), which is about no study. torch sets its own root logger's
+    level when imported, so the pytree logger is named."""
+    import logging
+
+    for name in ("torch.utils._pytree", "torchao"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -83,8 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         environment.quiet_libraries()
     if args.command == "run":
         # Progress bars off before tqdm is imported; run_study sends the libraries'
-        # warnings to the study's log (lawlab.terminal.capture) instead of silencing them.
+        # warnings to the study's log (lawlab.terminal.capture) instead of silencing them;
+        # the plan, made before the log exists, imports torchao, whose import notices are silenced.
+        from lawlab import environment
+
         terminal.library_bars_off()
+        environment.quiet_import_chatter()
     try:
         return int(args.func(args) or 0)
     except SpecError as exc:
