@@ -17,6 +17,7 @@ from conftest import TESTS, needs_pack
 from noisy_plugin import NOISE
 
 from lawlab.cli.main import main
+from lawlab.laws.results import FitResult
 from lawlab.laws.simulate import simulate
 from lawlab.run.store import load_table
 from lawlab.testing import write_rows_csv
@@ -244,7 +245,7 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
     assert len(fits) == 10
     lines = text.splitlines()
     for f in fits:
-        group = "pooled" if f["group"]["by"] == "pooled" else f"model={f['group']['value']}"
+        group = FitResult.from_dict(f).group_label
         row = next(ln for ln in lines if f" {f['law']} " in ln and f" {group} " in ln)
         assert f" {format(f['fstat'], '.4g')} " in row  # the F value, whole, on its row
     assert "…" not in text
@@ -252,7 +253,6 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
 
 def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
     from lawlab.laws.fit import print_fits
-    from lawlab.laws.results import FitResult
     from lawlab.terminal import LawlabConsole
 
     assert main(["fit", str(results_csv), "--group-by", "pooled", "--group-by", "model"]) == 0
