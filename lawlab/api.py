@@ -503,8 +503,8 @@ class RFTRecipe(ABC):
 
     def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
         """For the memory plan: what training holds beyond the weights (optimizer state,
-        saved activations, logits; :func:`lawlab.run.memory.training_terms` counts the last
-        two). The default declares nothing, so a recipe that trains should say."""
+        saved activations, logits: how much of each depends on how it trains). The default
+        declares nothing, so a recipe that trains should say."""
         return MemoryTerms()
 
     @abstractmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import RANDOM_PRUNENET, TINY_LORA, tiny_study
+from lawlab_plugins.lora import lora_params, saved_bytes_per_token
 
 from lawlab.cli.main import main
 from lawlab.models.loading import Residency, copy_to_device, watching_placements
@@ -227,7 +228,7 @@ def test_weights_lora_and_kv_terms_equal_what_a_tiny_model_allocates():
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = LoraModel(net, LoraConfig(r=4, target_modules=targets), "default")
     trainable = sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)
-    assert shapes.lora_params(4) == trainable
+    assert lora_params(shapes, 4) == trainable
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -271,7 +272,7 @@ def test_training_activation_estimate_is_within_10_percent_of_saved_tensors(dtyp
     one, shapes = saved_bytes(1)
     two, _ = saved_bytes(2)
     measured = (two - one) / (2 * 48)  # per token, one layer
-    estimate = shapes.train_activation_bytes(4 if dtype == "float32" else 2)
+    estimate = saved_bytes_per_token(shapes, 4 if dtype == "float32" else 2)
     assert abs(estimate - measured) / measured < 0.10, (estimate, measured)
     assert estimate >= measured  # an estimate that errs, errs on the safe side
 
