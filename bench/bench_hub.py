@@ -19,23 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-SPEC = """
-[study]
-name = "hub-bench"
-output = "{output}"
+from lawlab.testing import spec_toml
 
-[[models]]
-name = "tiny"
-source = "hub"
-params = {{ id = "lawlab-test/tiny-llama", revision = "main" }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
-
-[execution]
-device = "cpu"
-"""
+# A hub model and one evaluation: validating it asks the hub about the model.
+HUB_MODEL = {"name": "tiny", "source": "hub", "params": {"id": "lawlab-test/tiny-llama", "revision": "main"}}
+CROSS_ENTROPY = {"evaluator": "cross-entropy", "params": {"datasets": ["tiny-corpus"], "window": 32, "batch_size": 8}}
 
 
 def timed(args: list[str], env: dict[str, str]) -> float:
@@ -53,7 +41,8 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
         env.update(HF_ENDPOINT=url, HF_HOME=f"{tmp}/hf", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
         spec = Path(tmp) / "spec.toml"
-        spec.write_text(SPEC.format(output=Path(tmp, "out").as_posix()))
+        spec.write_text(spec_toml(Path(tmp, "out"), study={"name": "hub-bench"}, models=[HUB_MODEL],
+                                  evaluators=[CROSS_ENTROPY]))
         probe = [sys.executable, "-c", "from lawlab import environment; environment.is_offline()"]
         validate = [sys.executable, "-m", "lawlab.cli.main", "validate", str(spec)]
         print(f"probe alone:              {timed(probe, env):6.1f} s  (target <= 8)")

@@ -27,43 +27,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-SPEC = """
-[study]
-name = "bench-ray"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, {ratios}]
-
-[[rft]]
-recipe = "lora"
-datasets = ["tiny-corpus"]
-sizes = [0, 8]
-params = {{ max_length = 32, batch_size = 4, rank = 4 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
-
-[execution]
-device = "cpu"
-executor = "{executor}"
-"""
+LORA = {"recipe": "lora", "datasets": ["tiny-corpus"], "sizes": [0, 8],
+        "params": {"max_length": 32, "batch_size": 4, "rank": 4}}
+CROSS_ENTROPY = {"evaluator": "cross-entropy", "params": {"datasets": ["tiny-corpus"], "window": 32, "batch_size": 8}}
 
 TIMING = {"rft_seconds", "rft_tokens_per_s"}
 
 
 def run(folder: Path, executor: str, ratios: list[float]) -> float:
     from lawlab.cli.main import main
+    from lawlab.testing import spec_toml
 
     spec = folder / f"{executor}.toml"
-    spec.write_text(SPEC.format(output=(folder / executor).as_posix(), ratios=", ".join(map(str, ratios)), executor=executor))
+    spec.write_text(spec_toml(folder / executor, study={"name": "bench-ray"}, models=[{"name": "tiny-llama", "source": "tiny"}],
+                              methods=[{"method": "random-prunenet", "ratios": [0.0, *ratios]}], rft=[LORA],
+                              evaluators=[CROSS_ENTROPY], execution={"executor": executor}))
     started = time.perf_counter()
     assert main(["run", str(spec), "--no-report", "-q"]) == 0
     return time.perf_counter() - started

@@ -430,6 +430,8 @@ class Measurement:
       questions of 1 / number of choices, so the analysis can tell a task the model does
       not perform above chance, and normalise (A - c) / (A0 - c).
     - ``tasks``: the tasks an average holds.
+    - ``paired``: set by the core, not the evaluator, on a metric its evaluator declares in
+      :attr:`Evaluator.paired_metrics`.
     """
 
     metric: str
@@ -501,8 +503,8 @@ class RFTRecipe(ABC):
 
     def memory(self, params: Any, shapes: Shapes, dtype_bytes: int) -> MemoryTerms:
         """For the memory plan: what training holds beyond the weights (optimizer state,
-        saved activations, logits; :func:`lawlab.run.memory.training_terms` counts the last
-        two). The default declares nothing, so a recipe that trains should say."""
+        saved activations, logits: how much of each depends on how it trains). The default
+        declares nothing, so a recipe that trains should say."""
         return MemoryTerms()
 
     @abstractmethod
@@ -575,6 +577,10 @@ class Evaluator(ABC):
     Params: ClassVar[type[Params]] = NoParams
     description: ClassVar[str] = ""
     kind: ClassVar[Literal["intrinsic", "extrinsic", "runtime"]]
+    # Metrics measured as a ratio to the unpruned model run in the same cell (unitless, with
+    # their interval in ``details["ci"]``): the study's table marks each such row
+    # ``details["paired"]``, so the analysis and the report read them as ratios, not units.
+    paired_metrics: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, params: Any, ctx: CheckContext) -> None: ...
 

@@ -180,6 +180,48 @@ def write_rows_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def spec_toml(output: str | Path | None = None, *, study: dict[str, Any] | None = None,
+              execution: dict[str, Any] | None = None, **sections: Any) -> str:
+    """A study spec as TOML text, for tests that write one. ``[study]`` is named "tiny" with
+    seed 1 (and ``output`` where given) and ``[execution]`` runs on the CPU; ``study`` and
+    ``execution`` are merged into those. Each of ``sections`` follows in the order given: a
+    list of dicts as an array of tables (``models=[{...}]`` → ``[[models]]``), a dict as a
+    table, None left out. Nested values are written inline, as a person writes a spec."""
+    head = {"name": "tiny", "seed": 1, **({"output": Path(output).as_posix()} if output else {}), **(study or {})}
+    tables = {"study": head, **sections, "execution": {"device": "cpu", **(execution or {})}}
+    blocks = []
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            blocks.append(_toml_table(f"[{key}]", value))
+        elif value is not None:
+            blocks += [_toml_table(f"[[{key}]]", v) for v in value]
+    return "\n".join(blocks)
+
+
+def _toml_table(header: str, table: dict[str, Any]) -> str:
+    return "\n".join([header, *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())]) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    import json
+
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):  # before int: a bool is an int to Python
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
 # A tiny registry loads the entry points named after these kinds (lawlab's own declare them):
 # the architectures every model needs, and the datasets.
 TINY_REGISTRY_KINDS = ("architectures", "datasets")

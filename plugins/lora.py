@@ -181,12 +181,13 @@ class LoRA(RFTRecipe):
 
     def memory(self, params: LoraParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
         """16 bytes per LoRA parameter (fp32 weights, gradients, two AdamW moments), then one
-        training pass's activations and logits."""
-        from lawlab.run.memory import training_terms
-
+        training pass of ``T`` = batch × length tokens: the activations saved for backward,
+        ``T · layers`` × :func:`saved_bytes_per_token`, and the logits, ``T · V · (b + 12)``
+        (the logits, their fp32 copy, log-softmax and its gradient)."""
         tokens = params.batch_size * params.max_length
-        return MemoryTerms({"LoRA state": 16 * shapes.lora_params(params.rank),
-                            **training_terms(shapes, dtype_bytes, tokens=tokens)})
+        return MemoryTerms({"LoRA state": 16 * lora_params(shapes, params.rank),
+                            "activations": tokens * shapes.layers * saved_bytes_per_token(shapes, dtype_bytes),
+                            "logits": tokens * shapes.vocab * (dtype_bytes + 12)})
 
     def check(self, params: LoraParams, dataset: str, size: int, ctx: CheckContext) -> None:
         if params.cap_to_available:
@@ -334,6 +335,20 @@ class LoRA(RFTRecipe):
             Measurement("rft_seconds", seconds, dataset=data.name),
             Measurement("rft_tokens_per_s", tokens * params.epochs / seconds, dataset=data.name),
         ]
+
+
+def lora_params(shapes: Any, rank: int) -> int:
+    """LoRA on every attention and MLP projection: rank · (in + out) each."""
+    q = shapes.heads * shapes.head_dim
+    per_layer = (shapes.hidden + q) * 2 + (shapes.hidden + shapes.kv_dim) * 2 + 3 * (shapes.hidden + shapes.intermediate)
+    return shapes.layers * rank * per_layer
+
+
+def saved_bytes_per_token(shapes: Any, b: int) -> int:
+    """Bytes saved for backward per token and layer in LoRA training with compute dtype of
+    ``b`` bytes: ``(16·hidden + 5·intermediate + 2·kv_dim)·b + 2·hidden·(4 − b)``, measured on
+    CPU with autograd's saved-tensor hooks, LoRA on every projection, dropout on."""
+    return (16 * shapes.hidden + 5 * shapes.intermediate + 2 * shapes.kv_dim) * b + 2 * shapes.hidden * (4 - b) + 256
 
 
 @hookimpl

@@ -215,6 +215,7 @@ def ratio_measurement(metric: str, mine: list[float], theirs: list[float], shape
 class Runtime(Evaluator):
     name: ClassVar[str] = "runtime"
     kind: ClassVar[str] = "runtime"
+    paired_metrics: ClassVar[frozenset[str]] = frozenset({"relative_time", "relative_decode_time"})
     Params: ClassVar[type[Params]] = RuntimeParams
     description: ClassVar[str] = (
         "time relative to the unpruned model (paired, alternating), forward time of the extrinsic benchmark, "

@@ -84,50 +84,36 @@ def needs_pack(*names: str):
 
     return mark
 
-TINY_SPEC = """
-[study]
-name = "tiny"
-seed = 1
-output = "{output}"
+# The blocks tests' specs share (lawlab.testing.spec_toml writes them as TOML).
+TINY_LLAMA = {"name": "tiny-llama", "source": "tiny", "params": {"model_type": "llama"}}
+RANDOM_PRUNENET = {"method": "random-prunenet", "ratios": [0.0, 0.5]}
+TINY_LORA = {"recipe": "lora", "datasets": ["tiny-corpus"], "sizes": [0, 8],
+             "params": {"max_length": 32, "batch_size": 4, "rank": 4}}
+TINY_CROSS_ENTROPY = {"evaluator": "cross-entropy", "params": {"datasets": ["tiny-corpus"], "window": 32, "batch_size": 8}}
 
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-params = {{ model_type = "llama" }}
 
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.25, 0.5]
+def tiny_study(output: str | Path | None = None, **sections) -> str:
+    """:func:`lawlab.testing.spec_toml` of one tiny llama pruned by random-prunenet at r = 0
+    and 0.5; ``sections`` (``models``, ``methods``, ``evaluators``, ...) replace or add."""
+    from lawlab.testing import spec_toml
 
-[[rft]]
-recipe = "lora"
-datasets = ["tiny-corpus"]
-sizes = [0, 8]
-params = {{ max_length = 32, batch_size = 4, rank = 4 }}
+    return spec_toml(output, **{"models": [TINY_LLAMA], "methods": [RANDOM_PRUNENET], **sections})
 
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
 
-[[laws]]
-form = "compression-law"
-metric = "intrinsic"
-
-[execution]
-device = "cpu"
-"""
+# The tiny_spec fixture's sections: what every stage needs, at three ratios.
+TINY_SPEC = {"methods": [{**RANDOM_PRUNENET, "ratios": [0.0, 0.25, 0.5]}], "rft": [TINY_LORA],
+             "evaluators": [TINY_CROSS_ENTROPY], "laws": [{"form": "compression-law", "metric": "intrinsic"}]}
 
 
 @pytest.fixture
 def tiny_spec(tmp_path: Path):
-    """Write the tiny spec (optionally edited) and return its path."""
+    """Write the tiny spec (:data:`TINY_SPEC`, optionally edited) and return its path."""
 
-    def write(edit=None, name: str = "spec.toml", output: Path | None = None, text: str = TINY_SPEC) -> Path:
-        """``edit`` maps the formatted spec text to the text written."""
-        out = output or tmp_path / "out"
+    def write(edit=None, name: str = "spec.toml", output: Path | None = None, **sections) -> Path:
+        """``sections`` replace TINY_SPEC's; ``edit`` maps the spec text to the text written."""
+        text = tiny_study(output or tmp_path / "out", **{**TINY_SPEC, **sections})
         path = tmp_path / name
-        formatted = text.format(output=out.as_posix())
-        path.write_text(edit(formatted) if edit else formatted)
+        path.write_text(edit(text) if edit else text)
         return path
 
     return write

@@ -13,81 +13,31 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TESTS, needs_pack
+from conftest import RANDOM_PRUNENET, TESTS, TINY_CROSS_ENTROPY, TINY_LLAMA, TINY_LORA, needs_pack
 from noisy_plugin import NOISE
 
 from lawlab.cli.main import main
+from lawlab.laws.results import FitResult
 from lawlab.laws.simulate import simulate
 from lawlab.run.store import load_table
-from lawlab.testing import write_rows_csv
+from lawlab.testing import spec_toml, write_rows_csv
 
 REPO = TESTS.parent
 NOISE_ON_TERMINAL = re.compile(r"Warning|fatal:|Traceback")
 
-TINY_MODEL = """
-[study]
-name = "{name}"
-seed = 0
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-params = {{ model_type = "llama" }}
-
-[execution]
-device = "cpu"
-"""
-
 # The quickstart's shape on a tiny model: two methods (SliceGPT among them), a LoRA RFT,
 # cross-entropy, lm-eval on an offline task, runtime, and the three laws.
-QUICKSTART_SHAPED = TINY_MODEL + """
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[methods]]
-method = "slicegpt"
-ratios = [0.0, 0.5]
-params = {{ calibration_dataset = "tiny-corpus", calibration_samples = 4, calibration_seqlen = 32 }}
-
-[[rft]]
-recipe = "lora"
-datasets = ["tiny-corpus"]
-sizes = [0, 8]
-params = {{ max_length = 32, batch_size = 4, rank = 4 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
-
-[[evaluators]]
-evaluator = "lm-eval"
-params = {{ tasks = ["piqa"], limit = 4 }}
-
-[[evaluators]]
-evaluator = "runtime"
-params = {{ tasks = ["piqa"], limit = 2, prompt_tokens = 16, decode_tokens = 4, repeats = 1 }}
-
-[[laws]]
-form = "compression-law"
-metric = "intrinsic"
-group_by = ["pooled", "method"]
-
-[[laws]]
-form = "compression-law"
-metric = "extrinsic"
-
-[[laws]]
-form = "runtime-law"
-metric = "runtime"
-"""
-
-NOISY = TINY_MODEL + """
-[[evaluators]]
-evaluator = "noisy"
-params = {{ fail = {fail} }}
-"""
+SLICEGPT = {"method": "slicegpt", "ratios": [0.0, 0.5],
+            "params": {"calibration_dataset": "tiny-corpus", "calibration_samples": 4, "calibration_seqlen": 32}}
+RUNTIME = {"evaluator": "runtime",
+           "params": {"tasks": ["piqa"], "limit": 2, "prompt_tokens": 16, "decode_tokens": 4, "repeats": 1}}
+QUICKSTART_SHAPED = {
+    "methods": [RANDOM_PRUNENET, SLICEGPT],
+    "rft": [TINY_LORA],
+    "evaluators": [TINY_CROSS_ENTROPY, {"evaluator": "lm-eval", "params": {"tasks": ["piqa"], "limit": 4}}, RUNTIME],
+    "laws": [{"form": "compression-law", "metric": "intrinsic", "group_by": ["pooled", "method"]},
+             {"form": "compression-law", "metric": "extrinsic"}, {"form": "runtime-law", "metric": "runtime"}],
+}
 
 
 def lawlab(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -99,9 +49,10 @@ def lawlab(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
                           text=True, timeout=600, **kwargs)
 
 
-def write_spec(folder: Path, text: str, name: str, **fields) -> Path:
+def write_spec(folder: Path, name: str, **sections) -> Path:
+    """A study of the tiny llama (seed 0) with ``sections``, written as ``<name>.toml``."""
     path = folder / f"{name}.toml"
-    path.write_text(text.format(name=name, output=(folder / name).as_posix(), **fields))
+    path.write_text(spec_toml(folder / name, study={"name": name, "seed": 0}, **{"models": [TINY_LLAMA], **sections}))
     return path
 
 
@@ -122,7 +73,7 @@ def quickstart_shaped(tmp_path_factory):
     """Run the quickstart-shaped study twice (the second run resumes), outside any git checkout."""
     folder = tmp_path_factory.mktemp("quiet")
     assert not folder.resolve().is_relative_to(REPO.resolve())
-    spec = write_spec(folder, QUICKSTART_SHAPED, "quick")
+    spec = write_spec(folder, "quick", **QUICKSTART_SHAPED)
     first = lawlab(["run", str(spec)], cwd=folder)
     second = lawlab(["run", str(spec)], cwd=folder)
     return folder / "quick", first, second
@@ -173,21 +124,13 @@ def test_summary_ranks_one_model_s_forms_by_held_out_ratios(quickstart_shaped):
 # --------------------------------------------------------------------------- where the noise goes
 
 
-# A method the model does not support, skipped at plan time: the run says so once.
-UNSUPPORTED = """
-[[methods]]
-method = "llama-only"
-ratios = [0.5]
-"""
-
-
 def run_noisy(folder: Path, *flags: str, fail: bool = False, unsupported: bool = False
               ) -> tuple[subprocess.CompletedProcess, str]:
-    text = NOISY
-    if unsupported:
-        text = text.replace('model_type = "llama"', 'model_type = "qwen2"').replace(
-            'device = "cpu"', 'device = "cpu"\non_unsupported = "skip"') + UNSUPPORTED
-    spec = write_spec(folder, text, "noisy", fail=str(fail).lower())
+    sections: dict = {"evaluators": [{"evaluator": "noisy", "params": {"fail": fail}}]}
+    if unsupported:  # a method the model does not support, skipped at plan time: the run says so once
+        sections.update(models=[{**TINY_LLAMA, "params": {"model_type": "qwen2"}}],
+                        methods=[{"method": "llama-only", "ratios": [0.5]}], execution={"on_unsupported": "skip"})
+    spec = write_spec(folder, "noisy", **sections)
     plugins = ["--plugin", "noisy_plugin", "--plugin", "lawlab_test_plugins"]
     done = lawlab([*plugins, "run", str(spec), *flags], cwd=folder)
     return done, (folder / "noisy" / "lawlab.log").read_text()
@@ -244,7 +187,7 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
     assert len(fits) == 10
     lines = text.splitlines()
     for f in fits:
-        group = "pooled" if f["group"]["by"] == "pooled" else f"model={f['group']['value']}"
+        group = FitResult.from_dict(f).group_label
         row = next(ln for ln in lines if f" {f['law']} " in ln and f" {group} " in ln)
         assert f" {format(f['fstat'], '.4g')} " in row  # the F value, whole, on its row
     assert "…" not in text
@@ -252,7 +195,6 @@ def test_fit_piped_to_a_file_shows_every_name_and_number_whole(results_csv, tmp_
 
 def test_a_narrow_terminal_wraps_names_not_numbers(results_csv):
     from lawlab.laws.fit import print_fits
-    from lawlab.laws.results import FitResult
     from lawlab.terminal import LawlabConsole
 
     assert main(["fit", str(results_csv), "--group-by", "pooled", "--group-by", "model"]) == 0

@@ -11,6 +11,7 @@ from lawlab_plugins.datasets import alpaca_text, carve_test, checksum, wikitext_
 
 from lawlab.api import CannotRunHere, CheckContext, CheckFailed, RunContext
 from lawlab.registry import get_registry
+from lawlab.testing import spec_toml
 
 
 @pytest.fixture(scope="module")
@@ -219,25 +220,12 @@ def test_spec_with_a_local_text_file_validates(tmp_path, registry):
 
     (tmp_path / "train.txt").write_text("a line\n")
     spec = tmp_path / "spec.toml"
-    body = """
-[study]
-name = "files"
-
-[[models]]
-name = "tiny"
-source = "local"
-params = {{ path = "nowhere" }}
-
-[[evaluators]]
-evaluator = "{evaluator}"
-params = {{ datasets = ["mine"] }}
-
-[datasets.mine]
-loader = "text-file"
-params = {{ train = "train.txt" }}
-"""
+    text = spec_toml(study={"name": "files"},
+                     models=[{"name": "tiny", "source": "local", "params": {"path": "nowhere"}}],
+                     evaluators=[{"evaluator": "cross-entropy", "params": {"datasets": ["mine"]}}],
+                     datasets={"mine": {"loader": "text-file", "params": {"train": "train.txt"}}})
     assert registry.has("evaluators", "cross-entropy")  # a built-in: never a reason to skip
-    spec.write_text(body.format(evaluator="cross-entropy"))
+    spec.write_text(text)
     with pytest.raises(SpecError) as err:
         load_spec(spec, registry=registry, offline=True, cache_dir=tmp_path)
     text = err.value.render()

@@ -79,7 +79,7 @@ def rows_from(
             "rft_dataset": "ptb" if D else "", "D": D, "evaluator": kind, "kind": kind,
             "metric": {"intrinsic": "cross_entropy", "extrinsic": "accuracy", "runtime": "relative_time"}[kind],
             "dataset": {"intrinsic": "ptb", "extrinsic": "mean", "runtime": "synthetic"}[kind],
-            "value": value, "L0": L0, "law_input": True, "details": {},
+            "value": value, "L0": L0, "law_input": True, "details": {"paired": True} if kind == "runtime" else {},
         })
 
     for model in models:

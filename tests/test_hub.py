@@ -19,61 +19,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import TINY_CROSS_ENTROPY, TINY_LORA
 from hub_standin import ALPACA, TINY_MODEL, WIKITEXT, StandInHub, model_files, populated
 
+from lawlab.testing import spec_toml
+
 LAWLAB = [sys.executable, "-m", "lawlab.cli.main"]
-
-HUB_SPEC = """
-[study]
-name = "hub-study"
-seed = 0
-output = "{output}"
-
-[[models]]
-name = "tiny"
-source = "hub"
-params = {{ id = "{model}", revision = "{revision}" }}
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.25]
-
-[[rft]]
-recipe = "lora"
-datasets = ["wikitext2", "alpaca6"]
-sizes = [0, 4]
-params = {{ max_length = 32, batch_size = 4, rank = 4, epochs = 1 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["wikitext2"], window = 32, batch_size = 8 }}
-
-[datasets.alpaca6]
-loader = "alpaca"
-params = {{ test_size = 6 }}
-
-[execution]
-device = "cpu"
-"""
-
-# A base model and one evaluation: the cheapest study that loads hub weights.
-MODEL_ONLY_SPEC = """
-[study]
-name = "hub-model"
-output = "{output}"
-
-[[models]]
-name = "tiny"
-source = "hub"
-params = {{ id = "{model}", revision = "{revision}" }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
-
-[execution]
-device = "cpu"
-"""
 
 
 def hub_env(tmp: Path, endpoint: str, **extra: str) -> dict[str, str]:
@@ -90,10 +41,31 @@ def lawlab(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run([*LAWLAB, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def write_spec(tmp: Path, text: str = HUB_SPEC, name: str = "spec.toml", revision: str = "main",
-               model: str = TINY_MODEL) -> Path:
-    path = tmp / name
-    path.write_text(text.format(output=(tmp / "out").as_posix(), model=model, revision=revision))
+def hub_spec(tmp: Path, *, model: str = TINY_MODEL, revision: str = "main", alpaca6: dict | None = None) -> Path:
+    """The hub study: a hub model pruned, recovered on two hub datasets (``alpaca6``: the
+    alpaca loader's params) and evaluated."""
+    lora = {**TINY_LORA, "datasets": ["wikitext2", "alpaca6"], "sizes": [0, 4],
+            "params": {**TINY_LORA["params"], "epochs": 1}}
+    ce = {**TINY_CROSS_ENTROPY, "params": {**TINY_CROSS_ENTROPY["params"], "datasets": ["wikitext2"]}}
+    return _written(tmp, spec_toml(
+        tmp / "out", study={"name": "hub-study", "seed": 0}, models=[hub_model(model, revision)],
+        methods=[{"method": "random-prunenet", "ratios": [0.25]}], rft=[lora], evaluators=[ce],
+        datasets={"alpaca6": {"loader": "alpaca", "params": alpaca6 or {"test_size": 6}}}))
+
+
+def model_only_spec(tmp: Path, *, model: str = TINY_MODEL, revision: str = "main", evaluators: tuple = ()) -> Path:
+    """A base model and its evaluations: the cheapest study that loads hub weights."""
+    return _written(tmp, spec_toml(tmp / "out", study={"name": "hub-model"}, models=[hub_model(model, revision)],
+                                   evaluators=[TINY_CROSS_ENTROPY, *evaluators]))
+
+
+def hub_model(model: str, revision: str) -> dict:
+    return {"name": "tiny", "source": "hub", "params": {"id": model, "revision": revision}}
+
+
+def _written(tmp: Path, text: str) -> Path:
+    path = tmp / "spec.toml"
+    path.write_text(text)
     return path
 
 
@@ -177,7 +149,7 @@ def test_reachability_is_judged_on_the_endpoint_the_clients_use(hub, tmp_path):
 
 @pytest.mark.slow  # waits out the probe's and the client's timeouts (≥ 13 s)
 def test_an_endpoint_that_never_answers_is_reported_within_seconds(hub, tmp_path):
-    spec = write_spec(tmp_path)
+    spec = hub_spec(tmp_path)
     with DeadEndpoint() as dead:
         for extra in ({}, {"LAWLAB_OFFLINE": "0"}):  # judged by the probe, or forced online
             before = dead.connections()
@@ -196,23 +168,22 @@ def test_an_endpoint_that_never_answers_is_reported_within_seconds(hub, tmp_path
 @pytest.mark.slow  # several `lawlab validate` subprocesses (≈37 s on 2 busy cores)
 def test_validate_names_a_missing_repository_or_revision(hub, tmp_path):
     env = hub_env(tmp_path, hub.url)
-    bad_id = lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, model="lawlab-test/no-such-model")))
+    bad_id = lawlab(env, "validate", str(model_only_spec(tmp_path, model="lawlab-test/no-such-model")))
     assert bad_id.returncode == 2
     assert "models[0].params.id" in bad_id.stderr and "no model repository 'lawlab-test/no-such-model'" in bad_id.stderr
-    bad_rev = lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, revision="v9")))
+    bad_rev = lawlab(env, "validate", str(model_only_spec(tmp_path, revision="v9")))
     assert bad_rev.returncode == 2
     assert "models[0].params.revision" in bad_rev.stderr and "'v9' does not exist" in bad_rev.stderr
-    bad_data = lawlab(env, "validate", str(write_spec(
-        tmp_path, HUB_SPEC.replace("test_size = 6 }", 'test_size = 6, revision = "nope" }'))))
+    bad_data = lawlab(env, "validate", str(hub_spec(tmp_path, alpaca6={"test_size": 6, "revision": "nope"})))
     assert bad_data.returncode == 2 and "datasets.alpaca6.params.revision" in bad_data.stderr
     # the card says 40 rows: holding out 40 leaves none to train on (known before any download)
-    too_many = lawlab(env, "validate", str(write_spec(tmp_path, HUB_SPEC.replace("test_size = 6", "test_size = 40"))))
+    too_many = lawlab(env, "validate", str(hub_spec(tmp_path, alpaca6={"test_size": 40})))
     assert too_many.returncode == 2 and "datasets.alpaca6.params.test_size" in too_many.stderr
     assert "1 to 39" in too_many.stderr
 
 
 def test_a_cold_cache_offline_names_each_missing_item_and_the_fetch_command(hub, tmp_path):
-    spec = write_spec(tmp_path)
+    spec = hub_spec(tmp_path)
     done = lawlab(hub_env(tmp_path, hub.url, HF_HUB_OFFLINE="1"), "validate", str(spec))
     assert done.returncode == 0, done.stderr
     assert f"models that need the hub: {TINY_MODEL}@main" in done.stdout
@@ -235,8 +206,8 @@ def test_revisions_resolve_to_commits_and_a_moved_branch_stops_a_resume(tmp_path
                            branch="v2")
     with standin:
         env = hub_env(tmp_path, standin.url)
-        assert lawlab(env, "validate", str(write_spec(tmp_path, MODEL_ONLY_SPEC, revision="v2"))).returncode == 0
-        spec = write_spec(tmp_path, MODEL_ONLY_SPEC)
+        assert lawlab(env, "validate", str(model_only_spec(tmp_path, revision="v2"))).returncode == 0
+        spec = model_only_spec(tmp_path)
         done = lawlab(env, "run", "--no-report", str(spec))
         assert done.returncode == 0, done.stderr
         (base,) = [p["model"] for kind, p in stored_cells(tmp_path / "out") if kind == "base"]
@@ -265,7 +236,7 @@ def test_a_hub_study_runs_through_a_mirror_then_air_gapped_after_fetch(tmp_path)
         connected = tmp_path / "connected"
         connected.mkdir()
         env = hub_env(connected, standin.url)
-        spec = write_spec(connected)
+        spec = hub_spec(connected)
         for command in ("validate", "plan"):
             done = lawlab(env, command, str(spec))
             assert done.returncode == 0, done.stderr
@@ -277,7 +248,7 @@ def test_a_hub_study_runs_through_a_mirror_then_air_gapped_after_fetch(tmp_path)
 
         gapped = tmp_path / "gapped"
         gapped.mkdir()
-        spec = write_spec(gapped)
+        spec = hub_spec(gapped)
         fetched = lawlab(hub_env(gapped, standin.url), "fetch", str(spec))
         assert fetched.returncode == 0, fetched.stderr
         commits = {(t, r): repo.branches["main"] for (t, r), repo in standin.repos.items()}
@@ -346,9 +317,7 @@ def test_every_dependency_has_an_upper_bound_that_the_tested_install_meets():
 def test_fetch_downloads_lm_eval_task_data_that_an_offline_run_then_reads(tmp_path):
     from hub_standin import PIQA, piqa_files
 
-    spec = tmp_path / "spec.toml"
-    spec.write_text(MODEL_ONLY_SPEC.format(output=(tmp_path / "out").as_posix(), model=TINY_MODEL, revision="main")
-                    + '\n[[evaluators]]\nevaluator = "lm-eval"\nparams = { tasks = ["piqa"], source = "lm-eval" }\n')
+    spec = model_only_spec(tmp_path, evaluators=({"evaluator": "lm-eval", "params": {"tasks": ["piqa"], "source": "lm-eval"}},))
     with populated(tmp_path / "build") as standin:
         standin.commit("dataset", PIQA, piqa_files())
         fetched = lawlab(hub_env(tmp_path, standin.url), "fetch", str(spec))

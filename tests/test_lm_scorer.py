@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from conftest import needs_pack
+from conftest import needs_pack, tiny_study
 from lawlab_plugins.lm_eval_tasks import LmEval, task_manager
 
 from lawlab.api import RunContext
@@ -243,39 +243,16 @@ def test_both_backends_give_the_same_accuracies_and_no_git_noise(ctx, capfd):
     assert "fatal" not in err and "git" not in err, err
 
 
-STUDY = """
-[study]
-name = "backends"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-params = {{ model_type = "llama" }}
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[evaluators]]
-evaluator = "lm-eval"
-params = {{ tasks = ["piqa", "arc_easy"], limit = 6, batch_size = 4 }}
-
-[execution]
-device = "cpu"
-"""
-
-
 @OLMO
 def test_a_study_stores_the_same_accuracies_with_either_backend(tmp_path):
     from lawlab.cli.main import main
     from lawlab.run.store import load_table
 
     spec = tmp_path / "spec.toml"
+    lm_eval = {"evaluator": "lm-eval", "params": {"tasks": ["piqa", "arc_easy"], "limit": 6, "batch_size": 4}}
     stored = {}
     for name, extra in (("default", []), ("hf", ["--set", 'evaluators[0].params.backend="hf"'])):
-        spec.write_text(STUDY.format(output=(tmp_path / name).as_posix()))
+        spec.write_text(tiny_study(tmp_path / name, study={"name": "backends"}, evaluators=[lm_eval]))
         assert main(["run", str(spec), "--no-report", "-q", *extra]) == 0
         rows = [r for r in load_table(tmp_path / name) if r["metric"] == "accuracy"]
         stored[name] = {(r["ratio"], r["dataset"]): r["value"] for r in rows}

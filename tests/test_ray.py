@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_CROSS_ENTROPY, tiny_study
 
 from lawlab.cli.main import main
 from lawlab.run.store import Store
@@ -102,34 +103,10 @@ def test_ray_store_equals_the_local_executors(local_ray, tiny_spec, tmp_path):
     assert snapshot(ray_out)["attempts"] == remote["attempts"]
 
 
-SLEEPY_SPEC = """
-[study]
-name = "sleepy"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[evaluators]]
-evaluator = "sleepy"
-params = {{ pid_file = "{pid_file}", seconds = 120 }}
-
-[[evaluators]]
-evaluator = "cross-entropy"
-params = {{ datasets = ["tiny-corpus"], window = 32, batch_size = 8 }}
-
-[execution]
-device = "cpu"
-executor = "ray"
-keep_artifacts = "all"
-params = {{ max_retries = 1 }}
-"""
+def sleepy_spec(out: Path, pid_file: Path) -> str:
+    sleepy = {"evaluator": "sleepy", "params": {"pid_file": pid_file.as_posix(), "seconds": 120}}
+    return tiny_study(out, study={"name": "sleepy"}, evaluators=[sleepy, TINY_CROSS_ENTROPY],
+                      execution={"executor": "ray", "keep_artifacts": "all", "params": {"max_retries": 1}})
 
 
 @pytest.mark.slow  # starts the local Ray instance (≈17 s at load 12) and a study on it
@@ -137,7 +114,7 @@ params = {{ max_retries = 1 }}
 def test_a_killed_worker_is_retried_and_nothing_is_lost(local_ray, tmp_path, capsys):
     out, pid_file = tmp_path / "out", tmp_path / "sleepy.pid"
     spec = tmp_path / "spec.toml"
-    spec.write_text(SLEEPY_SPEC.format(output=out.as_posix(), pid_file=pid_file.as_posix()))
+    spec.write_text(sleepy_spec(out, pid_file))
     codes: list[int] = []
     study = threading.Thread(target=lambda: codes.append(main(["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report"])))
     study.start()
@@ -188,35 +165,13 @@ def test_ray_params_are_checked_at_validation(tiny_spec, capsys):
     assert "max_retries" in err and "num_gpus" in err
 
 
-FAILING_SPEC = """
-[study]
-name = "failing"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-
-[[methods]]
-method = "broken"
-ratios = [0.0, 0.25, 0.5]
-
-[[evaluators]]
-evaluator = "flaky"
-params = {{ fail_on_ratio = 0.25, marker = "LAWLAB_TEST_FAIL" }}
-
-[execution]
-device = "cpu"
-executor = "ray"
-"""
-
-
 @pytest.mark.slow  # two Ray runs of a study (≈60 s on 2 cores at load 12)
 @needs_ray
 def test_failures_are_isolated_blocked_and_retried(local_ray, tmp_path, monkeypatch, capsys):
     out, spec = tmp_path / "out", tmp_path / "spec.toml"
-    spec.write_text(FAILING_SPEC.format(output=out.as_posix()))
+    flaky = {"evaluator": "flaky", "params": {"fail_on_ratio": 0.25, "marker": "LAWLAB_TEST_FAIL"}}
+    spec.write_text(tiny_study(out, study={"name": "failing"}, methods=[{"method": "broken", "ratios": [0.0, 0.25, 0.5]}],
+                               evaluators=[flaky], execution={"executor": "ray"}))
     run = ["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report", "-q"]
     monkeypatch.setenv("LAWLAB_TEST_FAIL", "1")  # the driver's LAWLAB_* variables hold on the workers
     assert main(run) == 1
@@ -263,34 +218,13 @@ def test_cell_tasks_carry_the_drivers_variables_and_plugin_files(monkeypatch):
     assert job == {"py_modules": [lawlab_test_plugins.__file__]}
 
 
-ANSWERING_SPEC = """
-[study]
-name = "answering"
-seed = 1
-output = "{output}"
-
-[[models]]
-name = "tiny-llama"
-source = "tiny"
-
-[[methods]]
-method = "random-prunenet"
-ratios = [0.0, 0.5]
-
-[[evaluators]]
-evaluator = "answering"
-
-[execution]
-device = "cpu"
-"""
-
-
 @needs_ray
 def test_per_question_records_come_back_from_the_workers(local_ray, tmp_path):
     tables = {}
-    for name, text in (("local", ANSWERING_SPEC), ("ray", with_ray(ANSWERING_SPEC))):
+    for name in ("local", "ray"):
         spec = tmp_path / f"{name}.toml"
-        spec.write_text(text.format(output=(tmp_path / name).as_posix()))
+        spec.write_text(tiny_study(tmp_path / name, study={"name": "answering"}, evaluators=[{"evaluator": "answering"}],
+                                   execution={"executor": name}))
         assert main(["--plugin", "lawlab_test_plugins", "run", str(spec), "--no-report", "-q"]) == 0
         with Store(tmp_path / name) as store:
             keys = [r["key"] for r in store.plan_rows() if r["kind"] == "eval"]

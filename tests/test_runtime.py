@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import lawlab_plugins.lm_eval_tasks as lm_eval_plugin
 import pytest
 import torch
-from conftest import needs_pack
+from conftest import RANDOM_PRUNENET, TINY_CROSS_ENTROPY, TINY_LORA, TINY_SPEC, needs_pack
 from lawlab_plugins.runtime import ForwardTimer, Runtime
 
 from lawlab.api import CheckContext, CheckFailed, RunContext
@@ -215,21 +215,17 @@ def test_a_study_fits_the_runtime_law_to_paired_ratios(tiny_spec, tmp_path):
     from lawlab.laws.fit import fit_law
     from lawlab.run.store import load_table
 
-    def with_runtime(text: str) -> str:
-        text = text.replace("sizes = [0, 8]", "sizes = [0]").replace("[0.0, 0.25, 0.5]", "[0.25, 0.5, 0.75]")
-        return text.replace("[[laws]]", """[[evaluators]]
-evaluator = "runtime"
-params = { benchmark = false, prompt_tokens = 16, decode_tokens = 0, repeats = 3 }
-
-[[laws]]
-form = "runtime-law"
-metric = "runtime"
-
-[[laws]]""", 1)
-
+    runtime = {"evaluator": "runtime",
+               "params": {"benchmark": False, "prompt_tokens": 16, "decode_tokens": 0, "repeats": 3}}
+    laws = [{"form": "runtime-law", "metric": "runtime"}, *TINY_SPEC["laws"]]
     out = tmp_path / "out"
-    assert main(["run", str(tiny_spec(with_runtime, output=out)), "--no-report"]) == 0
-    rows = [r for r in load_table(out) if r["metric"] == "relative_time"]
+    spec = tiny_spec(output=out, methods=[{**RANDOM_PRUNENET, "ratios": [0.25, 0.5, 0.75]}],
+                     rft=[{**TINY_LORA, "sizes": [0]}], evaluators=[TINY_CROSS_ENTROPY, runtime], laws=laws)
+    assert main(["run", str(spec), "--no-report"]) == 0
+    table = load_table(out)
+    # the table marks what the evaluator declares paired, and nothing else
+    assert {r["metric"] for r in table if r["details"].get("paired")} == {"relative_time"}
+    rows = [r for r in table if r["metric"] == "relative_time"]
     assert len(rows) == 4  # the base and three pruned variants
     base = next(r for r in rows if not r["method"])
     assert base["value"] == 1.0 and all(r["L0"] == 1.0 for r in rows)

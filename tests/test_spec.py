@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, tiny_study
 
 from lawlab.cli.main import main
 from lawlab.spec.load import apply_overrides, load_spec, parse_spec, read_toml
@@ -109,7 +109,7 @@ MALFORMED = [
     ("dtype", _edit('device = "cpu"', 'device = "cpu"\ndtype = "float8"'), ["execution.dtype", "float8", "bfloat16"]),
     ("executor", _edit('device = "cpu"', 'device = "cpu"\nexecutor = "slurm"'), ["execution.executor", "'slurm'", "local"]),
     ("keep-artifacts", _edit('device = "cpu"', 'device = "cpu"\nkeep_artifacts = "some"'), ["execution.keep_artifacts", "some"]),
-    ("toml-syntax", _edit("seed = 1", "seed = = 1"), ["TOML syntax error", "line 4"]),
+    ("toml-syntax", _edit("seed = 1", "seed = = 1"), ["TOML syntax error", "line 3"]),
     ("ratio-leaves-no-channel", _edit("ratios = [0.0, 0.25, 0.5]", "ratios = [0.0, 0.99]"),
      ["methods[0].ratios[1]", "leaves no FFN channel of 128", "given: 0.99"]),
     ("window-over-context", _edit("window = 32", "window = 512"),
@@ -160,7 +160,7 @@ def test_all_problems_are_reported_at_once(tiny_spec, capsys):
 
 def test_structural_parse_needs_no_plugins(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text(TINY_SPEC.format(output="x"))
+    path.write_text(tiny_study("x", **TINY_SPEC))
     spec = parse_spec(apply_overrides(read_toml(path), [], path), path)
     assert spec.models[0].source == "tiny"
     assert spec.output_dir() == Path("x")

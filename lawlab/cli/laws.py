@@ -670,7 +670,7 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
     unreachable: list[str] = []  # a typed σ no law can reach: exit 2 if that is all there is
     answered = 0
     for f in fits:
-        group = "pooled" if f.group.get("by") == "pooled" else f"{f.group['by']}={f.group['value']}"
+        group = f.group_label
         beta = f.theta["beta"]
         try:
             sigmas = args.sigma or default_sigmas(beta, f.rule, n=9 if args.curve else 3)

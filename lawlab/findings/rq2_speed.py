@@ -29,7 +29,7 @@ def rq2(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = No
     cells = []
     for p in pts:
         rel = p["value"] / p["L0"]
-        ci = p["details"].get("ci") if p["metric"] == "relative_time" else None
+        ci = p["details"].get("ci") if p["details"].get("paired") else None
         cells.append({"model": p["model"], "method": p["method"], "r": p["ratio"], "time_ratio": rel,
                       "reduction": 1 - rel, "reduction_ci": [1 - ci[1], 1 - ci[0]] if ci else None})
     top = max(cells, key=lambda c: c["reduction"])
@@ -47,7 +47,7 @@ def rq2(rows: Sequence[dict[str, Any]], seed: int = 0, book: FitBook | None = No
     parts = [_falls(betas), _small_model_range(cells, seed), _bigger_gain_more(betas, param_counts(rows))]
     ev = {"measure": metric, "cells": cells, "largest": top, "beta": betas,
           "paper": {"reduction_r_0.5_0.9_small": [0.24, 0.35], "reduction_large": 0.60}}
-    paired = "relative_time" in metric
+    paired = any(p["details"].get("paired") for p in pts)
     ci = ("per cell: the paired runtime's interval for its median time ratio (order statistics); " if paired else "")
     ci += f"β: t interval of the per-model runtime-law fit; mean reduction: {CELL_CI}"
     by_ratio: dict[float, list[float]] = {}

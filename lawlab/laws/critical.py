@@ -151,7 +151,7 @@ def _percentiles(values: Sequence[float]) -> tuple[float, float]:
 
 def _coefficients(fit: FitResult, names: Sequence[str]) -> None:
     if fit.skipped:
-        raise CriticalRangeError(f"the fit of {fit.form} ({fit.group}) was skipped: {fit.skipped}")
+        raise CriticalRangeError(f"the fit of {fit.form} ({fit.group_label}) was skipped: {fit.skipped}")
     if fit.metric_kind == "runtime":
         raise CriticalRangeError(f"{fit.law or fit.form} is a runtime law: a recovery threshold and a critical "
                                  "ratio are defined for loss and accuracy laws only", "no-law")

@@ -368,7 +368,7 @@ def print_fits(fits: Sequence[FitResult], console: Any) -> None:
 
 def _fits_table(fits: Sequence[FitResult], title: str, *, with_law: bool) -> Any:
     """The fits as a table; without the law column (one law per table) it is narrower
-    still: one fit method goes to the title and a group label may break after "by:"."""
+    still: one fit method goes to the title, and a group label may break at its spaces."""
     from rich.table import Table
 
     methods = {f.method for f in fits}
@@ -379,9 +379,7 @@ def _fits_table(fits: Sequence[FitResult], title: str, *, with_law: bool) -> Any
     for col in cols:
         t.add_column(col, justify="right" if col in ("n", "adj. R²", "F") else "left")
     for f in fits:
-        by = f.group.get("by")
-        group = "pooled" if by == "pooled" else (f"{by}={f.group['value']}" if with_law else f"{by}: {f.group['value']}")
-        lead = ([f.law or f.form] if with_law else []) + [group] + ([] if one_method else [f.method]) + [str(f.n)]
+        lead = ([f.law or f.form] if with_law else []) + [f.group_label] + ([] if one_method else [f.method]) + [str(f.n)]
         if f.skipped:
             t.add_row(*lead, f"[dim]skipped: {f.skipped}[/dim]", "", "", "")
             continue

@@ -73,6 +73,12 @@ class FitResult:
         return {p.name: p.value for p in self.params}
 
     @property
+    def group_label(self) -> str:
+        """The group as every table, summary and command prints it: "pooled" or "model = x"."""
+        by = self.group.get("by")
+        return "pooled" if by == "pooled" else f"{by} = {self.group.get('value')}"
+
+    @property
     def rule(self) -> MetricRule:
         return metric_rule(self.metric_kind)
 
@@ -116,7 +122,7 @@ class FitResult:
         """A plain-text table in the manner of statsmodels."""
         width = 86
         title = f"{self.form} — {self.method.upper()} ({self.space} space)"
-        group = "pooled" if self.group.get("by") == "pooled" else f"{self.group.get('by')} = {self.group.get('value')}"
+        group = self.group_label
         lines = [title.center(width), "=" * width]
         if self.skipped:
             return "\n".join([*lines, f"Group: {group}", f"Not fitted: {self.skipped}", "=" * width])

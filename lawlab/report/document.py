@@ -71,11 +71,6 @@ def formula_html(text: str) -> str:
     return re.sub(r"\b([LS])0\b", r"\1<sub>0</sub>", out)
 
 
-def group_label(fit: FitResult) -> str:
-    return "pooled" if fit.group.get("by") == "pooled" else f"{fit.group.get('by')} = {fit.group.get('value')}"
-
-
-
 def when(t: float | None) -> str:
     """A wall-clock time as the report prints it (local time), or a dash."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "–"

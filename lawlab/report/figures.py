@@ -72,7 +72,7 @@ def model_colour(study: StudyData, model: str, fallback: int) -> str:
 def unit(study: StudyData, kind: str) -> str:
     """What a metric's axis shows: runtime measured as paired ratios has no seconds."""
     runtime = [r for r in study.rows if r["kind"] == "runtime"]
-    if kind == "runtime" and runtime and all(r["metric"] == "relative_time" for r in runtime):
+    if kind == "runtime" and runtime and all(r["details"].get("paired") for r in runtime):
         return "time relative to the unpruned model (×)"
     return UNITS.get(kind, "metric")
 
@@ -225,7 +225,7 @@ def figure_runtime(study: StudyData) -> Drawing:
     by_model = fits_for(study, "runtime", "model")
     pooled = fits_for(study, "runtime", "pooled")
     law_of = {f.group["value"]: f for f in by_model}
-    paired = all(r["metric"] == "relative_time" for r in rows)
+    paired = all(r["details"].get("paired") for r in rows)
     fig, axes = new_figure(1, 2)
     ax_s, ax_x = axes[0]
     grid = ratio_grid(rows)

@@ -22,7 +22,6 @@ from lawlab.report.document import (
     fmt,
     fmt_ci,
     fmt_f,
-    group_label,
     r2_text,
     when,
 )
@@ -149,7 +148,7 @@ def critical_table(study: StudyData) -> Table | None:
     for kind in ("extrinsic", "intrinsic"):
         fits = fits_for(study, kind, "model", needs=["beta"]) or fits_for(study, kind, "pooled", needs=["beta"])
         for f in fits:
-            row = [kind, f"{f.law} · {group_label(f)}", _coef_cell(f, "beta"), fmt(2 ** f.theta["beta"])]
+            row = [kind, f"{f.law} · {f.group_label}", _coef_cell(f, "beta"), fmt(2 ** f.theta["beta"])]
             for s in SIGMAS[kind]:
                 try:
                     iv = r_crit_from_fit(f, s)
@@ -158,7 +157,7 @@ def critical_table(study: StudyData) -> Table | None:
                 except CriticalRangeError as exc:
                     iv, text, reason = None, "none", str(exc)
                 row.append(text)
-                records.append({"metric": kind, "law": f.law, "group": group_label(f), "beta": f.theta["beta"],
+                records.append({"metric": kind, "law": f.law, "group": f.group_label, "beta": f.theta["beta"],
                                 "sigma": s, "r_crit": iv.value if iv else None, "low": iv.low if iv else None,
                                 "high": iv.high if iv else None, "reason": reason})
             cells.append(row)

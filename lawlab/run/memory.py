@@ -14,11 +14,8 @@ With ``W`` the weights (parameters × bytes of the dtype), ``T`` tokens in one f
 - prune, calibration-based: ``W`` + the calibration activations (three copies of samples
   × length × hidden in the model dtype: a block's inputs, midpoints and outputs) + one
   layer's forward + a hidden² float64 Gram matrix; the eigendecomposition on the host.
-- RFT (LoRA): ``W`` + LoRA state (16 bytes per LoRA parameter: fp32 weights, gradients,
-  two AdamW moments) + activations saved for backward, ``T · layers · A`` with
-  ``A = (16·hidden + 5·intermediate + 2·kv_dim)·b + 2·hidden·(4 − b)`` bytes (measured on
-  CPU with autograd's saved-tensor hooks, LoRA on every projection, dropout on) + logits
-  (``T · V · (b + 12)``: the logits, their fp32 copy, log-softmax and its gradient).
+- RFT: ``W`` + what the recipe declares (its trainable state and optimiser moments, the
+  activations it saves for backward, its logits).
 - evaluation: ``W`` + logits (``T · V · (b + 4)``) + the KV cache + one layer's
   activations; an evaluator that compares with the base model holds it too (``+ W_base``),
   one that scores a bounded chunk of logits at a time counts only that chunk.
@@ -144,16 +141,6 @@ class Shapes:
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
         return embeddings + self.layers * self.layer_params + self.hidden
 
-    def lora_params(self, rank: int) -> int:
-        """LoRA on every attention and MLP projection: rank · (in + out) each."""
-        q = self.heads * self.head_dim
-        per_layer = (self.hidden + q) * 2 + (self.hidden + self.kv_dim) * 2 + 3 * (self.hidden + self.intermediate)
-        return self.layers * rank * per_layer
-
-    def train_activation_bytes(self, b: int) -> int:
-        """Bytes saved for backward per token and layer in LoRA training (see module doc)."""
-        return (16 * self.hidden + 5 * self.intermediate + 2 * self.kv_dim) * b + 2 * self.hidden * (4 - b) + 256
-
     def kv_cache_bytes(self, tokens: int, b: int) -> int:
         return 2 * self.layers * self.kv_dim * tokens * b
 
@@ -169,7 +156,7 @@ class Shapes:
 class StageMemory:
     """One stage's estimated peak: device and host bytes, and the device terms by name."""
 
-    stage: str  # "load", "prune slicegpt", "rft lora", "eval cross-entropy"
+    stage: str  # "load", then "<kind> <plugin>": "prune <pruner>", "rft <recipe>", "eval <evaluator>"
     device: int
     host: int
     terms: Mapping[str, int] = field(default_factory=dict)
@@ -241,15 +228,6 @@ def calibration_terms(shapes: Shapes, b: int, *, samples: int, length: int, batc
         },
         host=3 * 8 * shapes.hidden**2,  # the eigendecomposition in float64 on the CPU
     )
-
-
-def training_terms(shapes: Shapes, b: int, *, tokens: int) -> dict[str, int]:
-    """Activations saved for backward and the logits of one training pass of ``tokens``
-    tokens (batch × length), with every projection adapted (see the module doc)."""
-    return {
-        "activations": tokens * shapes.layers * shapes.train_activation_bytes(b),
-        "logits": tokens * shapes.vocab * (b + 12),
-    }
 
 
 def forward_terms(shapes: Shapes, b: int, *, tokens: int, logit_elements: int | None = None) -> dict[str, int]:

@@ -330,6 +330,7 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
             key = cells[key]["parent"]
         return None
 
+    paired = _paired_metrics({c["plugin"] for c in cells.values() if c["kind"] == "eval"})
     rows: list[dict[str, Any]] = []
     for res in results:
         cell = cells.get(res["cell_key"])
@@ -374,7 +375,8 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
                 "seed": pruned_prov.get("seed", prov.get("seed", spec.get("study", {}).get("seed"))),
                 "device": prov.get("device"),
                 "dtype": prov.get("dtype"),
-                "details": json.loads(res["details"]),
+                "details": {**json.loads(res["details"]),
+                            **({"paired": True} if res["metric"] in paired.get(cell["plugin"], ()) else {})},
                 "quant": (qcomp or {}).get("quantization", {}).get("label", ""),
                 "bits_per_weight": storage.get("bits_per_weight"),
                 "storage_ratio": (storage.get("ratios") or {}).get("storage"),
@@ -389,6 +391,16 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
     for r in rows:
         r["L0"] = base.get((r["model"], r["evaluator"], r["metric"], r["dataset"]))
     return rows
+
+
+def _paired_metrics(evaluators: set[str]) -> dict[str, frozenset[str]]:
+    """The metrics each evaluator declares paired (``Evaluator.paired_metrics``), asked when
+    the table is read, so a store written before the declaration reads the same."""
+    from lawlab.registry import get_registry
+
+    registry = get_registry()
+    return {name: registry.get("evaluators", name).paired_metrics for name in evaluators
+            if registry.has("evaluators", name)}
 
 
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
