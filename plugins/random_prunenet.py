@@ -126,12 +126,6 @@ class RandomPruneNet(FFNChannelPruner):
         "remove the fraction r of FFN channels in every layer, uniformly at random (seeded); calibration-free"
     )
 
-    def pruned_config(self, config: dict[str, Any], ratio: float, params: Any) -> dict[str, Any] | None:
-        n = config.get("intermediate_size")
-        if not isinstance(n, int) or self.check_model(config, ratio, params):
-            return None
-        return config | {"intermediate_size": kept_channels(n, ratio, params)}
-
     def choose(self, model: LoadedModel, adapter: Any, keep: int, params: Any, ctx: RunContext) -> tuple[list[Any], dict]:
         import torch
 
