@@ -636,6 +636,15 @@ class LawForm(ABC):
 
     ``predict`` is all a form needs; a form that is linear in log space also gives
     ``log_design`` so it can be fitted by ordinary least squares as the paper does.
+
+    A form across compression axes declares ``axes = ("quant",)``: it then takes quantised
+    variants, which the other forms never see. Per-row inputs beyond L0, r, D are named in
+    ``needs``: ``"q"``, the quantisation axis' declared ratio (1 − bits stored / (params ·
+    original bits), 0 for float weights), ``"quant"``, the setting's label ("" for float),
+    or any numeric column of the results table. The engine passes them to ``predict``,
+    ``log_design`` and ``log_offset`` as the keyword ``columns`` (a mapping from each name
+    to an array aligned with r), so such a form adds ``*, columns=None`` to those methods;
+    forms that need nothing keep the plain signatures and are never passed it.
     """
 
     name: ClassVar[str]
@@ -649,6 +658,14 @@ class LawForm(ABC):
     # runtime); "alternative" is a form the law is compared with (an ablation, another shape).
     role: ClassVar[Literal["law", "alternative"]] = "alternative"
     kinds: ClassVar[tuple[str, ...]] = ("intrinsic", "extrinsic")  # the metric kinds it can describe
+    axes: ClassVar[tuple[str, ...]] = ()  # compression axes beyond pruning whose variants it takes ("quant")
+    needs: ClassVar[tuple[str, ...]] = ()  # per-row columns passed as ``columns=`` (see the class docstring)
+
+    def for_data(self, columns: Mapping[str, Any]) -> LawForm:
+        """The form as fitted to rows with these ``columns``: a form whose parameters depend
+        on the rows (one efficiency per quantisation setting present) returns a form with
+        those parameters; the others return themselves."""
+        return self
 
     @abstractmethod
     def predict(self, L0: Any, r: Any, D: Any, theta: dict[str, float], options: Any) -> Any:

@@ -45,8 +45,13 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--method", choices=["auto", "ols", "nls"], default="auto",
                    help="auto: OLS for log-linear forms, lmfit for the others")
     p.add_argument("--space", choices=["log", "linear"], default="log")
-    p.add_argument("--rank-by", choices=["leave-one-model-out", "leave-one-ratio-out", "aic", "bic"],
-                   help="default: leave-one-model-out, or leave-one-ratio-out when the rows have one model")
+    p.add_argument("--rank-by", choices=["leave-one-model-out", "leave-one-ratio-out", "leave-one-axis-setting-out",
+                                         "aic", "bic"],
+                   help="default: leave-one-model-out, or with one model leave-one-axis-setting-out (every row of one "
+                        "pruning ratio × quantisation setting held out) with --quantised, else leave-one-ratio-out")
+    p.add_argument("--quantised", action="store_true",
+                   help="compare on float and quantised variants: the forms that declare the quantisation axis "
+                        "(default forms: those); without it quantised rows are left out, as a float law needs")
     p.set_defaults(func=cmd_compare)
 
     p = subcommand(subparsers, "critical",
@@ -341,20 +346,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     given = [f.strip() for f in args.forms.split(",") if f.strip()]
     _form_names(registry, given, "--forms")
     if (args.source.is_dir() and not given and args.method == "auto" and args.space == "log" and not args.rank_by
-            and args.ratio == "nominal" and not args.option):
+            and args.ratio == "nominal" and not args.option and not args.quantised):
         return _print_analysis_comparisons(args, registry)
     rows = _prepared(_rows(args))
     kinds = _kinds(args, rows)
+    axes = ("quant",) if args.quantised else ()
     for kind in kinds:  # forms are compared on one kind of metric at a time
-        _compare_kind(args, registry, rows, kind, given or _default_forms(registry, kind), len(kinds) > 1)
+        _compare_kind(args, registry, rows, kind, given or _default_forms(registry, kind, axes), len(kinds) > 1)
     return 0
 
 
-def _default_forms(registry: Any, kind: str) -> list[str]:
-    """Every registered form that declares it can describe this kind, the law first."""
+def _default_forms(registry: Any, kind: str, axes: tuple[str, ...] = ()) -> list[str]:
+    """Every registered form that declares it can describe this kind across these axes, the law first."""
     from lawlab.laws.forms import compared_forms
 
-    return compared_forms(kind, registry)
+    return compared_forms(kind, registry, axes)
 
 
 def _print_analysis_comparisons(args: argparse.Namespace, registry: Any) -> int:
@@ -380,6 +386,8 @@ def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str,
         return args.rank_by, ""
     if len({str(r.get("model")) for r in rows}) > 1:
         return "leave-one-model-out", ""
+    if any(r.get("quant") for r in rows):
+        return "leave-one-axis-setting-out", " (one model: leave-one-model-out cannot apply)"
     if len({str(r.get("ratio")) for r in rows}) > 1:
         return "leave-one-ratio-out", " (one model: leave-one-model-out cannot apply)"
     return "aic", " (one model and one ratio: no cross-validation applies)"
@@ -393,7 +401,7 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
     from lawlab.laws.data import law_rows
     from lawlab.laws.forms import LawFitError
 
-    rows = law_rows(all_rows, kind)
+    rows = law_rows(all_rows, kind, ("quant",) if args.quantised else ())
     if not rows:
         _fail(f"no {kind} rows to fit in {args.source}")
     rank_by, why = _rank_by(args, rows)
@@ -416,20 +424,23 @@ def _compare_kind(args: argparse.Namespace, registry: Any, all_rows: list[dict[s
 
 def _show_comparison(table: Any, title: str, console: Any) -> None:
     """A form comparison as rich tables (split in two on a narrow terminal), and its notes."""
-    from lawlab.laws.compare import CV_SCHEMES
+    from lawlab.laws.compare import CV_SCHEMES, SCHEME_SHORT
     from lawlab.terminal import narrowest_width, words_whole
 
     kind, rank_by = table.metric_kind, table.rank_by
-    cols = ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", "LOMO RMSE", "LORO RMSE",
-            "feasible")
+    # leave-one-axis-setting-out is shown where some form has it (quantised rows)
+    schemes = [k for k in CV_SCHEMES if k != "leave-one-axis-setting-out"
+               or any(r.cv.get(k, {}).get("folds") for r in table.rows)]
+    cv_cols = tuple(f"{SCHEME_SHORT[k]} RMSE" for k in schemes)
+    cols = ("#", "form", "fit", "k", "adj. R²", "adj. R² (centred)", "F", "AIC", "BIC", *cv_cols, "feasible")
     cells = []
     for i, r in enumerate(table.rows, 1):
         f = r.fit
         if f.skipped:
             cells.append([str(i), r.form, r.method, str(r.n_params), f"[dim]not fitted: {f.skipped}[/dim]",
-                          *[""] * 7])
+                          *[""] * (len(cols) - 5)])
             continue
-        cv = [_num(r.cv[k].get("rmse"), ".4g") + _folds(r.cv[k]) for k in CV_SCHEMES]
+        cv = [_num(r.cv.get(k, {}).get("rmse"), ".4g") + _folds(r.cv.get(k, {})) for k in schemes]
         cells.append([str(i), r.form, r.method, str(r.n_params),
                       _num(f.r2_adj, ".4f") + (" (u)" if f.r2_kind == "uncentred" else ""),
                       _num(r.r2_centred_adj, ".4f"), _num(f.fstat, ".4g"), _num(f.aic, ".1f"), _num(f.bic, ".1f"),
@@ -441,10 +452,10 @@ def _show_comparison(table: Any, title: str, console: Any) -> None:
         console.print(words_whole(_columns_table(title + ": fit", cols, cells, (
             "#", "form", "k", "adj. R²", "adj. R² (centred)", "F", "feasible")), console.width))
         console.print(words_whole(_columns_table(f"{kind}: selection criteria", cols, cells, (
-            "#", "form", "fit", "AIC", "BIC", "LOMO RMSE", "LORO RMSE")), console.width))
+            "#", "form", "fit", "AIC", "BIC", *cv_cols)), console.width))
     for note in table.notes:
         console.print(_wrap(f"note: {note}", console.width), markup=False, highlight=False)
-    for scheme in CV_SCHEMES:  # a scheme that cannot apply ("-" in every row) says why, once
+    for scheme in schemes:  # a scheme that cannot apply ("-" in every row) says why, once
         reasons = {r.cv[scheme].get("reason") for r in table.rows if scheme in r.cv}
         if len(reasons) == 1 and (reason := reasons.pop()):
             ranked = ", so the forms are not ranked by it (try another --rank-by)" if scheme == rank_by else ""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,19 +127,26 @@ def is_base(row: dict[str, Any]) -> bool:
     return not row.get("method") and not (row.get("ratio") or 0) and not (row.get("D") or 0)
 
 
-def law_rows(rows: Iterable[dict[str, Any]], kind: str | None = None) -> list[dict[str, Any]]:
+def law_rows(rows: Iterable[dict[str, Any]], kind: str | None = None,
+             axes: Collection[str] = ()) -> list[dict[str, Any]]:
     """The rows a law of ``kind`` describes: that kind, ``law_input``, not a base row, and
-    float weights (a quantised variant is a point of the cross-axis laws, not of f(r, D))."""
+    float weights unless ``axes`` holds "quant" (a quantised variant is a point of the
+    cross-axis forms, which declare that axis, not of f(r, D))."""
     return [
         r for r in rows
         if (kind is None or r.get("kind") == kind) and r.get("law_input", True) and not is_base(r)
-        and not r.get("quant")
+        and (not r.get("quant") or "quant" in axes)
     ]
+
+
+def is_quantised(row: dict[str, Any]) -> bool:
+    return bool(row.get("quant"))
 
 
 @dataclass
 class LawData:
-    """The fitted variables as arrays, and the rows they came from."""
+    """The fitted variables as arrays, the rows they came from, and the further per-row
+    columns a form needs (:attr:`lawlab.api.LawForm.needs`), by name."""
 
     L0: np.ndarray
     r: np.ndarray
@@ -147,10 +154,12 @@ class LawData:
     y: np.ndarray
     models: list[str]
     rows: list[dict[str, Any]]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def take(self, idx: Any) -> LawData:
         return LawData(self.L0[idx], self.r[idx], self.D[idx], self.y[idx],
-                       [self.models[i] for i in idx], [self.rows[i] for i in idx])
+                       [self.models[i] for i in idx], [self.rows[i] for i in idx],
+                       {k: v[idx] for k, v in self.columns.items()})
 
     def __len__(self) -> int:
         return len(self.y)
@@ -172,9 +181,41 @@ def row_where(row: dict[str, Any]) -> str:
                      for k in keys if row.get(k) not in (None, ""))
 
 
-def law_data(rows: Sequence[dict[str, Any]], ratio: str = "nominal", notes: list[str] | None = None) -> LawData:
+def quant_ratio(row: dict[str, Any], i: int) -> float:
+    """The quantisation axis' declared ratio q of a row: 0 for float weights, else its
+    ``quant_ratio``, else what its combined storage ratio and pruned fraction imply
+    (1 − storage = (1 − pruning)(1 − q), :mod:`lawlab.storage`)."""
+    if not is_quantised(row):
+        return 0.0
+    if row.get("quant_ratio") not in (None, ""):
+        q = _number(row, "quant_ratio", i)
+    elif row.get("storage_ratio") not in (None, ""):
+        pruned = row.get("ratio_effective")
+        kept = 1 - (_number(row, "ratio_effective", i) if pruned not in (None, "") else _number(row, "ratio", i))
+        q = 1 - (1 - _number(row, "storage_ratio", i)) / kept
+    else:
+        raise LawFitError(f"{position(row, i)}: a quantised row ({row['quant']}) needs quant_ratio or storage_ratio "
+                          "for the quantisation axis q")
+    if not 0 <= q < 1:
+        raise LawFitError(f"{position(row, i)}: q = {q:g} must be in [0, 1)")
+    return q
+
+
+def _column(rows: Sequence[dict[str, Any]], name: str) -> np.ndarray:
+    import numpy as np
+
+    if name == "q":
+        return np.array([quant_ratio(row, i) for i, row in enumerate(rows)], float)
+    if name == "quant":
+        return np.array([str(row.get("quant") or "") for row in rows], dtype=object)
+    return np.array([_number(row, name, i) for i, row in enumerate(rows)], float)
+
+
+def law_data(rows: Sequence[dict[str, Any]], ratio: str = "nominal", notes: list[str] | None = None,
+             needs: Sequence[str] = ()) -> LawData:
     """Arrays from rows, checked: every number finite, values and L0 positive, r in
-    [0, 1), D ≥ 0. ``ratio="effective"`` reads ``ratio_effective`` (nominal where absent)."""
+    [0, 1), D ≥ 0. ``ratio="effective"`` reads ``ratio_effective`` (nominal where absent).
+    ``needs`` names further columns to read (:attr:`lawlab.api.LawForm.needs`)."""
     import numpy as np
 
     if ratio not in ("nominal", "effective"):
@@ -196,7 +237,8 @@ def law_data(rows: Sequence[dict[str, Any]], ratio: str = "nominal", notes: list
         if notes is not None:
             notes.append(msg)
     data = LawData(*(np.asarray(cols[k], float) for k in ("L0", "r", "D", "y")),
-                   models=[str(r.get("model", "")) for r in rows], rows=list(rows))
+                   models=[str(r.get("model", "")) for r in rows], rows=list(rows),
+                   columns={name: _column(rows, name) for name in needs})
     _check_values(data)
     return data
 

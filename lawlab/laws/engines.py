@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +17,29 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 
+def extra(form: LawForm, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword a form that needs per-row columns takes (:attr:`LawForm.needs`), else nothing."""
+    return {"columns": columns} if form.needs else {}
+
+
+def predict_on(form: LawForm, d: LawData, theta: dict[str, float], opts: Any) -> Any:
+    """The form's prediction for the rows of ``d``."""
+    return form.predict(d.L0, d.r, d.D, theta, opts, **extra(form, d.columns))
+
+
 def log_offset(form: LawForm, d: LawData, opts: Any) -> Any:
     import numpy as np
 
-    fn = getattr(form, "log_offset", None)
-    value = None if fn is None else fn(d.L0, d.r, d.D, opts)
+    # a form that keeps the base method has no offset (and need not take ``columns`` there)
+    overridden = type(form).log_offset is not LawForm.log_offset
+    value = form.log_offset(d.L0, d.r, d.D, opts, **extra(form, d.columns)) if overridden else None
     return np.zeros(len(d)) if value is None else np.broadcast_to(np.asarray(value, float), (len(d),))
 
 
 def design_matrix(form: LawForm, d: LawData, opts: Any) -> Any:
     import numpy as np
 
-    X = np.asarray(form.log_design(d.L0, d.r, d.D, opts), float).reshape(len(d), -1)
+    X = np.asarray(form.log_design(d.L0, d.r, d.D, opts, **extra(form, d.columns)), float).reshape(len(d), -1)
     names = [p.name for p in form.parameters]
     if X.shape[1] != len(names):
         raise LawFitError(f"{form.name}: log_design gave {X.shape[1]} columns for {len(names)} parameters")
@@ -41,16 +52,22 @@ def design_matrix(form: LawForm, d: LawData, opts: Any) -> Any:
 
 
 def _inputs_of_columns(form: LawForm, opts: Any) -> list[set[str]]:
-    """Which of L0, r, D each design column depends on (probed at two points per input)."""
+    """Which of L0, r, D (and the numeric columns the form needs) each design column depends
+    on (probed at two points per input)."""
     import numpy as np
 
-    base = {"L0": 1.7, "r": 0.3, "D": 7.0}
-    other = {"L0": 2.9, "r": 0.6, "D": 130.0}
-    ref = np.asarray(form.log_design(*(np.array([base[k]]) for k in base), opts), float).reshape(-1)
+    base = {"L0": 1.7, "r": 0.3, "D": 7.0, **{n: 0.2 for n in form.needs}}
+    other = {"L0": 2.9, "r": 0.6, "D": 130.0, **{n: 0.5 for n in form.needs}}
+
+    def design(point: dict[str, float]) -> Any:
+        L0, r, D = (np.array([point[k]]) for k in ("L0", "r", "D"))
+        cols = {n: np.array([point[n]]) for n in form.needs}
+        return np.asarray(form.log_design(L0, r, D, opts, **extra(form, cols)), float).reshape(-1)
+
+    ref = design(base)
     deps: list[set[str]] = [set() for _ in ref]
     for key in base:
-        args = [np.array([other[k] if k == key else base[k]]) for k in base]
-        moved = np.asarray(form.log_design(*args, opts), float).reshape(-1)
+        moved = design({k: other[k] if k == key else base[k] for k in base})
         for j in np.flatnonzero(~np.isclose(moved, ref, rtol=1e-9, atol=1e-12)):
             deps[j].add(key)
     return deps
@@ -66,11 +83,11 @@ def check_identified(form: LawForm, d: LawData, X: Any, opts: Any, notes: list[s
     if n <= p:
         raise LawFitError(f"{form.name} has {p} parameters and needs more rows than that to estimate errors; "
                           f"got {n} row(s)")
-    values = {"L0": d.L0, "r": d.r, "D": d.D}
+    values = {"L0": d.L0, "r": d.r, "D": d.D, **d.columns}
     constant = [j for j in range(p) if np.ptp(X[:, j]) <= 1e-12 * max(1.0, np.abs(X[:, j]).max())]
     deps = _inputs_of_columns(form, opts)
     for j in constant:
-        flat = sorted(v for v in deps[j] & {"r", "D"} if np.ptp(values[v]) == 0)
+        flat = sorted(v for v in deps[j] - {"L0"} if np.ptp(values[v]) == 0)
         if flat:
             var = flat[0]
             raise LawFitError(
@@ -132,7 +149,7 @@ def nls(form: LawForm, d: LawData, opts: Any, space: str, starts: Sequence[Any],
     z = np.log(d.y) if space == "log" else d.y
 
     def residual(pars: lmfit.Parameters) -> Any:
-        pred = np.asarray(form.predict(d.L0, d.r, d.D, pars.valuesdict(), opts), float)
+        pred = np.asarray(predict_on(form, d, pars.valuesdict(), opts), float)
         fitted = np.log(np.clip(pred, 1e-300, None)) if space == "log" else pred
         # A start far from the data can overflow; a large finite residual steers it back.
         return np.nan_to_num(z - fitted, nan=1e6, posinf=1e6, neginf=-1e6)

@@ -30,6 +30,7 @@ from lawlab.laws.engines import (
     log_offset,
     nls,
     ols,
+    predict_on,
     starting_points,
 )
 from lawlab.laws.forms import LEVEL, LawFitError, metric_rule, resolve_form
@@ -113,7 +114,8 @@ def fit_law(
     _check_options(form, method, space, cov)
     opts = options if isinstance(options, Params) else form.Params.model_validate(options or {})
     notes: list[str] = []
-    d = law_data(rows, ratio, notes)
+    d = law_data(rows, ratio, notes, form.needs)
+    form = form.for_data(d.columns)
     p = len(form.parameters)
     if len(d) <= p:
         raise LawFitError(f"{form.name} has {p} parameters and needs more rows than that to estimate errors; "
@@ -152,7 +154,7 @@ def fit_law(
     params = _estimates(names, est, df_t)
 
     theta = dict(zip(names, (float(t) for t in est.theta), strict=True))
-    predicted = np.asarray(form.predict(d.L0, d.r, d.D, theta, opts), float)
+    predicted = np.asarray(predict_on(form, d, theta, opts), float)
     has_offset = bool(np.any(offset))
     result = FitResult(
         form=form.name, group=group or {"by": "pooled", "value": "all"}, method=method, metric_kind=metric_kind,
@@ -162,7 +164,7 @@ def fit_law(
         dependent=("log L − offset" if has_offset else "log L") if space == "log" else "L",
         feasibility=form.feasibility(theta, rule), notes=notes,
         data={"model": d.models, "L0": d.L0, "r": d.r, "D": d.D, "value": d.y, "predicted": predicted,
-              "residual": est.resid},
+              "residual": est.resid, **d.columns},
         cov_type=est.cov_type if method == "ols" else "iid", n_clusters=est.n_clusters, df_inference=df_t,
         converged=est.success, _form=form, _options=opts,
     )
@@ -170,8 +172,10 @@ def fit_law(
     result.r2_centred, result.r2_centred_adj = centred_fit["r2"], centred_fit["r2_adj"]
     result.r2_beyond_L0 = _r2_beyond_L0(d, predicted)
     if heldout:
-        scheme = "leave-one-model-out" if len(set(d.models)) >= 2 else "leave-one-ratio-out"
-        from lawlab.laws.compare import CV_SCHEMES, cross_validate  # compare fits with fit_law
+        # imported here: compare fits with fit_law
+        from lawlab.laws.compare import CV_SCHEMES, cross_validate, held_out_scheme
+
+        scheme = held_out_scheme(rows)
 
         result.heldout = {"scheme": scheme, **cross_validate(
             form, rows, CV_SCHEMES[scheme], metric_kind=metric_kind, method=method, space=space, ratio=ratio,
@@ -219,7 +223,7 @@ def _propagate_l0_noise(form: LawForm, d: LawData, opts: Any, est: Any, rng: Any
     draws = []
     for _ in range(L0_DRAWS):
         delta = rng.normal(0.0, 1.0, keys.max() + 1)[keys] * se
-        moved = LawData(d.L0 * (1 + delta), d.r, d.D, d.y, d.models, d.rows)
+        moved = LawData(d.L0 * (1 + delta), d.r, d.D, d.y, d.models, d.rows, d.columns)
         X = design_matrix(form, moved, opts)
         z = np.log(d.y) - log_offset(form, moved, opts)
         draws.append(np.linalg.lstsq(X, z, rcond=None)[0])
@@ -325,7 +329,7 @@ def fit_study(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], registry
     for law in laws:
         form = registry.get("law_forms", law.form)
         opts = form.Params.model_validate(law.params)
-        selected = law_rows(rows, law.metric)
+        selected = law_rows(rows, law.metric, form.axes)
         methods = ["ols", "nls"] if law.fit == "both" else [law.fit]
         for by in law.group_by:
             for value, group_rows in groups_of(selected, by):

@@ -25,9 +25,9 @@ class LawFitError(ValueError):
 
 # --------------------------------------------------------------------------- sign rules
 
-# Which way each kind of metric must move: loss rises with r and falls with D,
+# Which way each kind of metric must move: loss rises with r (and q) and falls with D,
 # accuracy the opposite. Runtime falls with r, so it takes the accuracy rule.
-_DIRECTION = {"loss": {"r": 1, "D": -1}, "accuracy": {"r": -1, "D": 1}}
+_DIRECTION = {"loss": {"r": 1, "q": 1, "D": -1}, "accuracy": {"r": -1, "q": -1, "D": 1}}
 _RULE_OF_KIND = {"intrinsic": "loss", "extrinsic": "accuracy", "runtime": "accuracy", "loss": "loss", "accuracy": "accuracy"}
 
 
@@ -144,10 +144,13 @@ def main_law(kind: str, registry: Registry | None = None) -> str:
     return forms[0]
 
 
-def compared_forms(kind: str, registry: Registry | None = None) -> list[str]:
-    """Every registered form that describes metric ``kind``: the law first, then its alternatives."""
+def compared_forms(kind: str, registry: Registry | None = None, axes: Sequence[str] = ()) -> list[str]:
+    """Every registered form that describes metric ``kind`` across exactly these compression
+    ``axes`` beyond pruning (none: the float laws; ``("quant",)``: the cross-axis forms): the
+    law first, then its alternatives."""
     reg = _registry(registry)
-    named = [n for n in reg.names("law_forms") if kind in reg.get("law_forms", n).kinds]
+    named = [n for n in reg.names("law_forms")
+             if kind in reg.get("law_forms", n).kinds and set(reg.get("law_forms", n).axes) == set(axes)]
     return sorted(named, key=lambda n: reg.get("law_forms", n).role != "law")
 
 

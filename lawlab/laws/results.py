@@ -95,14 +95,16 @@ class FitResult:
         names = [p.name for p in self.params]
         return {n: [d[i] for d in self.bootstrap["draws"]] for i, n in enumerate(names)}
 
-    def predict(self, L0: Any, r: Any, D: Any) -> Any:
-        """The fitted law's prediction for arrays (or numbers) L0, r, D."""
+    def predict(self, L0: Any, r: Any, D: Any, columns: dict[str, Any] | None = None) -> Any:
+        """The fitted law's prediction for arrays (or numbers) L0, r, D, and the further
+        ``columns`` a form across axes needs (:attr:`lawlab.api.LawForm.needs`)."""
         if self._form is None:
             from lawlab.registry import get_registry
 
             self._form = get_registry().get("law_forms", self.form)
             self._options = self._form.Params.model_validate(self.options)
-        return self._form.predict(L0, r, D, self.theta, self._options)
+        extra = {"columns": columns or {}} if self._form.needs else {}
+        return self._form.predict(L0, r, D, self.theta, self._options, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

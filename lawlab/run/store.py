@@ -307,7 +307,7 @@ TABLE_COLUMNS = (
     "params_kept", "params_kept_no_embed", "params_original", "fraction_removed_no_embed", "flops_speedup",
     "rft", "rft_dataset", "D", "evaluator", "kind", "metric", "dataset", "value", "L0", "law_input",
     "cell_key", "spec_hash", "seed", "device", "dtype", "details",
-    "quant", "bits_per_weight", "storage_ratio", "bytes_in_memory",
+    "quant", "quant_ratio", "bits_per_weight", "storage_ratio", "bytes_in_memory",
 )
 
 
@@ -378,6 +378,8 @@ def load_table(output_dir: str | Path, *, plan_only: bool = True) -> list[dict[s
                 "details": {**json.loads(res["details"]),
                             **({"paired": True} if res["metric"] in paired.get(cell["plugin"], ()) else {})},
                 "quant": (qcomp or {}).get("quantization", {}).get("label", ""),
+                # the quantisation axis' declared ratio q, which the cross-axis law forms read
+                "quant_ratio": (storage.get("ratios") or {}).get("quantization"),
                 "bits_per_weight": storage.get("bits_per_weight"),
                 "storage_ratio": (storage.get("ratios") or {}).get("storage"),
                 "bytes_in_memory": storage.get("bytes_in_memory"),
