@@ -74,13 +74,18 @@ def _two_step(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[str]
     """Per series with task loss: accuracy predicted through task loss (eq. 1 on task loss,
     then a sigmoid link), against eq. 1 on accuracy and against no change, by held-out error
     (lawlab.laws.tasklink; Bhagia et al. 2024's two steps, with compression for compute)."""
+    from lawlab.findings.rows import above_chance_tasks
     from lawlab.laws.forms import main_law
     from lawlab.laws.tasklink import compare_two_step
 
     out: dict[str, Any] = {}
     notes = []
+    at_chance = {k for k, t in above_chance_tasks(rows).items() if not t["above"]}  # they measure nothing
     for dataset in sorted({r["dataset"] for r in rows if r.get("metric") == "task_loss"}):
-        mine = [r for r in rows if r["dataset"] == dataset and r.get("metric") in ("task_loss", "accuracy")]
+        mine = [r for r in rows if r["dataset"] == dataset and r.get("metric") in ("task_loss", "accuracy")
+                and (r["model"], r["evaluator"], dataset) not in at_chance]
+        if not mine:
+            continue
         cmp = compare_two_step(mine, main_law("extrinsic"), dataset)
         out[dataset] = cmp.to_dict()
         notes.append(f"accuracy through task loss ({dataset}): {cmp.summary()}")

@@ -87,11 +87,18 @@ def above_chance_tasks(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, s
         chance = to_float(r["details"].get("chance"))
         if r["method"] or r["D"] or r["kind"] != "extrinsic" or chance is None or r["value"] is None:
             continue
+        if r.get("metric") not in (None, "", "accuracy") or _is_mean(r):
+            continue  # a task's accuracy is tested; its task loss is no accuracy, and a mean is no task
         n = r["details"].get("n")
         p = above_chance(r["value"], chance, n=int(n) if n else None, stderr=to_float(r["details"].get("stderr")))
         out[(r["model"], r["evaluator"], r["dataset"])] = {
             "accuracy": r["value"], "chance": chance, "n": n, "p": p, "above": bool(p < ALPHA)}
     return out
+
+
+def _is_mean(row: dict[str, Any]) -> bool:
+    tasks = row["details"].get("tasks")
+    return isinstance(tasks, list) and len(tasks) > 1
 
 
 def chance_rule(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -101,8 +108,13 @@ def chance_rule(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
     mean left with no task is dropped. Returns the rows and what was left out, and why."""
     tests = above_chance_tasks(rows)
     out_tasks = {k for k, t in tests.items() if not t["above"]}
-    report: dict[str, Any] = {"tested": {f"{m} · {task}": t for (m, _, task), t in sorted(tests.items())},
-                              "left_out": sorted(f"{m} · {task}" for m, _, task in out_tasks), "means": []}
+    several = len({ev for _, ev, _ in tests}) > 1  # name the evaluator where two score the same task
+
+    def name(m: str, ev: str, task: str) -> str:
+        return f"{m} · {task}" + (f" ({ev})" if several else "")
+
+    report: dict[str, Any] = {"tested": {name(*k): t for k, t in sorted(tests.items())},
+                              "left_out": sorted(name(*k) for k in out_tasks), "means": []}
     if not out_tasks:
         return list(rows), report
     by_cell: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
