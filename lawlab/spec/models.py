@@ -159,6 +159,7 @@ class EvaluatorEntry(Strict):
 
 
 GroupBy = Literal["pooled", "model", "method", "calibration", "dataset"]
+MetricKind = Literal["intrinsic", "extrinsic", "runtime"]
 
 
 def _pooled() -> list[GroupBy]:  # named and typed: mypy reads a lambda's ["pooled"] as list[str]
@@ -219,7 +220,7 @@ class PipelineEntry(Strict):
 class LawEntry(Strict):
     form: str = Field(description="Law form plugin: compression-law, ablation-r, ablation-d, runtime-law, ...")
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: form:metric.")
-    metric: Literal["intrinsic", "extrinsic", "runtime"] = Field(
+    metric: MetricKind = Field(
         description="Which measurements the law describes."
     )
     group_by: list[GroupBy] = Field(
