@@ -365,8 +365,9 @@ def check_pruner(  # noqa: C901 (one assertion after another; each branch is one
             result("accounting", not problems, f"r={r}: " + ("; ".join(problems) or "consistent"))
 
         if len(pruned) == len(ratios):
-            kept = [pruned[r].compression.params_kept for r in ratios if pruned[r].compression]
-            overhead = int((pruned[0.0].compression.details or {}).get("overhead_params", 0))
+            kept = [c.params_kept for r in ratios if (c := pruned[r].compression)]
+            at_zero = pruned[0.0].compression  # unset is an accounting failure, reported above
+            overhead = int((at_zero.details or {}).get("overhead_params", 0)) if at_zero else 0
             monotone = all(a >= b for a, b in itertools.pairwise(kept))
             bounded = kept[0] <= original_params + overhead
             result("params-monotone", monotone and bounded,

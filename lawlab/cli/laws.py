@@ -11,11 +11,15 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from lawlab.files import jsonable
 
-KINDS = ("intrinsic", "extrinsic", "runtime")
+if TYPE_CHECKING:
+    from lawlab.spec.models import MetricKind
+
+KINDS: tuple[MetricKind, ...] = ("intrinsic", "extrinsic", "runtime")
+RankBy = Literal["leave-one-model-out", "leave-one-ratio-out", "leave-one-axis-setting-out", "aic", "bic"]
 GROUPS = ("pooled", "model", "method", "calibration", "dataset")
 
 
@@ -45,8 +49,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--method", choices=["auto", "ols", "nls"], default="auto",
                    help="auto: OLS for log-linear forms, lmfit for the others")
     p.add_argument("--space", choices=["log", "linear"], default="log")
-    p.add_argument("--rank-by", choices=["leave-one-model-out", "leave-one-ratio-out", "leave-one-axis-setting-out",
-                                         "aic", "bic"],
+    p.add_argument("--rank-by", choices=get_args(RankBy),
                    help="default: leave-one-model-out, or with one model leave-one-axis-setting-out (every row of one "
                         "pruning ratio × quantisation setting held out) with --quantised, else leave-one-ratio-out")
     p.add_argument("--quantised", action="store_true",
@@ -324,12 +327,12 @@ _LAW_FLAGS = {"bootstrap": "--bootstrap", "group_by": "--group-by", "fit": "--me
               "ratio": "--ratio", "form": "--law", "metric": "--kind"}
 
 
-def _kinds(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+def _kinds(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[MetricKind]:
     """The metric kinds to fit: --kind, else those the rows carry (one line if none)."""
     if args.kind:
         return [args.kind]
     found = {str(r.get("kind") or "") for r in rows}
-    kinds = sorted(found & set(KINDS))
+    kinds = sorted(k for k in KINDS if k in found)
     if not kinds:
         other = sorted(found - {""})
         said = f"the rows' kind column says {', '.join(map(repr, other))}" if other else "the rows carry no kind"
@@ -380,7 +383,7 @@ def _print_analysis_comparisons(args: argparse.Namespace, registry: Any) -> int:
     return 0
 
 
-def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, str]:
+def _rank_by(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[RankBy, str]:
     """The ranking asked for, or (by default) the first that can apply to these rows, and why."""
     if args.rank_by:
         return args.rank_by, ""
@@ -710,7 +713,9 @@ def _critical_from_fits(args: argparse.Namespace, console: Any) -> dict[str, Any
             for r in rs:
                 try:
                     iv = min_rft_from_fit(f, r, s)
-                    text = _d_text(iv.value) + (f" [{_d_text(iv.low)}, {_d_text(iv.high)}]" if iv.low is not None else "")
+                    text = _d_text(iv.value)
+                    if iv.low is not None and iv.high is not None:  # a bootstrap sets both
+                        text += f" [{_d_text(iv.low)}, {_d_text(iv.high)}]"
                     least[str(r)] = {"value": iv.value, "low": iv.low, "high": iv.high}
                 except CriticalRangeError:
                     text = "-"

@@ -110,7 +110,8 @@ def load_hf_folder(path: str | Path, ctx: RunContext, provenance: dict[str, Any]
 
     path = Path(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=ctx.torch_dtype(), use_safetensors=True)
-    model.to(ctx.device)
+    # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to), whose type keeps the unbound self
+    model.to(ctx.device)  # type: ignore[arg-type]
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     prov = {"path": str(path), "dtype": ctx.dtype, "device": ctx.device, **(provenance or {})}
@@ -271,7 +272,8 @@ def convert_gguf(path: str | Path, cache_dir: Path, progress: Any = None) -> Pat
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         clean_config(model.config)
         if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
+            # torch types nn.Module.__setattr__ for tensors and modules only; it stores any value
+            model.hf_quantizer = None  # type: ignore[assignment]
 
         meta = gguf_metadata(path)
         tmp = target.with_name(f".{sha}.{os.getpid()}.partial")

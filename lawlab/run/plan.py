@@ -245,7 +245,8 @@ class _Planner:
 
     def add(self, kind: CellKind, variant: Variant, plugin: str, params: dict[str, Any], parent: str | None,
             **extra: Any) -> str:
-        inputs = {"kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": self.dtype}
+        inputs: dict[str, object] = {
+            "kind": kind, "plugin": plugin, "params": params, "parent": parent, "dtype": self.dtype}
         if kind in ("prune", "rft"):
             inputs["seed"] = variant.seed if kind == "prune" and variant.seed is not None else self.seed
         inputs.update({k: v for k, v in extra.items() if k in ("ratio", "size", "dataset", "identity", "model_type")})
@@ -288,7 +289,7 @@ class _Planner:
                     if size == 0:
                         continue  # D = 0 is the variant itself: no RFT, no cell
                     v = replace(variant, rft=r.key, rft_dataset=ds, size=size)
-                    key = self.add("rft", v, r.recipe, params, parent, size=size, dataset=(ds_plugin, ds_json))
+                    key = self.add("rft", v, r.plugin, params, parent, size=size, dataset=(ds_plugin, ds_json))
                     self.add_evals(v, key)
                     added.append((v, key))
         return added
@@ -385,9 +386,9 @@ def plan_memory(resolved: ResolvedSpec, registry: Any, configs: dict[str, Any], 
             StageRequest("prune", s.method, registry.get("pruners", s.method).memory(
                 resolved.params[f"pipelines[{i}].steps[{j}].params"], shapes, b))
             for i, p in enumerate(spec.pipelines) if applies(p, m.name)
-            for j, s in enumerate(p.steps) if s.kind == "prune" and any(r > 0 for r in s.ratios or [])
+            for j, s in enumerate(p.steps) if s.method and any(r > 0 for r in s.ratios or [])  # kind "prune"
         ]
-        stages += [StageRequest("rft", r.recipe, registry.get("rft_recipes", r.recipe).memory(
+        stages += [StageRequest("rft", r.plugin, registry.get("rft_recipes", r.plugin).memory(
                        resolved.params[f"rft[{i}].params"], shapes, b))
                    for i, r in enumerate(spec.rft) if any(d > 0 for d in r.sizes) and applies(r, m.name)]
         stages += [StageRequest("eval", e.evaluator, registry.get("evaluators", e.evaluator).memory(

@@ -139,6 +139,7 @@ class LocalScheduler(ResumeRules):
         if key in self.models:
             return self.models[key]
         cell = self.plan.cell(key)
+        model: LoadedModel | None  # an eval cell's outcome carries none; the cells obtained here make one
         if self.store.has_artifact(key):
             with tempfile.TemporaryDirectory(prefix="lawlab-load-") as tmp:
                 model = load_model(self.store.artifact_dir(key), self.worker.context(Path(tmp)))

@@ -117,8 +117,14 @@ class RFTEntry(Strict):
         return self
 
     @property
+    def plugin(self) -> str:
+        """The recipe's name; resolving the spec fills in a left-out one (``with_default_plugins``)."""
+        assert self.recipe is not None, "the rft recipe is read before the spec was resolved"
+        return self.recipe
+
+    @property
     def key(self) -> str:
-        return self.label or self.recipe
+        return self.label or self.plugin
 
 
 class EvaluatorEntry(Strict):
@@ -153,6 +159,11 @@ class EvaluatorEntry(Strict):
 
 
 GroupBy = Literal["pooled", "model", "method", "calibration", "dataset"]
+MetricKind = Literal["intrinsic", "extrinsic", "runtime"]
+
+
+def _pooled() -> list[GroupBy]:  # named and typed: mypy reads a lambda's ["pooled"] as list[str]
+    return ["pooled"]
 
 
 class PipelineStep(Strict):
@@ -209,11 +220,11 @@ class PipelineEntry(Strict):
 class LawEntry(Strict):
     form: str = Field(description="Law form plugin: compression-law, ablation-r, ablation-d, runtime-law, ...")
     label: str | None = Field(None, pattern=SLUG, description="Unique label; default: form:metric.")
-    metric: Literal["intrinsic", "extrinsic", "runtime"] = Field(
+    metric: MetricKind = Field(
         description="Which measurements the law describes."
     )
     group_by: list[GroupBy] = Field(
-        default_factory=lambda: ["pooled"],
+        default_factory=_pooled,
         description="Groupings to fit, each a separate set of fits: pooled (one fit of all rows), or one fit per "
         "model, method, calibration (free or based) or test dataset.",
     )
@@ -304,7 +315,8 @@ class Spec(Strict):
             ("models", [m.name for m in self.models]),
             ("methods", [m.key for m in self.methods]),
             ("pipelines", [p.key for p in self.pipelines]),
-            ("rft", [r.key for r in self.rft]),
+            # not yet resolved: a left-out recipe is None, and two such entries get the same default
+            ("rft", [r.label or r.recipe for r in self.rft]),
             ("evaluators", [e.key for e in self.evaluators]),
             ("laws", [law.key for law in self.laws]),
         ):
