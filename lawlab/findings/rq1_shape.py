@@ -87,7 +87,7 @@ def _shape_verdict(t: dict[str, Any], kind: str) -> tuple[str, str]:
         if b > 0 and bp < ALPHA and c + half < 0.25 * b:
             return "inconsistent", (f"linear: the quadratic term is at most {c + half:.2g}, under a quarter of the "
                                     f"slope {b:.3g}")
-        return "undetermined", f"the quadratic term cannot be told from 0 (c = {c:.3g} ± {half:.2g})"
+        return "undetermined", f"the quadratic term cannot be told from 0 (c = {c:.3g}, 95% interval ± {half:.2g})"
     if b > 0 and bp < ALPHA:
         return "inconsistent", f"accuracy rises with r (slope {b:.3g}, p = {bp:.2g})"
     if p < ALPHA:
@@ -96,7 +96,7 @@ def _shape_verdict(t: dict[str, Any], kind: str) -> tuple[str, str]:
         return "consistent", ""
     if not (b < 0 and bp < ALPHA):
         return "undetermined", f"no significant fall (slope {b:.3g}, p = {bp:.2g})"
-    return "undetermined", f"falls, but the test could not rule out a curvature of the slope's size (c = {c:.3g} ± {half:.2g})"
+    return "undetermined", f"falls, but the test could not rule out a curvature of the slope's size (c = {c:.3g}, 95% interval ± {half:.2g})"
 
 
 def _retentions(rows: Sequence[dict[str, Any]], seed: int) -> list[Part]:

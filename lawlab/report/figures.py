@@ -109,8 +109,22 @@ def legend_below(fig: Figure, axes: Iterable[Axes], ncol: int = 4) -> None:
 
 
 def points(study: StudyData, kind: str) -> list[dict[str, Any]]:
-    """The numbers a law of ``kind`` describes, base rows (r = 0, no RFT) included."""
-    return [r for r in study.rows if r["kind"] == kind and r["law_input"] and r["value"] is not None]
+    """The numbers a law of ``kind`` describes, base rows (r = 0, no RFT) included: the rows
+    the analysis fitted (the chance rule applied), so a figure shows what the laws describe."""
+    rows = study.law_rows or study.rows
+    return [r for r in rows if r["kind"] == kind and r.get("law_input", True) and r["value"] is not None]
+
+
+def series_title(rows: Sequence[dict[str, Any]]) -> str:
+    """What one panel's numbers are: a test set, or an evaluator's mean named by the tasks it
+    holds (after the chance rule: per model, the tasks above chance)."""
+    first = rows[0]
+    held = {r["model"]: tuple(r["details"].get("tasks") or ()) for r in rows if r.get("details")}
+    if not any(held.values()):
+        return str(first["dataset"])
+    kinds = set(held.values())
+    tasks = "+".join(kinds.pop()) if len(kinds) == 1 else "the tasks above chance, per model"
+    return f"{first.get('evaluator') or first['dataset']}: mean of {tasks}"
 
 
 def on_method(rows: Sequence[dict[str, Any]], method: str) -> list[dict[str, Any]]:
@@ -181,26 +195,37 @@ def figure_vs_ratio(study: StudyData, kind: str) -> Drawing:
     pruned = [r for r in rows if r["method"]]
     if not pruned:
         return Drawing(name, title, "", missing=f"only the unpruned models have {kind} measurements so far")
-    datasets = sorted({r["dataset"] for r in rows})
+    # one panel row per series: two evaluators' means (30 and 400 questions) are never averaged
+    series = sorted({r.get("series") or r["dataset"] for r in rows})
     top_D = max_size(rows)
     with_rft = [False, True] if top_D > 0 else [False]
-    fig, axes = new_figure(len(datasets), len(with_rft))
+    fig, axes = new_figure(len(series), len(with_rft))
     notes = []
-    for i, ds in enumerate(datasets):
+    for i, ser in enumerate(series):
+        in_series = [r for r in rows if (r.get("series") or r["dataset"]) == ser]
+        label = series_title(in_series)
         for j, rft in enumerate(with_rft):
             ax = axes[i][j]
+            drawn = False
             for mi, model in enumerate(study.models):
                 for ki, method in enumerate(study.methods):
-                    mine = [r for r in on_method(rows, method) if r["model"] == model and r["dataset"] == ds
+                    mine = [r for r in on_method(in_series, method) if r["model"] == model
                             and int(r["D"]) == (top_D if rft else 0)]
                     if not any(r["method"] for r in mine):
                         continue
                     curve = mean_by(mine, "ratio")
                     ax.plot(list(curve), list(curve.values()), color=colour(mi), marker=marker(mi),
                             linestyle=linestyle(ki), markersize=4, label=f"{model} · {method}")
-            ax.set_title(f"{ds}: " + (f"with RFT (D = {top_D:,})" if rft else "without RFT"))
+                    drawn = True
+            ax.set_title(f"{label}\n" + (f"with RFT (D = {top_D:,})" if rft else "without RFT"), fontsize=9)
+            if not drawn:  # say so rather than draw empty axes
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
             ax.set_xlabel("nominal compression ratio r")
-            ax.set_ylabel(unit(study, kind) if kind != "extrinsic" or ds == "mean" else f"{ds} accuracy (fraction)")
+            ax.set_ylabel(unit(study, kind) if kind != "extrinsic" else "accuracy (fraction)")
+    if any(len({r.get("seed") for r in rows if r["method"] == m}) > 1 for m in study.methods):
+        notes.append("Where a method pruned with several seeds, each point is their mean.")
     n_rft_sets = len({(r["rft"], r["rft_dataset"]) for r in rows if int(r["D"]) == top_D and top_D})
     if n_rft_sets > 1:
         notes.append(f"with RFT: the mean over {n_rft_sets} RFT training sets at D = {top_D:,}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lawlab.analysis import ANALYSIS_FILE, Analysis, study_analysis
+from lawlab.analysis import ANALYSIS_FILE, Analysis, prepare_rows, study_analysis
 from lawlab.findings.answers import Findings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +45,7 @@ class StudyData:
     notes: list[str] = field(default_factory=list)
     findings: Findings | None = None
     analysis: Analysis | None = None
+    law_rows: list[dict[str, Any]] = field(default_factory=list)  # the rows the analysis fitted (chance rule applied)
 
     def law_order(self, key: str) -> int:
         keys = [law.key for law in self.laws]
@@ -80,6 +81,7 @@ def gather(output_dir: str | Path, registry: Registry | None = None) -> StudyDat
         comparisons={}, status=study_status(root), meta=meta, cells=cells, plan=plan,
     )
     study.analysis = study_analysis(root, registry)
+    study.law_rows = prepare_rows(rows)[0]
     study.fits = study.analysis.fits
     study.fits_source = (f"read from {ANALYSIS_FILE}, the study's one analysis (rows and laws digest "
                          f"{study.analysis.key[:12]})")
