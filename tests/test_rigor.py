@@ -221,3 +221,18 @@ def test_the_laws_answer_compares_accuracy_through_task_loss():
     two = f["laws"].evidence["two_step"]["mean5"]
     assert two["rmse"]["two_step"] < two["rmse"]["direct"] < two["rmse"]["null"]
     assert any(n.startswith("accuracy through task loss (mean5)") for n in f["laws"].notes)
+
+
+def test_retention_above_chance_is_offered_beside_retention():
+    """(A − c)/(A0 − c): the share of the unpruned model's margin over guessing that a pruned
+    model keeps; with MMLU at chance left out, the mean is PIQA alone (c = 0.5)."""
+    rows = _study_rows()
+    f = findings(rows)
+    retention = next(p for p in f["rq1"].parts if p.name.startswith("RFT raises"))
+    base = {r["model"]: r["value"] for r in rows if not r["method"] and not r["D"] and r["dataset"] == "piqa"}
+    want = [(r["value"] - 0.5) / (base[r["model"]] - 0.5) for r in rows
+            if r["dataset"] == "piqa" and r["method"] and not r["D"] and 0 < r["ratio"] < 0.5]
+    got = retention.evidence["without_rft_chance_normalised"]
+    assert got["cells"] == len(want) and got["mean"] == pytest.approx(sum(want) / len(want), abs=1e-9)
+    assert got["mean"] < retention.evidence["without_rft"]["mean"]  # the margin falls faster than the accuracy
+    assert "(A − c)/(A0 − c)" in retention.summary

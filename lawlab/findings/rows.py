@@ -147,7 +147,9 @@ def chance_rule(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
         if not keep or any(t not in siblings for t in keep) or any(b is None for b in base):
             report["means"].append({"model": r["model"], "series": r["series"], "dropped": True})
             continue  # nothing above chance left, or the tasks' own rows are not in the results
-        new = dict(r, details={**r["details"], "tasks": keep, "left_out_below_chance": drop})
+        chances = [to_float(siblings[t]["details"].get("chance")) for t in keep]
+        chance = sum(chances) / len(keep) if all(c is not None for c in chances) else None  # type: ignore[misc]
+        new = dict(r, details={**r["details"], "tasks": keep, "left_out_below_chance": drop, "chance": chance})
         new["value"] = sum(siblings[t]["value"] for t in keep) / len(keep)
         new["L0"] = sum(b["value"] for b in base) / len(keep)  # type: ignore[index]
         new["series"] = series_of(dict(new, details={**r["details"]}))  # the series keeps its name

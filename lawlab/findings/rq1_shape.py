@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CLUSTER_CI, Answer, Part, pct
-from lawlab.findings.rows import cluster, l0_errors, points
+from lawlab.findings.rows import cluster, l0_errors, points, to_float
 from lawlab.findings.stats import ALPHA, bootstrap_mean, curvature, side
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,6 +134,10 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> P
         ev["power"] = (f"retention is known to ±{(hi - lo) / 2:.1%}; about "
                        f"{_questions_for_retention(rows, (hi - lo) / 2, 0.03)} questions a task would give ±3 points, if all of its width is question noise")
     summary = f"retention without RFT {pct(m, lo, hi)} (best {max(without.values()):.0%}; paper 57%)"
+    normalised = _chance_normalised(low, cl, l0_se, seed)
+    if normalised is not None:
+        ev["without_rft_chance_normalised"] = normalised
+        summary += (f"; above chance, (A − c)/(A0 − c): {pct(normalised['mean'], *normalised['ci'])}")
     if not best_D:
         return Part(name, "undetermined", summary + "; no RFT cells", ev, "no RFT cells")
     with_rft = {k: v for k, (_, v) in best_D.items()}
@@ -152,6 +156,27 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> P
         summary += f" ({ev['power']})"
         reason += f"; {ev['power']}" if reason else ""
     return Part(name, verdict, summary, ev, reason)
+
+
+def _chance_normalised(low: Sequence[dict[str, Any]], clusters: dict[Any, str], l0_se: dict[str, float],
+                       seed: int) -> dict[str, Any] | None:
+    """Retention of what is above chance, (A − c)/(A0 − c), without RFT: the share of the
+    unpruned model's margin over guessing that the pruned model keeps. L0's relative error is
+    scaled to the margin (A0 / (A0 − c))."""
+    values, keys, scale = [], [], {}
+    for p in low:
+        c = to_float(p["details"].get("chance"))
+        if p["D"] != 0 or c is None or p["L0"] <= c:
+            continue
+        values.append((p["value"] - c) / (p["L0"] - c))
+        keys.append((p["model"], p["method"], p["ratio"], p["series"]))
+        scale[p["model"]] = p["L0"] / (p["L0"] - c)
+    if not values:
+        return None
+    se = {m: s * scale[m] for m, s in l0_se.items() if m in scale}
+    m, lo, hi = bootstrap_mean(values, seed, clusters=[clusters.get(k, str(k)) for k in keys],
+                               models=[k[0] for k in keys], l0_rel_se=se)
+    return {"mean": m, "ci": [lo, hi], "cells": len(values)}
 
 
 def _questions_for_retention(rows: Sequence[dict[str, Any]], now: float, target: float) -> int:
