@@ -41,13 +41,13 @@ def test_intrinsic_vs_ratio_plots_each_models_mean_loss_per_test_set(study: Stud
         drawing = figure_vs_ratio(study, "intrinsic")
     assert drawing.missing is None and drawing.figure is not None
     axes = drawing.figure.axes
-    # one row per test set, without and with RFT at the largest D
-    assert [ax.get_title() for ax in axes] == [f"{ds}: {rft}" for ds in ("ptb", "wiki")
+    # one row per test set (a series), without and with RFT at the largest D
+    assert [ax.get_title() for ax in axes] == [f"{ds}\n{rft}" for ds in ("ptb", "wiki")
                                                for rft in ("without RFT", f"with RFT (D = {max(SIZES):,})")]
     for ax in axes:
         assert ax.get_xlabel() == "nominal compression ratio r"
         assert ax.get_ylabel() == UNITS["intrinsic"] == "cross-entropy (nats/token)"
-        dataset, D = ax.get_title().split(":")[0], 0 if "without" in ax.get_title() else max(SIZES)
+        dataset, D = ax.get_title().split("\n")[0], 0 if "without" in ax.get_title() else max(SIZES)
         lines = lines_by_label(ax)
         assert set(lines) == {f"{m} · {k}" for m in MODELS for k in METHODS}
         for mi, model in enumerate(MODELS):
@@ -69,9 +69,10 @@ def test_extrinsic_vs_ratio_plots_the_mean_accuracy_not_the_tasks(study: StudyDa
         drawing = figure_vs_ratio(study, "extrinsic")
     assert drawing.figure is not None
     axes = drawing.figure.axes
-    assert len(axes) == 2 and all(ax.get_title().startswith("mean: ") for ax in axes)
+    # one series: the mean, named by the tasks it holds
+    assert len(axes) == 2 and all(ax.get_title().startswith("lm-eval: mean of piqa+arc_easy\n") for ax in axes)
     for ax in axes:
-        assert ax.get_ylabel() == "mean accuracy (fraction)"
+        assert ax.get_ylabel() == "accuracy (fraction)"
         D = 0 if "without" in ax.get_title() else max(SIZES)
         for label, line in lines_by_label(ax).items():
             model, method = label.split(" · ")
