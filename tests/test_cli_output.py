@@ -112,11 +112,11 @@ def test_summary_ranks_one_model_s_forms_by_held_out_ratios(quickstart_shaped):
     out = first.stdout
     assert "(–)" not in out and "(-)" not in out
     # one model: the analysis ranks law forms holding out one ratio at a time, and says so
-    assert "best form by leave-one-ratio-out RMSE" in out and "not ranked by" not in out
+    assert "best form by leave-one-ratio-out RMSE" in out and "not ranked by leave-one-model-out" not in out
     # the pooled fits' numbers are whole off a terminal
     fits = json.loads((quickstart_shaped[0] / "analysis.json").read_text())["fits"]
     for f in fits:
-        if f["group"]["by"] == "pooled":
+        if f["group"]["by"] == "pooled" and not f["skipped"]:  # (a tiny model's accuracy is at chance: no fit)
             assert f"{f['law']} " in out
     assert "…" not in out
 

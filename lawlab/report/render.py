@@ -231,7 +231,7 @@ def print_summary(output_dir: str | Path, console: Any) -> None:
         console.print(t)
     else:
         if not study.laws:
-            why = study.fits_source
+            why = "the spec has no laws"
         elif not any("pooled" in law.group_by for law in study.laws):
             why = f"the spec's laws are fitted by group only (`lawlab fit {output_dir}` shows them)"
         else:
@@ -242,11 +242,14 @@ def print_summary(output_dir: str | Path, console: Any) -> None:
         best = next((r for r in table.rows if not r.fit.skipped), None)
         if best is not None:
             cv = best.cv.get(table.rank_by, {})
-            if cv.get("rmse") is None and cv.get("reason"):
-                unranked[table.rank_by] = cv["reason"]
+            if cv.get("rmse") is None:  # no held-out error: said once, never a bare "–"
+                failed = cv.get("failed") or []
+                unranked[table.rank_by] = cv.get("reason") or (f"no held-out fold could be fitted ({failed[0]})"
+                                                               if failed else "no held-out error")
                 continue
             console.print(f"{kind}: best form by {table.rank_by} RMSE is {best.form} ({fmt(cv.get('rmse'), 4)})")
     for rank_by, reason in unranked.items():
+        other = "leave-one-ratio-out" if rank_by != "leave-one-ratio-out" else "aic"
         console.print(f"law forms not ranked by {rank_by} RMSE: {reason} "
-                      f"(`lawlab compare {output_dir} --kind KIND --rank-by leave-one-ratio-out` ranks them "
-                      "by held-out ratios)", highlight=False)
+                      f"(`lawlab compare {output_dir} --kind KIND --rank-by {other}` ranks them otherwise)",
+                      highlight=False)
