@@ -27,10 +27,10 @@ from lawlab.files import write_bytes
 from lawlab.report.document import (
     Section,
     Table,
+    beyond_null_text,
     feasible_text,
     fitted_function,
     fmt,
-    fmt_f,
     formula_html,
     r2_text,
     when,
@@ -224,10 +224,12 @@ def print_summary(output_dir: str | Path, console: Any) -> None:
     pooled = [f for f in preferred(study.fits) if f.group.get("by") == "pooled"]
     if pooled:
         t = RichTable(title="main fits (pooled)", title_justify="left")
-        for col in ("law", "fitted function", "adj. R²", "F", "n", "feasible"):
+        for col in ("law", "fitted function", "adj. R²", "centred adj. R²", "R² beyond L0; held-out vs L = L0", "n",
+                    "feasible"):
             t.add_column(col)
-        for f in pooled:
-            t.add_row(f.law, fitted_function(f), r2_text(f), fmt_f(f.fstat), str(f.n), feasible_text(f))
+        for f in pooled:  # the centred fit and the held-out error against "no change" beside the uncentred R²
+            t.add_row(f.law, fitted_function(f), r2_text(f), fmt(f.r2_centred_adj), beyond_null_text(f), str(f.n),
+                      feasible_text(f))
         console.print(t)
     else:
         if not study.laws:
