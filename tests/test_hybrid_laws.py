@@ -141,3 +141,31 @@ def test_cli_compares_the_cross_axis_forms_on_quantised_rows(tmp_path, capsys, m
     table = json.loads(csv.with_suffix(".compare-intrinsic.json").read_text())
     assert {r["form"] for r in table["rows"]}.isdisjoint(FORMS)
     assert table["rows"][0]["fit"]["n"] == len([r for r in rows if not r["quant"]])
+
+
+def test_a_quantised_study_compares_the_float_and_the_cross_axis_forms_apart():
+    from lawlab.laws.compare import across_axes, compare_study
+    from lawlab.report.tables import comparison_table
+
+    rows = _rows("effective-params-law", {"m1": 3.0}, noise=0.01, seed=2)
+    laws = [LawEntry(form="compression-law", metric="intrinsic"),
+            LawEntry(form="p2-law", metric="intrinsic", params={"d_unit": 1000})]
+    tables = compare_study(rows, laws, get_registry())
+    assert set(tables) == {"intrinsic", across_axes("intrinsic")}
+    plain, crossed = tables["intrinsic"], tables[across_axes("intrinsic")]
+    # the float forms see the float variants only, ranked by one ratio out (one model)
+    n_float = len(law_rows(rows, "intrinsic"))
+    assert {r.fit.n for r in plain.rows if not r.fit.skipped} == {n_float}
+    assert "p2-law" not in [r.form for r in plain.rows]
+    assert plain.rank_by == "leave-one-ratio-out"
+    # the cross-axis forms see every variant, judged on combinations they have not seen
+    assert crossed.metric_kind == "intrinsic" and crossed.rank_by == "leave-one-axis-setting-out"
+    assert sorted(r.form for r in crossed.rows) == sorted(FORMS)
+    assert {r.fit.n for r in crossed.rows} == {len(law_rows(rows, "intrinsic", ("quant",)))} != {n_float}
+    assert crossed.rows[0].form == "effective-params-law"
+    p2 = next(r for r in crossed.rows if r.form == "p2-law")
+    assert p2.fit.options["d_unit"] == 1000  # the spec's options reach the form it names
+    table = comparison_table(across_axes("intrinsic"), crossed, {"p2-law"})
+    assert "LOASO RMSE" in table.header and "quantised variants included" in table.caption
+    assert table.records[0]["loaso_rmse"] == pytest.approx(crossed.rows[0].cv["leave-one-axis-setting-out"]["rmse"])
+    assert "LOASO RMSE" not in comparison_table("intrinsic", plain, set()).header

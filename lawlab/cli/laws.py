@@ -370,14 +370,16 @@ def _print_analysis_comparisons(args: argparse.Namespace, registry: Any) -> int:
     from lawlab.analysis import ANALYSIS_FILE
 
     analysis = _analysis(args, registry)
-    kinds = [args.kind] if args.kind else list(analysis.comparisons)
-    if not kinds or any(k not in analysis.comparisons for k in kinds):
+    # --kind intrinsic: the float comparison and, where the study quantised, the cross-axis one
+    kinds = [k for k, t in analysis.comparisons.items() if not args.kind or t.metric_kind == args.kind]
+    if not kinds:
         _fail(f"no {args.kind or 'law'} rows to compare in {args.source}")
     console = _console()
     for kind in kinds:
         table = analysis.comparisons[kind]
         n = table.rows[0].fit.n if table.rows else 0
-        _show_comparison(table, f"law forms on {n} {kind} rows, ranked by {table.rank_by}", console)
+        rows = f"{kind} rows" if kind == table.metric_kind else f"{table.metric_kind} rows, quantised included"
+        _show_comparison(table, f"law forms on {n} {rows}, ranked by {table.rank_by}", console)
     console.print(f"comparison: {args.source / ANALYSIS_FILE} (the study's one analysis; --forms, --rank-by or "
                   "--option compare anew)", highlight=False)
     return 0

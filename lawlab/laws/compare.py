@@ -221,14 +221,29 @@ def compare_study(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], regi
 
     out = {}
     for kind in ("intrinsic", "extrinsic", "runtime"):
-        selected = [r for r in law_rows(rows, kind) if r.get("value") is not None and r.get("L0") is not None]
-        if not selected:
-            continue
         mine = [law for law in laws if law.metric == kind]
-        names = list(dict.fromkeys([law.form for law in mine] + compared_forms(kind, registry)))
-        forms = [registry.get("law_forms", n) for n in names if registry.has("law_forms", n)]
         options = {law.form: law.params for law in mine}
         ratio = mine[0].ratio if mine else "nominal"
-        out[kind] = compare_forms(selected, forms, metric_kind=kind, ratio=ratio, options=options, registry=registry,
-                                  rank_by=held_out_scheme(selected), seed=seed)
+        # float variants: the spec's forms and every float form; where the study quantised,
+        # all its variants again under the forms that declare the quantisation axis
+        for key, axes in ((kind, ()), (across_axes(kind), ("quant",))):
+            selected = [r for r in law_rows(rows, kind, axes) if r.get("value") is not None and r.get("L0") is not None]
+            if not selected or (axes and not any(is_quantised(r) for r in selected)):
+                continue
+            spec_forms = [law.form for law in mine if set(_axes_of(registry, law.form)) == set(axes)]
+            names = list(dict.fromkeys(spec_forms + compared_forms(kind, registry, axes)))
+            forms = [registry.get("law_forms", n) for n in names if registry.has("law_forms", n)]
+            if forms:
+                out[key] = compare_forms(selected, forms, metric_kind=kind, ratio=ratio, options=options,
+                                         registry=registry, rank_by=held_out_scheme(selected), seed=seed)
     return out
+
+
+def across_axes(kind: str) -> str:
+    """The key of a study's comparison of the cross-axis forms on every variant of ``kind``,
+    quantised ones included (beside ``kind``, the float variants' comparison)."""
+    return f"{kind}-across-axes"
+
+
+def _axes_of(registry: Registry, form: str) -> tuple[str, ...]:
+    return tuple(registry.get("law_forms", form).axes) if registry.has("law_forms", form) else ()

@@ -541,7 +541,7 @@ def figure_observed_vs_predicted(study: StudyData, kind: str) -> Drawing:
     cols = 2 if n == 4 else min(3, n)
     fig, axes = new_figure(math.ceil(n / cols), cols, width=3.0, height=2.8)
     flat = [a for row in axes for a in row]
-    y_unit = unit(study, kind)
+    y_unit = unit(study, table.metric_kind)
     for ax, row in zip(flat, table.rows, strict=False):
         fit = row.fit
         ax.set_title(f"{row.form} ({row.method.upper()})", fontsize=9)

@@ -116,25 +116,34 @@ def law_tables(study: StudyData) -> list[Table]:
 
 
 def comparison_table(kind: str, table: ComparisonTable, spec_forms: set[str]) -> Table:
+    # held-out columns: one model out and one ratio out always; one axis setting out where the
+    # rows are quantised (the cross-axis comparison)
+    schemes = {"leave-one-model-out": "LOMO", "leave-one-ratio-out": "LORO"}
+    if any(r.cv.get("leave-one-axis-setting-out", {}).get("folds") for r in table.rows):
+        schemes["leave-one-axis-setting-out"] = "LOASO"
     header = ["rank", "form", "in spec", "fit", "k", "fitted function", "adj. R²", "adj. R² (centred)", "F", "AIC",
-              "BIC", "LOMO RMSE", "LORO RMSE", "feasible"]
+              "BIC", *[f"{short} RMSE" for short in schemes.values()], "feasible"]
     cells, records = [], []
     for i, row in enumerate(table.rows, 1):
         f = row.fit
-        lomo, loro = (row.cv.get(k, {}).get("rmse") for k in ("leave-one-model-out", "leave-one-ratio-out"))
+        held = {short: row.cv.get(k, {}).get("rmse") for k, short in schemes.items()}
         in_spec = "yes" if row.form in spec_forms else ""
         if f.skipped:
             cells.append([str(i), row.form, in_spec, row.method, str(row.n_params), "not fitted: " + f.skipped,
-                          *[""] * 8])
+                          *[""] * (len(header) - 6)])
         else:
             cells.append([str(i), row.form, in_spec, row.method.upper(), str(row.n_params), fitted_function(f),
-                          r2_text(f), fmt(row.r2_centred_adj), fmt_f(f.fstat), fmt(f.aic, 1), fmt(f.bic, 1), fmt(lomo, 4),
-                          fmt(loro, 4), feasible_text(f)])
+                          r2_text(f), fmt(row.r2_centred_adj), fmt_f(f.fstat), fmt(f.aic, 1), fmt(f.bic, 1),
+                          *[fmt(v, 4) for v in held.values()], feasible_text(f)])
         records.append({"rank": i, "in_spec": bool(in_spec), "r2_centred_adj": row.r2_centred_adj,
-                        "lomo_rmse": lomo, "loro_rmse": loro, **_fit_record(f)})
-    caption = (f"Every form fitted to the same pooled {kind} rows, ranked by {table.rank_by} cross-validated RMSE "
-               "(in the metric's units; LOMO: leave one model out, LORO: leave one ratio out). The centred adjusted R² "
-               "uses one convention for all forms, so it compares across them. " + " ".join(table.notes))
+                        **{f"{short.lower()}_rmse": v for short, v in held.items()}, **_fit_record(f)})
+    what = (f"{table.metric_kind} rows, quantised variants included (the forms that declare the quantisation axis)"
+            if kind != table.metric_kind else f"{kind} rows")
+    caption = (f"Every form fitted to the same pooled {what}, ranked by {table.rank_by} cross-validated RMSE "
+               "(in the metric's units; LOMO: leave one model out, LORO: leave one ratio out"
+               + (", LOASO: leave one pruning ratio × quantisation setting out" if "LOASO" in held else "")
+               + "). The centred adjusted R² uses one convention for all forms, so it compares across them. "
+               + " ".join(table.notes))
     return Table(f"form_comparison_{kind}", f"Law forms compared: {kind} (Table 1 ablations)", header, cells, records,
                  caption.strip(), formula_columns=(5,))
 
