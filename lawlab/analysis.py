@@ -5,7 +5,9 @@ fits the spec's laws, compares the law forms (one ranking per metric kind) and a
 paper's questions, all on those rows and with one set of options. ``study_analysis(FOLDER)``
 keeps the result beside the store as ``analysis.json``, keyed by a digest of the rows and the
 options: the report, the figures and the law commands read it, and it is computed again only
-when a stored number or an option changed. A results CSV goes through the same function.
+when a stored number or an option changed. A results CSV goes through the same function, and
+so does a published study (a folder of ``results.csv`` and ``analysis.json`` without its store:
+:func:`published_analysis`), so a committed result can be read again under today's rules.
 
 The findings' own fits (a runtime law per model for RQ2, eq. 1 per calibration for RQ5...)
 come from the study's fits when one was made on the same points (:class:`FitBook`), so a
@@ -169,9 +171,11 @@ def prepare_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 
 
 def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registry: Registry, seed: int = 0,
-            source: str = "", questions: Sequence[dict[str, Any]] = ()) -> Analysis:
+            source: str = "", questions: Sequence[dict[str, Any]] = (),
+            paired: Sequence[dict[str, Any]] | None = None) -> Analysis:
     """The whole analysis of tidy result rows (``load_table`` or a results CSV), with the
-    per-question records (``load_questions``) where the study kept them."""
+    per-question records (``load_questions``) where the study kept them. ``paired`` gives
+    paired comparisons computed before, where the records themselves are not at hand."""
     import warnings
 
     from lawlab.findings.paired import paired_differences
@@ -188,10 +192,11 @@ def analyse(rows: Sequence[dict[str, Any]], *, laws: Sequence[LawEntry], registr
         comparisons = compare_study(clean, laws, registry, seed=seed)
         book = FitBook(fits)
         _per_dataset_fits(clean, laws, book)
-        paired = paired_differences(questions, clean, seed=seed)
+        if paired is None:
+            paired = paired_differences(questions, clean, seed=seed)
         found = answer_questions(clean, chance, source=source, seed=seed, book=book, comparisons=comparisons,
                                  paired=paired)
-    return Analysis(source, key, options, fits, comparisons, found, chance, book.extra, paired, len(clean))
+    return Analysis(source, key, options, fits, comparisons, found, chance, book.extra, list(paired), len(clean))
 
 
 def _per_dataset_fits(rows: Sequence[dict[str, Any]], laws: Sequence[LawEntry], book: FitBook) -> None:
@@ -226,6 +231,8 @@ def study_analysis(folder: str | Path, registry: Registry | None = None, *, writ
 
         registry = get_registry()
     root = Path(folder)
+    if is_published(root):
+        return published_analysis(root, registry, write=write)
     rows = load_table(root)  # says so when the folder is not a study's
     spec_file = root / "spec.json"  # the spec the study last ran with; else the store's copy
     if spec_file.is_file():
@@ -246,6 +253,52 @@ def study_analysis(folder: str | Path, registry: Registry | None = None, *, writ
             pass  # unreadable or from another layout: computed again below
     result = analyse(rows, laws=laws, registry=registry, seed=seed, source=str(root),
                      questions=load_questions(root).rows)
+    if write:
+        write_json(path, result.to_dict())
+    return result
+
+
+RESULTS_CSV = "results.csv"
+
+
+def is_published(folder: Path) -> bool:
+    """A study's results without its store: ``results.csv`` beside an ``analysis.json``."""
+    from lawlab.run.store import DB_NAME
+
+    return (not (folder / DB_NAME).exists() and (folder / RESULTS_CSV).is_file()
+            and (folder / ANALYSIS_FILE).is_file())
+
+
+def published_analysis(folder: str | Path, registry: Registry | None = None, *, write: bool = True) -> Analysis:
+    """A published study analysed again: the rows of its ``results.csv`` with the laws and the
+    seed its ``analysis.json`` records. Paired comparisons need the per-question records, which
+    only the store keeps: they are carried over from ``analysis.json`` as they were computed."""
+    from lawlab.files import write_json
+    from lawlab.findings.rows import read_rows
+    from lawlab.spec.models import LawEntry
+
+    if registry is None:
+        from lawlab.registry import get_registry
+
+        registry = get_registry()
+    root = Path(folder)
+    path = root / ANALYSIS_FILE
+    try:
+        before = json.loads(path.read_text())
+        options = before["options"]
+        laws = [LawEntry.model_validate(law) for law in options["laws"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        from lawlab.errors import UsageError
+
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(f"{path}: not an analysis lawlab wrote ({what}); re-analyse {root / RESULTS_CSV} "
+                         "with `lawlab findings` on the CSV instead") from None
+    rows = read_rows(root / RESULTS_CSV)
+    seed = int(options.get("seed", 0))
+    if before.get("format") == FORMAT and before.get("key") == analysis_key(rows, options):
+        return Analysis.from_dict(before, registry)
+    result = analyse(rows, laws=laws, registry=registry, seed=seed, source=str(root),
+                     paired=before.get("paired", []))
     if write:
         write_json(path, result.to_dict())
     return result

@@ -124,3 +124,34 @@ def from_csv_laws(analysis):
     from lawlab.spec.models import LawEntry
 
     return [LawEntry.model_validate(law) for law in analysis.options["laws"]]
+
+
+def test_a_published_study_is_read_again_without_its_store(study: Path, tmp_path: Path, capsys) -> None:
+    # what docs/results/ keeps: results.csv and analysis.json, no store
+    analysis = study_analysis(study)
+    published = tmp_path / "published"
+    published.mkdir()
+    assert main(["export", str(study), "--format", "csv", "-o", str(published / "results.csv")]) == 0
+    stored = analysis.to_dict()
+    stored["paired"] = [{  # what per-question records gave, which a CSV cannot hold
+        "model": "small", "method": "m", "ratio": 0.5, "seed": 0, "D": 0.0, "evaluator": "lm-eval",
+        "against": "unpruned", "tasks": 2, "questions": 123, "accuracy": {"diff": -0.05, "low": -0.15, "high": 0.05},
+        "task_loss": {"diff": 0.15, "low": 0.11, "high": 0.19}}]
+    (published / ANALYSIS_FILE).write_text(json.dumps(stored))
+
+    again = study_analysis(published)
+    assert again.paired == stored["paired"]  # carried over, not recomputed from nothing
+    assert [(a.key, a.verdict) for a in again.findings.answers.values()] == \
+        [(a.key, a.verdict) for a in analysis.findings.answers.values()]
+    pooled = next(f for f in again.fits if f.metric_kind == "extrinsic" and f.group["by"] == "pooled")
+    before = next(f for f in analysis.fits if f.metric_kind == "extrinsic" and f.group["by"] == "pooled")
+    assert pooled.theta == pytest.approx(before.theta, rel=1e-9)
+    assert json.loads((published / ANALYSIS_FILE).read_text())["source"] == str(published)
+
+    capsys.readouterr()
+    assert main(["findings", str(published)]) == 0
+    assert "rq1" in capsys.readouterr().out.lower()
+
+    (published / ANALYSIS_FILE).write_text("{}")  # not lawlab's: a clear error, exit 2
+    assert main(["findings", str(published)]) == 2
+    assert "not an analysis lawlab wrote" in capsys.readouterr().err

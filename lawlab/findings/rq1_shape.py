@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lawlab.findings.answers import CLUSTER_CI, Answer, Part, pct
 from lawlab.findings.rows import cluster, l0_errors, points, to_float
-from lawlab.findings.stats import ALPHA, bootstrap_mean, curvature, side
+from lawlab.findings.stats import ALPHA, FEW, bootstrap_mean, curvature, side
 
 if TYPE_CHECKING:  # pragma: no cover
     from lawlab.analysis import FitBook
@@ -130,7 +130,13 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> P
     ev["without_rft"] = {"mean": m, "ci": [lo, hi], "best": max(without.values()), "cells": len(without)}
     ev["series"] = sorted({k[3] for k in without})
     ev["l0_relative_stderr"] = l0_se
-    if math.isfinite(lo) and (hi - lo) / 2 > 0.03:
+    n_clusters = len(set(cl.values()))
+    if math.isfinite(lo) and (hi - lo) / 2 > 0.03 and n_clusters < FEW:
+        # the width is then the spread of a few pruned models: questions cannot narrow it
+        ev["power"] = (f"retention is known to ±{(hi - lo) / 2:.1%} from {n_clusters} pruned model(s); more pruned "
+                       f"models below r = 0.5 (ratios, methods or seeds; {FEW} or more) would narrow it, more "
+                       "questions alone would not")
+    elif math.isfinite(lo) and (hi - lo) / 2 > 0.03:
         ev["power"] = (f"retention is known to ±{(hi - lo) / 2:.1%}; about "
                        f"{_questions_for_retention(rows, (hi - lo) / 2, 0.03)} questions a task would give ±3 points, if all of its width is question noise")
     summary = f"retention without RFT {pct(m, lo, hi)} (best {max(without.values()):.0%}; paper 57%)"

@@ -8,6 +8,11 @@ draws each model's L0 from its own standard error where one was recorded
 (:func:`cluster_mean`). With one value per cluster and no L0 error the plain BCa interval
 of scipy is used (it covers better than a percentile interval at 5-30 values).
 
+A bootstrap over few clusters covers less than it says: over 2 values it spans little more
+than their range. Below ``FEW`` clusters an interval is therefore never narrower than
+Student's t over the cluster means (G − 1 degrees of freedom, exact for normal noise), so a
+mean of 2 or 3 pruned models is honestly wide (:func:`few_clusters`).
+
 Accuracy is binomial: a task whose unpruned model is not above its chance level measures
 nothing, and :func:`above_chance` says so; :func:`questions_for` says how many questions a
 standard error needs.
@@ -23,6 +28,7 @@ from typing import Any
 LEVEL = 0.95
 N_BOOT = 2000
 ALPHA = 0.05  # significance level of the curvature tests
+FEW = 10  # below this many clusters a bootstrap interval is widened to Student's t at least
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,26 @@ def bca_mean(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT) -> In
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = (float(q) for q in np.quantile(res.bootstrap_distribution, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
-    return Interval(m, lo, hi, len(x), len(x), f"{LEVEL:.0%} BCa bootstrap over cells ({n_boot} resamples)")
+    return few_clusters(Interval(m, lo, hi, len(x), len(x), f"{LEVEL:.0%} BCa bootstrap over cells ({n_boot} resamples)"),
+                        list(x))
+
+
+def few_clusters(iv: Interval, cluster_means: Sequence[float]) -> Interval:
+    """``iv`` widened, where it rests on fewer than ``FEW`` clusters, to Student's t interval
+    over the cluster means when that is wider: a bootstrap cannot know the spread of a
+    population it has seen two or three members of."""
+    import numpy as np
+    from scipy import stats
+
+    g = len(cluster_means)
+    if g >= FEW or g < 2 or not iv.finite:
+        return iv
+    half = float(stats.t.ppf((1 + LEVEL) / 2, g - 1) * np.std(cluster_means, ddof=1) / math.sqrt(g))
+    lo, hi = min(iv.low, iv.value - half), max(iv.high, iv.value + half)
+    if (lo, hi) == (iv.low, iv.high):
+        return iv
+    return Interval(iv.value, lo, hi, iv.n, iv.clusters,
+                    f"{LEVEL:.0%} Student t over {g} cluster means (wider than the bootstrap's with so few)")
 
 
 def cluster_mean(
@@ -109,7 +134,8 @@ def cluster_mean(
     how = f"{LEVEL:.0%} percentile bootstrap over {len(groups)} clusters (pruned models: model, method, r, seed)"
     if names:
         how += ", each model's L0 drawn from its standard error"
-    return Interval(m, float(lo), float(hi), len(x), len(groups), how + f" ({n_boot} resamples)")
+    iv = Interval(m, float(lo), float(hi), len(x), len(groups), how + f" ({n_boot} resamples)")
+    return few_clusters(iv, [float(x[g].mean()) for g in members])
 
 
 def above_chance(acc: float, chance: float, *, n: int | None = None, stderr: float | None = None) -> float:
