@@ -156,11 +156,15 @@ def _retention(rows: Sequence[dict[str, Any]], seed: int, series: str = "") -> P
                                  models=[k[0] for k in common], l0_rel_se=l0_se) if common else (0.0, math.nan, math.nan)
     ev["gain"] = {"mean": d, "ci": [dlo, dhi], "cells": len(common)}
     summary += f"; with RFT {pct(m2, lo2, hi2)} (best {max(with_rft.values()):.0%}; paper 84%)"
+    if common:
+        summary += f"; gain {pct(d, dlo, dhi)} over {len(common)} cell(s)"
     verdict = side(dlo, dhi, +1)
     reason = "" if verdict != "undetermined" else "the gain's interval includes 0"
-    if ev.get("power"):
-        summary += f" ({ev['power']})"
-        reason += f"; {ev['power']}" if reason else ""
+    if ev.get("power"):  # once: in the reason when it is why nothing is decided, else in the summary
+        if reason:
+            reason += f"; {ev['power']}"
+        else:
+            summary += f" ({ev['power']})"
     return Part(name, verdict, summary, ev, reason)
 
 
