@@ -218,6 +218,7 @@ def test_cell_tasks_carry_the_drivers_variables_and_plugin_files(monkeypatch):
     assert job == {"py_modules": [lawlab_test_plugins.__file__]}
 
 
+@pytest.mark.slow  # a study on the local Ray instance (≈30 s on 2 cores beside another study)
 @needs_ray
 def test_per_question_records_come_back_from_the_workers(local_ray, tmp_path):
     tables = {}

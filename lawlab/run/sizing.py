@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lawlab.findings.stats import FEW
+
 # Questions a task needs for a binomial error of ±3 points at accuracy 0.5 (0.25 / 0.03²)
 RETENTION_TARGET = 0.03
+MIN_CLUSTERS_FOR_GAIN = 3  # over 2 pruned models, t on 1 df is ±12.7 standard errors
 MIN_RATIOS_FOR_CURVATURE = 4  # a quadratic has 3 coefficients; r = 0 (the unpruned model) adds a point
 
 
@@ -98,6 +101,15 @@ def _rq1(evals: Sequence[Any], kinds: dict[str, str], sizes: list[EvaluatorSize]
                              "RFT" if curves else f"no {kind} evaluator on pruned variants without RFT"))
     ext = [c for c in _of(evals, kinds, "extrinsic") if 0 < c.variant.ratio < 0.5]
     has = {bool(c.variant.size) for c in ext}
+    # the gain is a mean over pruned models measured with and without RFT: its interval rests on
+    # their number (below FEW it is Student's t on G - 1 df, whatever the questions)
+    sides: dict[tuple[str, tuple[Any, ...]], set[bool]] = {}
+    for c in ext:
+        v = c.variant
+        sides.setdefault((c.evaluator, (v.model, v.method, v.ratio, v.seed)), set()).add(bool(v.size))
+    paired_models: dict[str, int] = {}
+    for (evaluator, _), got in sides.items():
+        paired_models[evaluator] = paired_models.get(evaluator, 0) + (got == {True, False})
     main = min((e for e in sizes if e.kind == "extrinsic" and e.stderr), key=lambda e: e.stderr or 1.0, default=None)
     se, tasks = (main.stderr, len(main.parts)) if main else (None, 1)
     if has != {True, False}:
@@ -110,7 +122,13 @@ def _rq1(evals: Sequence[Any], kinds: dict[str, str], sizes: list[EvaluatorSize]
         need = math.ceil(2 * 0.25 / (tasks * (RETENTION_TARGET * 0.5) ** 2)) if se else None
         why = (f"retention of one cell ±{cell:.1%} at accuracy 0.5; about {need} questions a task for ±3 points"
                if cell else "extrinsic errors not known before running")
-        out.append(Decidable("rq1", "retention gain by RFT", True, why))
+        why += "; pruned models with and without RFT: " + ", ".join(f"{e} {n}" for e, n in sorted(paired_models.items()))
+        short = sorted(e for e, n in paired_models.items() if n < MIN_CLUSTERS_FOR_GAIN)
+        if short:
+            why += (f" ({', '.join(short)}: under {MIN_CLUSTERS_FOR_GAIN}, no gain can be decided; below {FEW} the "
+                    "interval is Student's t over them: add ratios below 0.5, methods or seeds)")
+        out.append(Decidable("rq1", "retention gain by RFT", max(paired_models.values(), default=0)
+                             >= MIN_CLUSTERS_FOR_GAIN, why))
     return out
 
 
