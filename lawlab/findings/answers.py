@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lawlab.files import jsonable
-from lawlab.findings.stats import LEVEL, N_BOOT
+from lawlab.findings.stats import FEW, LEVEL, N_BOOT
 
 SIGMA = {"extrinsic": 0.8, "intrinsic": 1.5}  # recovery thresholds for r_crit (the paper's worked example: 0.8)
 QUESTIONS = ("rq1", "rq2", "rq3", "rq4", "rq5", "laws", "composition")
@@ -32,9 +32,11 @@ CLAIMS = {
     "composition": "Compressions compose multiplicatively (effective-parameter form, Frantar et al. 2025; Panferov "
                    "et al. 2025): what a hybrid variant keeps is the product of what each compression keeps alone.",
 }
-CELL_CI = f"{LEVEL:.0%} BCa bootstrap over cells ({N_BOOT} resamples; a cell is one variant: model, method, r, D)"
+FEW_CI = f"; over fewer than {FEW}, never narrower than Student's t over their means"
+CELL_CI = (f"{LEVEL:.0%} BCa bootstrap over cells ({N_BOOT} resamples; a cell is one variant: model, method, r, D)"
+           + FEW_CI)
 CLUSTER_CI = (f"{LEVEL:.0%} bootstrap over clusters (a cluster is one pruned model: model, method, r, seed, with its D "
-              f"cells), each model's L0 drawn from its recorded standard error ({N_BOOT} resamples)")
+              f"cells), each model's L0 drawn from its recorded standard error ({N_BOOT} resamples)" + FEW_CI)
 
 
 # --------------------------------------------------------------------------- results
