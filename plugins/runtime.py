@@ -13,6 +13,10 @@ cache; prefill and decode tokens/s and their absolute times are kept too.
 ``benchmark_seconds`` is the paper's measure: the wall time of the model's forward passes
 while lm-eval runs the extrinsic benchmark, timed around each top-level forward call.
 With ``paired`` it is kept as an absolute time; without, it is the law's input.
+
+Memory per variant: ``forward_memory_bytes`` is what one run of the workload adds to what is
+resident (activations, the KV cache, weights a quantised layer dequantises per call), and
+``peak_memory_bytes`` the weights as held plus that: what serving the variant alone needs.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class ForwardTimer:
 
 
 def peak_memory(device: str) -> tuple[int, str]:
-    """(bytes, how it was measured)."""
+    """(bytes, how it was measured): the process's peak, where no per-variant measure exists."""
     if device.startswith("cuda"):
         import torch
 
@@ -116,6 +120,81 @@ def peak_memory(device: str) -> tuple[int, str]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     factor = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
     return rss * factor, "peak resident set size of the process (ru_maxrss), includes everything loaded"
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes the model's tensors occupy now (each storage once; a quantised weight as the
+    plain tensors it is held as)."""
+    from lawlab.storage import tensor_bytes
+
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += tensor_bytes(t)
+    return total
+
+
+class ResidentProbe:
+    """The peak resident memory one call adds on a Linux CPU: glibc's ``malloc_trim`` first
+    returns freed heap to the system (else a forward reuses memory an earlier one left and
+    seems to need none), then ``/proc/self/clear_refs`` resets the peak (VmHWM) to the
+    resident size, and the call's peak is read back."""
+
+    STATUS, CLEAR = "/proc/self/status", "/proc/self/clear_refs"
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+
+        self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        self._reset()  # raises where the kernel or the libc cannot do it
+
+    def _kb(self, field: str) -> int:
+        with open(self.STATUS) as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise OSError(f"{self.STATUS} has no {field}")
+
+    def _reset(self) -> None:
+        self.trim(0)
+        with open(self.CLEAR, "w") as fh:
+            fh.write("5")
+
+    def __call__(self, fn: Any) -> int:
+        self._reset()
+        before = self._kb("VmRSS")
+        fn()
+        return max(0, self._kb("VmHWM") - before)
+
+
+def forward_memory(net: Any, params: RuntimeParams, device: str, vocab: int, probes: int = 3) -> tuple[int | None, str]:
+    """(bytes, how): the memory one run of the workload needs beyond what is resident before
+    it (activations, the KV cache, weights a quantised layer dequantises per call), the
+    median of ``probes`` runs; None where this machine cannot measure it."""
+    run = lambda: synthetic_run(net, params, device, vocab)  # noqa: E731
+    if device.startswith("cuda"):
+        import torch
+
+        values = []
+        for _ in range(probes):
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            run()
+            values.append(torch.cuda.max_memory_allocated(device) - before)
+        return int(statistics.median(values)), (f"torch.cuda.max_memory_allocated over one run minus what was allocated "
+                                                f"before it, median of {probes}")
+    try:
+        probe = ResidentProbe()
+    except (OSError, AttributeError) as exc:
+        return None, f"not measured on this machine (needs Linux's {ResidentProbe.CLEAR} and glibc: {exc})"
+    values = [probe(run) for _ in range(probes)]
+    return int(statistics.median(values)), (f"peak resident size over one run (VmHWM reset through "
+                                            f"{ResidentProbe.CLEAR}) minus the resident size before it, freed heap "
+                                            f"returned first (malloc_trim), median of {probes}")
 
 
 def cache_argument(model: Any) -> str:
@@ -219,7 +298,7 @@ class Runtime(Evaluator):
     Params: ClassVar[type[Params]] = RuntimeParams
     description: ClassVar[str] = (
         "time relative to the unpruned model (paired, alternating), forward time of the extrinsic benchmark, "
-        "prefill/decode tokens/s, peak memory"
+        "prefill/decode tokens/s, memory (weights + one run's working memory)"
     )
 
     def memory(self, params: RuntimeParams, shapes: Any, dtype_bytes: int) -> MemoryTerms:
@@ -322,12 +401,17 @@ class Runtime(Evaluator):
                     details={**shape, "seconds": decode, "runs": [r[1] for r in runs]},
                 )
             )
-        peak, how = peak_memory(ctx.device)
-        out.append(
-            Measurement(
-                "peak_memory_bytes", float(peak), dataset="synthetic", details={**machine, "measure": how}
-            )
-        )
+        # memory per variant: its weights as held now, plus what one run of the workload adds
+        work, work_how = forward_memory(net, params, ctx.device, vocab)
+        weights = weight_bytes(net)
+        if work is not None:
+            out.append(Measurement("forward_memory_bytes", float(work), dataset="synthetic",
+                                   details={**shape, "measure": work_how}))
+            peak, how = weights + work, f"the weights held in memory ({weights} bytes) + forward_memory_bytes"
+        else:
+            peak, how = peak_memory(ctx.device)
+        out.append(Measurement("peak_memory_bytes", float(peak), dataset="synthetic",
+                               details={**machine, "measure": how, "weight_bytes": weights}))
         return out
 
     def _alone(self, net: Any, params: RuntimeParams, ctx: RunContext, vocab: int) -> list[tuple[float, float]]:

