@@ -87,6 +87,28 @@ def test_rerun_skips_everything_and_status_says_done(tiny_spec, tmp_path, capsys
     assert "12 done, 0 failed, 0 left" in capsys.readouterr().out
 
 
+def test_rerun_measures_one_evaluator_again_and_nothing_else(tiny_spec, tmp_path, capsys):
+    out = tmp_path / "out"
+    spec = tiny_spec(output=out)
+    assert main(["run", str(spec), "--no-report", "-q"]) == 0
+    before_values, (cells, results, attempts) = values(out), counts(out)
+    capsys.readouterr()
+    assert main(["run", str(spec), "--no-report", "--rerun", "cross-entropy"]) == 0
+    assert "measuring again" in capsys.readouterr().out
+    after_cells, after_results, after = counts(out)
+    assert (after_cells, after_results) == (cells, results)  # replaced, not duplicated
+    again = {k for k in after if after[k] > attempts.get(k, 0)}
+    db = sqlite3.connect(out / "lawlab.sqlite")
+    kinds = dict(db.execute("SELECT key, evaluator FROM cells").fetchall())
+    db.close()
+    assert again and {kinds[k] for k in again} == {"cross-entropy"}  # no variant stored again
+    assert values(out) == before_values  # deterministic evaluator: the same numbers
+
+    assert main(["run", str(spec), "--no-report", "--rerun", "no-such-evaluator"]) == 2
+    err = capsys.readouterr().err
+    assert "--rerun no-such-evaluator: not an evaluator of this spec" in err and "cross-entropy" in err
+
+
 @pytest.mark.slow  # a tiny study, then every export format (≈20 s on 2 busy cores)
 def test_export_formats(tiny_spec, tmp_path):
     out = tmp_path / "out"

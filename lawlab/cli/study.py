@@ -40,6 +40,9 @@ def add_commands(sub: Any) -> None:
     _spec_args(p)
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p.add_argument("--retry-failed", action="store_true", help="run again the cells that failed before")
+    p.add_argument("--rerun", action="append", default=[], metavar="EVALUATOR",
+                   help="measure again the finished cells of this evaluator label (repeatable), e.g. after its "
+                        "plugin learnt a new measurement; the variants they need are rebuilt where not kept")
     p.add_argument("--no-report", action="store_true", help="skip the fits and the report at the end")
     p.add_argument("--allow-revision-change", action="store_true",
                    help="resume even when a hub revision now resolves to another commit than the stored cells used")
@@ -270,6 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan,
         fail_fast=args.fail_fast,
         retry_failed=args.retry_failed,
+        rerun=args.rerun,
         report=not args.no_report,
         quiet=args.quiet,
         verbose=args.verbose,

@@ -205,6 +205,16 @@ class Store:
                 ],
             )
 
+    def forget(self, keys: Sequence[str]) -> int:
+        """Drop finished cells and their numbers so that the next run measures them again;
+        returns how many were finished. Their records are overwritten when they run."""
+        with self.transaction() as db:
+            done = sum(db.execute("SELECT COUNT(*) FROM cells WHERE key = ? AND status = 'done'", (k,)).fetchone()[0]
+                       for k in keys)
+            db.executemany("DELETE FROM results WHERE cell_key = ?", [(k,) for k in keys])
+            db.executemany("DELETE FROM cells WHERE key = ?", [(k,) for k in keys])
+        return int(done)
+
     def records_dir(self, key: str) -> Path:
         return self.root / "records" / key
 

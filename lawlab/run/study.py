@@ -8,7 +8,7 @@ import contextlib
 import fcntl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +55,34 @@ def prepare_store(plan: Plan, store: Store) -> None:
     write_json(store.root / "spec.json", spec.canonical())
 
 
+def rerun_cells(plan: Plan, labels: Sequence[str]) -> list[str]:
+    """The evaluation cells of ``labels`` (evaluator labels of the spec), or a UsageError
+    naming the labels there are."""
+    if not labels:
+        return []
+    known = sorted({c.evaluator for c in plan.cells if c.kind == "eval"})
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        from lawlab.errors import UsageError
+
+        raise UsageError(f"--rerun {', '.join(unknown)}: not an evaluator of this spec; its evaluators are "
+                         f"{', '.join(known) or 'none'}")
+    return [c.key for c in plan.cells if c.kind == "eval" and c.evaluator in labels]
+
+
 def run_study(
     plan: Plan,
     *,
     fail_fast: bool = False,
     retry_failed: bool = False,
+    rerun: Sequence[str] = (),
     report: bool = True,
     quiet: bool = False,
     verbose: bool = False,
     console: Any = None,
 ) -> int:
-    """Run (or resume) a study; returns the exit code: 0 all done, 1 some cells failed."""
+    """Run (or resume) a study; returns the exit code: 0 all done, 1 some cells failed.
+    ``rerun``: evaluator labels whose finished cells are measured again."""
     from lawlab import terminal
 
     spec = plan.spec.spec
@@ -73,11 +90,15 @@ def run_study(
         environment.enter_offline_mode()
     console = console or terminal.console()
     output = spec.output_dir()
+    stale = rerun_cells(plan, rerun)
     # libraries' warnings and stray stderr go to the study's log (-v: the terminal too)
     with study_lock(output), terminal.capture(output / terminal.LOG_NAME, verbose=verbose) as log:
         with Store(output, create=True) as store:
             store.clean_partial_artifacts()
             prepare_store(plan, store)
+            if stale:
+                forgotten = store.forget(stale)
+                console.print(f"measuring again {forgotten} finished cell(s) of {', '.join(rerun)}")
             run_id = store.start_run(plan.spec_hash, sys.argv)
             registry = plan_registry(plan)
             executor = registry.get("executors", spec.execution.executor)
