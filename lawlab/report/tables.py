@@ -26,6 +26,7 @@ from lawlab.report.document import (
     when,
 )
 from lawlab.report.figures import GREEK, Drawing, fits_for, preferred
+from lawlab.report.hybrid import hybrid_section
 
 if TYPE_CHECKING:  # pragma: no cover
     from lawlab.laws.compare import ComparisonTable
@@ -344,6 +345,10 @@ def build(study: StudyData, drawings: list[Drawing]) -> tuple[list[Section], lis
     for d in drawings:
         figs.figure(d)
     sections.append(figs)
+    hybrid = hybrid_section(study.rows)
+    if hybrid is not None:
+        sections.append(hybrid[0])
+        tables += hybrid[1]
     for section, section_tables in (laws_section(study), provenance_section(study)):
         sections.append(section)
         tables += section_tables
