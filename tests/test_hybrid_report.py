@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lawlab.report.hybrid import hybrid_records, hybrid_section, setting_lines
+from lawlab.report.hybrid import figure_hybrid, hybrid_records, hybrid_section, setting_lines
 
 
 def rows_of(pruner: str, ratio: float, setting: str, *, time: float, ci: tuple[float, float] | None,
@@ -63,3 +63,20 @@ def test_the_section_says_per_setting_what_it_buys_with_the_numbers():
     section, tables = built
     assert section.id == "hybrid" and tables[0].name == "hybrid_settings" and len(tables[0].cells) == 4
     assert hybrid_section([r for r in ROWS if not r["quant"]]) is None  # a float study has no such section
+
+
+def test_the_tradeoff_figure_plots_loss_against_weights_per_pruner_and_setting():
+    from matplotlib import rc_context
+
+    from lawlab.report.figures import STYLE
+
+    with rc_context(STYLE):
+        drawing = figure_hybrid(ROWS)
+    assert drawing.figure is not None
+    ax = drawing.figure.axes[0]
+    assert ax.get_xlabel() == "weights in memory (MB)" and ax.get_ylabel() == "PTB cross-entropy (nats)"
+    plotted = {(round(x, 1), round(y, 2)) for line in ax.get_lines() for x, y in zip(*line.get_data(), strict=True)}
+    assert (220.0, 4.46) in plotted and (228.0, 4.82) in plotted  # w8a8 and w4g64 of the unpruned model
+    labels = set(ax.get_legend_handles_labels()[1])
+    assert {"unpruned", "wanda", "float", "w8", "w8a8", "w4g64"} <= labels
+    assert figure_hybrid([r for r in ROWS if not r["quant"]]).figure is None

@@ -600,6 +600,10 @@ def all_figures(study: StudyData) -> list[Drawing]:
         *[(f"observed_vs_predicted_{kind}", lambda k=kind: figure_observed_vs_predicted(study, k))
           for kind in study.comparisons],
     ]
+    if any(r.get("quant") for r in study.rows):
+        from lawlab.report.hybrid import figure_hybrid  # here: hybrid draws with this module's helpers
+
+        makers.append(("hybrid_tradeoff", lambda: figure_hybrid(study.rows)))
     out = []
     for name, make in makers:
         try:

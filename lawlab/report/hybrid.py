@@ -148,3 +148,38 @@ def hybrid_section(rows: Sequence[dict[str, Any]]) -> tuple[Section, list[Table]
 
 def _mb(v: float | None) -> float | None:
     return None if v is None else v / MB
+
+
+def figure_hybrid(rows: Sequence[dict[str, Any]]) -> Any:
+    """Cross-entropy against the weights held in memory, every variant: colour the pruner,
+    marker the setting, one panel per RFT size. A ``Drawing``."""
+    from lawlab.report.figures import PALETTE, Drawing, legend_below, marker, new_figure
+
+    name, title = "hybrid_tradeoff", "Hybrid compression: loss against memory"
+    found = {k: v for k, v in variants(rows).items() if "loss" in v and v.get("weights")}
+    if not any(k[3] for k in found):
+        return Drawing(name, title, "", missing="no quantised variant has both its cross-entropy and its weights yet")
+    sizes = sorted({k[2] for k in found})
+    pruners = sorted({k[0] for k in found})
+    settings = ["", *sorted({k[3] for k in found} - {""})]
+    fig, axes = new_figure(1, len(sizes))
+    for ax, d in zip(axes[0], sizes, strict=True):
+        for pi, pruner in enumerate(pruners):
+            for si, setting in enumerate(settings):
+                pts = sorted((v["weights"] / MB, v["loss"]) for k, v in found.items()
+                             if k[0] == pruner and k[2] == d and k[3] == setting)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=PALETTE[pi % len(PALETTE)],
+                            marker=marker(si), linestyle=":", markersize=5, linewidth=0.8)
+        ax.set_xlabel("weights in memory (MB)")
+        ax.set_ylabel("PTB cross-entropy (nats)")
+        ax.set_title("no RFT" if d == 0 else f"after RFT, D = {d:g}")
+    for pi, pruner in enumerate(pruners):
+        axes[0][0].plot([], [], color=PALETTE[pi % len(PALETTE)], linestyle="-", label=pruner or "unpruned")
+    for si, setting in enumerate(settings):
+        axes[0][0].plot([], [], color="grey", marker=marker(si), linestyle="none", label=setting or "float")
+    legend_below(fig, axes[0], ncol=4)
+    caption = ("Every variant's PTB cross-entropy against the bytes its weights occupy in memory. Colour: the pruner "
+               "(dotted lines join its ratios); marker: the quantisation setting. A setting that moves a point left "
+               "without moving it up saves memory at no cost in loss.")
+    return Drawing(name, title, caption, fig)
