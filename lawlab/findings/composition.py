@@ -12,7 +12,7 @@ C / L0 = (P / L0) · (Q / L0), so the interaction of one cell is
 with s = +1 for a loss (higher is worse) and −1 for an accuracy, so δ > 0 always means the
 combination is *worse* than the product (super-multiplicative damage), δ < 0 better. The
 mean δ gets a bootstrap interval over pruned models (a pruned model's D and q cells are one
-cluster, :func:`lawlab.stats.cluster_mean`). Verdict against the multiplicative claim:
+cluster, :func:`lawlab.findings.stats.cluster_mean`; over fewer than 10, at least Student's t). Verdict against the multiplicative claim:
 consistent when the whole interval lies within ±``margin`` (equivalent to the product),
 inconsistent when it excludes 0 and reaches past the margin (worse, or better, than the
 product), undetermined otherwise (the interval is too wide to tell).
