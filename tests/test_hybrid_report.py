@@ -80,3 +80,19 @@ def test_the_tradeoff_figure_plots_loss_against_weights_per_pruner_and_setting()
     labels = set(ax.get_legend_handles_labels()[1])
     assert {"unpruned", "wanda", "float", "w8", "w8a8", "w4g64"} <= labels
     assert figure_hybrid([r for r in ROWS if not r["quant"]]).figure is None
+
+
+def test_a_law_is_written_out_symbol_by_symbol():
+    # β_q is its own coefficient: β must not replace the β inside it (it once did: β_q showed β's value)
+    from types import SimpleNamespace
+
+    from lawlab.report.document import fitted_function
+
+    def fit(formula: str, **theta: float) -> SimpleNamespace:
+        return SimpleNamespace(formula=formula, options={"epsilon": 1.0},
+                               params=[SimpleNamespace(name=k, value=v) for k, v in theta.items()])
+
+    axes = fit("L = L0^α · (1+r)^β · (1+q)^β_q · (1 + 1/(D+ε))^γ", alpha=0.97, beta=0.91, beta_q=0.25, gamma=0.08)
+    assert fitted_function(axes) == "L = L0^0.97 · (1+r)^0.91 · (1+q)^0.25 · (1 + 1/(D+1))^0.08"
+    eff = fit("L = L0 · ((1−r) · eff_q)^(−a) · (1 + 1/(D+ε))^γ", a=-0.19, gamma=0.07)
+    assert fitted_function(eff) == "L = L0 · ((1−r) · eff_q)^(0.19) · (1 + 1/(D+1))^0.07"

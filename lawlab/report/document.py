@@ -49,16 +49,22 @@ def fmt_ci(value: float | None, ci: Sequence[float] | None) -> str:
     return fmt(value) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
 
 
+def symbol(name: str) -> str:
+    """How a formula writes a parameter: beta as β, beta_q as β_q."""
+    head, sep, tail = name.partition("_")
+    return GREEK.get(name) or (GREEK[head] + sep + tail if sep and head in GREEK else name)
+
+
 def fitted_function(fit: FitResult) -> str:
     """The law written out with its coefficients, as the paper's tables show it."""
     text = fit.formula
     for p in sorted(fit.params, key=lambda p: -len(p.name)):
-        value = fmt(p.value, 2)
-        text = text.replace(f"^{GREEK.get(p.name, p.name)}", f"^{value}")
-        text = text.replace(GREEK.get(p.name, p.name), value)
+        # whole symbols only: β must not eat the β of β_q, nor a the a of another name
+        text = re.sub(rf"(?<!\w){re.escape(symbol(p.name))}(?!\w)", fmt(p.value, 2), text)
     for name, value in fit.options.items():
         if name in GREEK:
-            text = text.replace(GREEK[name], f"{value:g}")
+            text = re.sub(rf"(?<!\w){re.escape(GREEK[name])}(?!\w)", f"{value:g}", text)
+    text = text.replace("(−-", "(")  # minus a negative value: (−a) with a < 0
     if fit.options.get("d_unit", 1) != 1:
         text += f"  (D in units of {fit.options['d_unit']:g} samples)"
     return text
