@@ -168,4 +168,8 @@ def test_a_quantised_study_compares_the_float_and_the_cross_axis_forms_apart():
     table = comparison_table(across_axes("intrinsic"), crossed, {"p2-law"})
     assert "LOASO RMSE" in table.header and "quantised variants included" in table.caption
     assert table.records[0]["loaso_rmse"] == pytest.approx(crossed.rows[0].cv["leave-one-axis-setting-out"]["rmse"])
+    # and says what "no change" scores held out the same way, and which forms beat it
+    null = crossed.rows[0].cv["leave-one-axis-setting-out"]["null_rmse"]
+    assert f"held out the same way (leave-one-axis-setting-out): RMSE {null:.4g}" in table.caption
+    assert "beaten in log RMSE by effective-params-law" in table.caption
     assert "LOASO RMSE" not in comparison_table("intrinsic", plain, set()).header

@@ -143,10 +143,23 @@ def comparison_table(kind: str, table: ComparisonTable, spec_forms: set[str]) ->
     caption = (f"Every form fitted to the same pooled {what}, ranked by {table.rank_by} cross-validated RMSE "
                "(in the metric's units; LOMO: leave one model out, LORO: leave one ratio out"
                + (", LOASO: leave one pruning ratio × quantisation setting out" if "LOASO" in held else "")
-               + "). The centred adjusted R² uses one convention for all forms, so it compares across them. "
+               + ")." + _null_text(table) + " The centred adjusted R² uses one convention for all forms, so it "
+               "compares across them. "
                + " ".join(table.notes))
     return Table(f"form_comparison_{kind}", f"Law forms compared: {kind} (Table 1 ablations)", header, cells, records,
                  caption.strip(), formula_columns=(5,))
+
+
+def _null_text(table: ComparisonTable) -> str:
+    """What "no change" (L = L0) scores, held out the way the ranking is, and which forms beat it."""
+    held = [r.cv.get(table.rank_by, {}) for r in table.rows]
+    null = next((h["null_rmse"] for h in held if h.get("null_rmse") is not None), None)
+    if null is None:
+        return ""
+    beat = [r.form for r, h in zip(table.rows, held, strict=True) if h.get("beats_null")]
+    log = next((h["null_rmse_log"] for h in held if h.get("null_rmse_log") is not None), None)
+    return (f" \"No change\" (L = L0), held out the same way ({table.rank_by}): RMSE {fmt(null, 4)}, log RMSE "
+            f"{fmt(log, 4)}; " + (f"beaten in log RMSE by {', '.join(beat)}." if beat else "no form beats it."))
 
 
 def critical_table(study: StudyData) -> Table | None:
