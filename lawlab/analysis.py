@@ -231,8 +231,8 @@ def study_analysis(folder: str | Path, registry: Registry | None = None, *, writ
 
         registry = get_registry()
     root = Path(folder)
-    if is_published(root):
-        return published_analysis(root, registry, write=write)
+    if is_published(root):  # read, not rewritten: the folder is someone's published result
+        return published_analysis(root, registry, write=False)
     rows = load_table(root)  # says so when the folder is not a study's
     spec_file = root / "spec.json"  # the spec the study last ran with; else the store's copy
     if spec_file.is_file():
