@@ -94,5 +94,6 @@ def test_a_law_is_written_out_symbol_by_symbol():
 
     axes = fit("L = L0^α · (1+r)^β · (1+q)^β_q · (1 + 1/(D+ε))^γ", alpha=0.97, beta=0.91, beta_q=0.25, gamma=0.08)
     assert fitted_function(axes) == "L = L0^0.97 · (1+r)^0.91 · (1+q)^0.25 · (1 + 1/(D+1))^0.08"
-    eff = fit("L = L0 · ((1−r) · eff_q)^(−a) · (1 + 1/(D+ε))^γ", a=-0.19, gamma=0.07)
-    assert fitted_function(eff) == "L = L0 · ((1−r) · eff_q)^(0.19) · (1 + 1/(D+1))^0.07"
+    eff = fit("L = L0 · ((1−r) · eff_q)^(−a) · (1 + 1/(D+ε))^γ", a=-0.19, gamma=0.07, eff_w8=0.98, eff_w4g64=0.91)
+    # the per-setting efficiencies the formula names as eff_q are listed after it
+    assert fitted_function(eff) == "L = L0 · ((1−r) · eff_q)^(0.19) · (1 + 1/(D+1))^0.07; eff_w4g64 = 0.91, eff_w8 = 0.98"

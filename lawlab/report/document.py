@@ -58,13 +58,19 @@ def symbol(name: str) -> str:
 def fitted_function(fit: FitResult) -> str:
     """The law written out with its coefficients, as the paper's tables show it."""
     text = fit.formula
+    unwritten = []  # parameters the formula names generically (one efficiency per setting: eff_q)
     for p in sorted(fit.params, key=lambda p: -len(p.name)):
         # whole symbols only: β must not eat the β of β_q, nor a the a of another name
-        text = re.sub(rf"(?<!\w){re.escape(symbol(p.name))}(?!\w)", fmt(p.value, 2), text)
+        pattern = rf"(?<!\w){re.escape(symbol(p.name))}(?!\w)"
+        if re.search(pattern, text) is None:
+            unwritten.append(f"{p.name} = {fmt(p.value, 2)}")
+        text = re.sub(pattern, fmt(p.value, 2), text)
     for name, value in fit.options.items():
         if name in GREEK:
             text = re.sub(rf"(?<!\w){re.escape(GREEK[name])}(?!\w)", f"{value:g}", text)
     text = text.replace("(−-", "(")  # minus a negative value: (−a) with a < 0
+    if unwritten:
+        text += "; " + ", ".join(sorted(unwritten))
     if fit.options.get("d_unit", 1) != 1:
         text += f"  (D in units of {fit.options['d_unit']:g} samples)"
     return text
