@@ -11,8 +11,10 @@ from lawlab.registry import get_registry
 
 
 def offline_context(seed: int = 0, device: str = "cpu") -> RunContext:
-    """A run context like a study's, offline, on ``device`` ("auto": the GPU if any)."""
+    """A run context like a study's, offline, on ``device`` ("auto": the GPU if any), with the
+    libraries as quiet as in a study: a benchmark prints its own table, nothing else."""
     environment.enter_offline_mode()
+    environment.quiet_libraries()
     device = environment.resolve_device(device)
     return RunContext(
         seed=seed,
