@@ -156,3 +156,38 @@ def test_a_published_study_is_read_again_without_its_store(study: Path, tmp_path
     (published / ANALYSIS_FILE).write_text("{}")  # not lawlab's: a clear error, exit 2
     assert main(["findings", str(published)]) == 2
     assert "not an analysis lawlab wrote" in capsys.readouterr().err
+
+
+def test_report_on_a_published_study_rewrites_its_findings_section_only(study: Path, tmp_path: Path) -> None:
+    import csv as csv_module
+
+    published = tmp_path / "published"
+    published.mkdir()
+    assert main(["export", str(study), "--format", "csv", "-o", str(published / "results.csv")]) == 0
+    fresh = study_analysis(study)
+    stale = fresh.to_dict()
+    stale["findings"]["rq1"]["verdict"] = "a verdict of an older lawlab"
+    (published / ANALYSIS_FILE).write_text(json.dumps(stale))
+    old = ("# the study\n\nCompression-law study report.\n\n## Findings: the paper's questions\n\n"
+           "RQ1, shape: a verdict of an older lawlab.\n\n## Summary\n\nthe study's own summary\n")
+    (published / "report.md").write_text(old)
+
+    assert main(["report", str(published)]) == 0
+    text = (published / "report.md").read_text()
+    assert "older lawlab" not in text and "the study's own summary" in text  # one section replaced, the rest kept
+    assert text.count("## Findings: the paper's questions") == 1 and "Re-read" in text
+    assert text.index("## Findings") < text.index("## Summary")
+    for answer in fresh.findings.answers.values():  # the answers of today's rules, in the report and its files
+        assert f"{answer.verdict}." in text.split("## Summary")[0]
+    written = json.loads((published / "findings.json").read_text())
+    assert {k: written[k]["verdict"] for k in fresh.findings.answers} == \
+        {k: a.verdict for k, a in fresh.findings.answers.items()}
+    with open(published / "tables" / "findings.csv", newline="") as fh:
+        assert [row["verdict"] for row in csv_module.DictReader(fh)] == \
+            [a.verdict for a in fresh.findings.answers.values()]
+    assert json.loads((published / ANALYSIS_FILE).read_text())["findings"]["rq1"]["verdict"] == \
+        fresh.findings.answers["rq1"].verdict
+
+    (published / "report.md").unlink()  # no report at all: the section is the whole of a new one
+    assert main(["report", str(published)]) == 0
+    assert (published / "report.md").read_text().count("## Findings: the paper's questions") == 1

@@ -64,9 +64,10 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_export)
 
     p = subcommand(sub, "report",
-                   "Write the study's report (HTML, Markdown, figures, tables) from its store.",
+                   "Write the study's report (HTML, Markdown, figures, tables) from its store; on a "
+                   "published folder (results.csv + analysis.json), re-read its findings under today's rules.",
                    "lawlab report runs/quickstart")
-    p.add_argument("output", type=Path, help="the study's output folder")
+    p.add_argument("output", type=Path, help="the study's output folder, or a published study's folder")
     p.set_defaults(func=cmd_report)
 
     p = subcommand(sub, "schema",
@@ -317,9 +318,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import contextlib
 
-    from lawlab.report.render import write_report
+    from lawlab.analysis import is_published
+    from lawlab.report.render import refresh_published, write_report
     from lawlab.run.store import DB_NAME
 
+    if is_published(args.output):  # results.csv and analysis.json: the findings re-read, the rest kept
+        refresh_published(args.output, registry=_registry(args), console=console)
+        return EXIT_OK
     # the fitters' and matplotlib's warnings go to the study's log, as in `lawlab run`
     is_study = (args.output / DB_NAME).is_file()
     with terminal.capture(args.output / terminal.LOG_NAME, verbose=args.verbose) if is_study else (

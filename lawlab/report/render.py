@@ -124,10 +124,15 @@ def render_markdown(study: StudyData, sections: list[Section]) -> str:
     out = [f"# {study.name}", "", f"Compression-law study report, generated {when(time.time())} from "
            f"`{study.root}` by lawlab.", ""]
     for s in sections:
-        out += [f"## {s.title}", ""]
-        for kind, value in s.blocks:
-            out += [*_md_block(kind, value), ""]
+        out += section_markdown(s)
     return "\n".join(out)
+
+
+def section_markdown(section: Section) -> list[str]:
+    out = [f"## {section.title}", ""]
+    for kind, value in section.blocks:
+        out += [*_md_block(kind, value), ""]
+    return out
 
 
 def _md_cell(text: str) -> str:
@@ -213,6 +218,41 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
     if console is not None:
         drawn = sum(d.figure is not None for d in drawings)
         console.print(f"report: {drawn} figure(s), {len(tables)} table(s) → {path}")
+    return path
+
+
+def refresh_published(folder: str | Path, registry: Registry | None = None, console: Any = None) -> Path:
+    """A published study (``results.csv`` and ``analysis.json``, no store) read under today's rules:
+    its analysis and ``findings.json`` rewritten, and the findings section of its ``report.md`` (and
+    ``tables/findings.csv``) rendered again from them. The other sections show the store's cells,
+    provenance and figures, which a published folder does not keep: they stay as the study wrote them,
+    and the refreshed section says so. Returns the Markdown report's path."""
+    from lawlab import __version__
+    from lawlab.analysis import published_analysis
+    from lawlab.report.tables import findings_section
+
+    root = Path(folder)
+    analysis = published_analysis(root, registry, write=True)
+    if analysis.findings is None:  # pragma: no cover - every analysis of law rows answers the questions
+        raise ValueError(f"{root}: the analysis has no findings to write")
+    write_bytes(root / "findings.json", json.dumps(analysis.findings.to_dict(), indent=2))
+    section, table = findings_section(analysis.findings)
+    section.blocks.insert(1, ("p", (
+        f"Re-read {when(time.time())} by lawlab {__version__} from `results.csv` and `analysis.json`, under "
+        "today's rules; the study's store is not published, so the sections after this one are as the study "
+        "wrote them.")))
+    write_bytes(root / "tables" / f"{table.name}.csv", table_csv(table))
+    path = root / "report.md"
+    lines = path.read_text().split("\n") if path.is_file() else [f"# {root.name}", ""]
+    head = f"## {section.title}"
+    if head in lines:  # the old section, up to the next one, replaced
+        start = lines.index(head)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:  # placed first, after the title and its line, as write_report places it
+        start = end = next((i for i in range(1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    write_bytes(path, "\n".join(lines[:start] + section_markdown(section) + lines[end:]))
+    if console is not None:
+        console.print(f"published study re-read: {len(analysis.findings.answers)} answers → {path}")
     return path
 
 
