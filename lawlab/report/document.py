@@ -55,19 +55,24 @@ def symbol(name: str) -> str:
     return GREEK.get(name) or (GREEK[head] + sep + tail if sep and head in GREEK else name)
 
 
+def _whole(sym: str) -> str:
+    """A pattern for ``sym`` as a whole symbol, never part of a longer name."""
+    return rf"(?<!\w){re.escape(sym)}(?!\w)"
+
+
 def fitted_function(fit: FitResult) -> str:
     """The law written out with its coefficients, as the paper's tables show it."""
     text = fit.formula
     unwritten = []  # parameters the formula names generically (one efficiency per setting: eff_q)
     for p in sorted(fit.params, key=lambda p: -len(p.name)):
         # whole symbols only: β must not eat the β of β_q, nor a the a of another name
-        pattern = rf"(?<!\w){re.escape(symbol(p.name))}(?!\w)"
+        pattern = _whole(symbol(p.name))
         if re.search(pattern, text) is None:
             unwritten.append(f"{p.name} = {fmt(p.value, 2)}")
         text = re.sub(pattern, fmt(p.value, 2), text)
     for name, value in fit.options.items():
         if name in GREEK:
-            text = re.sub(rf"(?<!\w){re.escape(GREEK[name])}(?!\w)", f"{value:g}", text)
+            text = re.sub(_whole(GREEK[name]), f"{value:g}", text)
     text = text.replace("(−-", "(")  # minus a negative value: (−a) with a < 0
     if unwritten:
         text += "; " + ", ".join(sorted(unwritten))

@@ -40,6 +40,7 @@ from lawlab.report.gather import StudyData, gather
 from lawlab.report.tables import build
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lawlab.findings.answers import Findings
     from lawlab.registry import Registry
 
 # --------------------------------------------------------------------------- rendering
@@ -212,13 +213,18 @@ def write_report(output_dir: str | Path, registry: Registry | None = None, conso
         write_bytes(folder / "tables" / f"{t.name}.csv", table_csv(t))
     write_bytes(folder / "report.md", render_markdown(study, sections))
     if study.findings is not None:
-        write_bytes(folder / "findings.json", json.dumps(study.findings.to_dict(), indent=2))
+        write_findings(folder, study.findings)
     path = folder / "index.html"
     write_bytes(path, render_html(study, sections, pngs))
     if console is not None:
         drawn = sum(d.figure is not None for d in drawings)
         console.print(f"report: {drawn} figure(s), {len(tables)} table(s) → {path}")
     return path
+
+
+def write_findings(folder: Path, findings: Findings) -> None:
+    """``findings.json`` beside the report: what `lawlab findings` shows, as data."""
+    write_bytes(folder / "findings.json", json.dumps(findings.to_dict(), indent=2))
 
 
 def refresh_published(folder: str | Path, registry: Registry | None = None, console: Any = None) -> Path:
@@ -235,7 +241,7 @@ def refresh_published(folder: str | Path, registry: Registry | None = None, cons
     analysis = published_analysis(root, registry, write=True)
     if analysis.findings is None:  # pragma: no cover - every analysis of law rows answers the questions
         raise ValueError(f"{root}: the analysis has no findings to write")
-    write_bytes(root / "findings.json", json.dumps(analysis.findings.to_dict(), indent=2))
+    write_findings(root, analysis.findings)
     section, table = findings_section(analysis.findings)
     section.blocks.insert(1, ("p", (
         f"Re-read {when(time.time())} by lawlab {__version__} from `results.csv` and `analysis.json`, under "
